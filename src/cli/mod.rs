@@ -1,0 +1,52 @@
+//! The command line: one subcommand per job, each in its own file.
+
+mod ablation;
+mod evaluate;
+mod generate;
+mod score;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// anomalyd: streaming time-series anomaly detection with a denoising autoencoder.
+#[derive(Debug, Parser)]
+#[command(name = "anomalyd", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `anomalyd=debug`.
+    #[arg(long, global = true, env = "ANOMALYD_LOG", default_value = "info")]
+    pub log: String,
+    /// The job to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The jobs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the synthetic multichannel sensor data set (train and labelled test CSV).
+    Generate(generate::GenerateArgs),
+    /// Train a denoising autoencoder on a CSV or JSON lines file and export it to ONNX.
+    Train(train::TrainArgs),
+    /// Score every row of a file with a model: the score of the window ending at that row.
+    Score(score::ScoreArgs),
+    /// Measure a model's detection quality (AUC-PR, best F1) on a labelled file.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Train every loss variant on the synthetic set and compare their detection quality.
+    Ablation(ablation::AblationArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Ablation(args) => ablation::run(args),
+    }
+}
+
+/// Splits a comma-separated list argument.
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}

@@ -1,0 +1,7 @@
+//! Measuring detection quality: ranking metrics, labelled evaluation and the loss ablation.
+
+pub mod ablation;
+pub mod metrics;
+pub mod synthetic;
+
+pub use synthetic::{quality, score_labelled, Quality};

@@ -1,0 +1,17 @@
+//! anomalyd: streaming time-series anomaly detection with a denoising autoencoder.
+//!
+//! The modules follow the model's life and the pipeline: `series` reads
+//! data, `window` assembles windows, `train` fits the network in Burn,
+//! `export` writes the ONNX artefact, `serve` scores windows with tract, and
+//! `evaluate` measures detection quality. See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod evaluate;
+pub mod export;
+pub mod model;
+pub mod recipe;
+pub mod serve;
+pub mod series;
+pub mod synthetic;
+pub mod train;
+pub mod window;

@@ -1,0 +1,23 @@
+//! The `anomalyd` binary: parses the command line, sets up logging and runs the job.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = anomalyd::cli::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("anomalyd: --log {:?} is not a valid filter ({e}); using \"info\"", cli.log);
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match anomalyd::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("anomalyd: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

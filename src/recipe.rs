@@ -1,0 +1,139 @@
+//! A model recipe: every setting that turns training data into a model artefact
+//! (prepare windows → train in Burn → export ONNX → score validation with tract).
+
+use crate::export::{Artefact, ArtefactInputs};
+use crate::model::{LossConfig, NetworkConfig, PerceptualFeatures};
+use crate::series::Series;
+use crate::train::{prepare, train, TrainOptions, TrainedModel, TrainingBackend};
+
+/// Every knob of a training run, with the shipped defaults.
+#[derive(Debug, Clone)]
+pub struct ModelRecipe {
+    /// Model name (file stem).
+    pub name: String,
+    /// Samples per window.
+    pub window_len: usize,
+    /// Stride between training windows.
+    pub train_stride: usize,
+    /// Stride suggested for streaming use, stored in the metadata.
+    pub default_stride: usize,
+    /// Latest fraction of each entity's rows held out for validation.
+    pub validation_fraction: f64,
+    /// Encoder convolution widths.
+    pub widths: Vec<usize>,
+    /// Convolution kernel size (odd).
+    pub kernel_size: usize,
+    /// Latent code size.
+    pub latent_size: usize,
+    /// Loss weights and corruption.
+    pub loss: LossConfig,
+    /// Windows per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Maximum epochs.
+    pub max_epochs: usize,
+    /// Early-stopping patience in epochs.
+    pub patience: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Burn backend.
+    pub backend: TrainingBackend,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// The default loss: chosen by the ablation in models/README.md.
+pub fn default_loss() -> LossConfig {
+    LossConfig {
+        pointwise_weight: 1.0,
+        perceptual_weight: 0.5,
+        sparsity_weight: 0.01,
+        perceptual_features: PerceptualFeatures::Spectral,
+        noise_std: 0.2,
+        mask_probability: 0.05,
+    }
+}
+
+impl Default for ModelRecipe {
+    fn default() -> Self {
+        Self {
+            name: "model".into(),
+            window_len: 64,
+            train_stride: 1,
+            default_stride: 8,
+            validation_fraction: 0.2,
+            widths: vec![16, 32],
+            kernel_size: 5,
+            latent_size: 16,
+            loss: default_loss(),
+            batch_size: 64,
+            learning_rate: 2e-3,
+            max_epochs: 40,
+            patience: 5,
+            seed: 42,
+            backend: TrainingBackend::Flex,
+            progress: false,
+        }
+    }
+}
+
+/// A trained and exported model with its training history.
+pub struct BuiltModel {
+    /// ONNX bytes and metadata.
+    pub artefact: Artefact,
+    /// The Burn network and per-epoch losses.
+    pub trained: TrainedModel,
+}
+
+impl ModelRecipe {
+    /// Trains on `series` (all entities share the channels) and exports the artefact.
+    pub fn build(&self, series: &[Series], source: &str) -> anyhow::Result<BuiltModel> {
+        let data = prepare(series, self.window_len, self.train_stride, self.validation_fraction)
+            .map_err(anyhow::Error::msg)?;
+        let network = NetworkConfig {
+            channels: data.channels.len(),
+            window_len: self.window_len,
+            widths: self.widths.clone(),
+            kernel_size: self.kernel_size,
+            latent_size: self.latent_size,
+        };
+        network.validate().map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            channels = ?data.channels,
+            train_windows = data.train_count(),
+            validation_windows = data.validation_count(),
+            backend = %self.backend,
+            "training"
+        );
+        let trained = train(
+            &data,
+            &TrainOptions {
+                network: network.clone(),
+                loss: self.loss.clone(),
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+                max_epochs: self.max_epochs,
+                patience: self.patience,
+                seed: self.seed,
+                backend: self.backend,
+                progress: self.progress,
+            },
+        );
+        let backend = self.backend.to_string();
+        let artefact = Artefact::build(
+            &trained,
+            &data,
+            &ArtefactInputs {
+                name: &self.name,
+                network: &network,
+                loss: &self.loss,
+                default_stride: self.default_stride,
+                source,
+                seed: self.seed,
+                backend: &backend,
+            },
+        )?;
+        Ok(BuiltModel { artefact, trained })
+    }
+}

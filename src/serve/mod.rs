@@ -1,0 +1,7 @@
+//! Serving: the tract scorer that turns windows into scores, channel contributions and reconstructions.
+
+pub mod error;
+pub mod scorer;
+
+pub use error::ModelError;
+pub use scorer::{metadata_path, Scorer, WindowScore};

@@ -1,0 +1,251 @@
+//! The scorer: loads an ONNX model and its metadata with tract, checks the
+//! contract, and scores batches of windows.
+//!
+//! We depend on `tract-onnx` (not the `tract` facade): it is the crate that
+//! reads ONNX, and it also exposes the ONNX protobuf types our exporter
+//! writes, so one dependency serves both directions.
+
+use super::error::ModelError;
+use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
+use crate::model::{FeatureExtractor, ModelMetadata};
+use crate::window::Window;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+/// The score of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowScore {
+    /// Higher = more anomalous: the hybrid distance between the window and its
+    /// reconstruction (pointwise and perceptual terms with the training weights).
+    pub score: f32,
+    /// Each channel's share of `score` (they sum to it), in model channel order.
+    pub channel_contributions: Vec<f32>,
+    /// The reconstruction in the channels' own units, channel-major like the window.
+    pub reconstruction: Vec<f32>,
+}
+
+/// A loaded, optimised, checked model.
+pub struct Scorer {
+    metadata: ModelMetadata,
+    plan: Arc<TypedRunnableModel>,
+    features: FeatureExtractor,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("model_version", &self.metadata.model_version)
+            .finish()
+    }
+}
+
+/// The metadata file that belongs to an ONNX file: same path, `.json` extension.
+pub fn metadata_path(onnx_path: &Path) -> PathBuf {
+    onnx_path.with_extension("json")
+}
+
+impl Scorer {
+    /// Loads `<name>.onnx` and `<name>.json`, optimises once and checks the contract.
+    pub fn load(onnx_path: &Path) -> Result<Self, ModelError> {
+        let metadata = ModelMetadata::load(&metadata_path(onnx_path))?;
+        let bytes = std::fs::read(onnx_path).map_err(|source| ModelError::Read {
+            path: onnx_path.display().to_string(),
+            source,
+        })?;
+        Self::from_parts(&bytes, metadata, &onnx_path.display().to_string())
+    }
+
+    /// Builds a scorer from ONNX bytes and metadata; `origin` names the model in errors.
+    pub fn from_parts(onnx: &[u8], metadata: ModelMetadata, origin: &str) -> Result<Self, ModelError> {
+        let onnx_error = |detail: String| ModelError::Onnx {
+            path: origin.to_string(),
+            detail,
+        };
+        let contract = |reason: String| ModelError::Contract {
+            path: origin.to_string(),
+            reason,
+        };
+        metadata.validate().map_err(contract)?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(|e| onnx_error(format!("{e:#}")))?;
+        check_io_names(&model, origin)?;
+        let typed = model
+            .into_optimized()
+            .map_err(|e| onnx_error(format!("{e:#}")))?;
+        let channels = metadata.channels.len();
+        let window_len = metadata.window_len;
+        for (what, fact) in [
+            ("input", typed.input_fact(0).map_err(|e| onnx_error(e.to_string()))?),
+            ("output", typed.output_fact(0).map_err(|e| onnx_error(e.to_string()))?),
+        ] {
+            let dims: Vec<String> = fact.shape.iter().map(|d| d.to_string()).collect();
+            let fixed = fact.shape.as_concrete().is_some();
+            let ok = dims.len() == 3
+                && !fixed
+                && dims[1] == channels.to_string()
+                && dims[2] == window_len.to_string();
+            if !ok {
+                return Err(contract(format!(
+                    "{what} shape is [{}], metadata says [batch, {channels}, {window_len}] with a symbolic batch",
+                    dims.join(", ")
+                )));
+            }
+        }
+        let plan = typed
+            .into_runnable()
+            .map_err(|e| onnx_error(format!("{e:#}")))?;
+        let scorer = Self {
+            features: FeatureExtractor::new(metadata.loss.perceptual_features, window_len),
+            metadata,
+            plan,
+        };
+        scorer.warm_up(origin)?;
+        Ok(scorer)
+    }
+
+    /// Runs one all-median window through the model: catches NaN or infinite
+    /// weights before the model serves, and warms caches.
+    fn warm_up(&self, origin: &str) -> Result<(), ModelError> {
+        let zeros = vec![0.0f32; self.window_size()];
+        let reconstruction = self.reconstruct_normalised(&zeros, 1)?;
+        if reconstruction.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::Contract {
+                path: origin.to_string(),
+                reason: "a test window reconstructs to NaN or infinity: the weights are not finite".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The model's metadata.
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    /// The model version (content hash).
+    pub fn model_version(&self) -> &str {
+        &self.metadata.model_version
+    }
+
+    /// Values per window.
+    pub fn window_size(&self) -> usize {
+        self.metadata.channels.len() * self.metadata.window_len
+    }
+
+    /// For each model channel, its index in `available` (e.g. a CSV header);
+    /// refuses the input if any model channel is missing.
+    pub fn map_channels(&self, available: &[String]) -> Result<Vec<usize>, ModelError> {
+        let mut indices = Vec::with_capacity(self.metadata.channels.len());
+        let mut missing = Vec::new();
+        for channel in &self.metadata.channels {
+            match available.iter().position(|a| a == channel) {
+                Some(i) => indices.push(i),
+                None => missing.push(channel.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(indices)
+        } else {
+            Err(ModelError::ChannelMismatch {
+                model_version: self.metadata.model_version.clone(),
+                expected: self.metadata.channels.clone(),
+                missing,
+            })
+        }
+    }
+
+    /// Normalises a raw channel-major window in place.
+    pub fn normalise(&self, window: &mut [f32]) {
+        let len = self.metadata.window_len;
+        for (channel, norm) in window.chunks_mut(len).zip(&self.metadata.normalisation) {
+            for value in channel {
+                *value = norm.apply(*value);
+            }
+        }
+    }
+
+    /// Runs the network on `count` normalised windows (`[count, channels, window_len]`).
+    pub fn reconstruct_normalised(&self, windows: &[f32], count: usize) -> Result<Vec<f32>, ModelError> {
+        let shape = [count, self.metadata.channels.len(), self.metadata.window_len];
+        let input = tract_ndarray::Array3::from_shape_vec(shape, windows.to_vec())
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let outputs = self
+            .plan
+            .run(tvec!(Tensor::from(input).into_tvalue()))
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Scores `count` normalised windows.
+    pub fn score_normalised(&self, windows: &[f32], count: usize) -> Result<Vec<WindowScore>, ModelError> {
+        let reconstruction = self.reconstruct_normalised(windows, count)?;
+        let size = self.window_size();
+        Ok(windows
+            .chunks(size)
+            .zip(reconstruction.chunks(size))
+            .map(|(window, reconstructed)| self.score_one(window, reconstructed))
+            .collect())
+    }
+
+    /// Scores raw windows (in the channels' own units).
+    pub fn score_windows(&self, windows: &[Window]) -> Result<Vec<WindowScore>, ModelError> {
+        let mut batch = Vec::with_capacity(windows.len() * self.window_size());
+        for window in windows {
+            let start = batch.len();
+            batch.extend_from_slice(&window.values);
+            self.normalise(&mut batch[start..]);
+        }
+        self.score_normalised(&batch, windows.len())
+    }
+
+    /// The hybrid distance between a normalised window and its reconstruction.
+    fn score_one(&self, window: &[f32], reconstructed: &[f32]) -> WindowScore {
+        let len = self.metadata.window_len;
+        let channels = self.metadata.channels.len() as f32;
+        let loss = &self.metadata.loss;
+        let mut contributions = Vec::with_capacity(self.metadata.channels.len());
+        let mut denormalised = Vec::with_capacity(window.len());
+        for ((x, y), norm) in window
+            .chunks(len)
+            .zip(reconstructed.chunks(len))
+            .zip(&self.metadata.normalisation)
+        {
+            let squared: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / len as f32;
+            let mut contribution = loss.pointwise_weight * squared;
+            if loss.perceptual_weight > 0.0 {
+                contribution += loss.perceptual_weight * self.features.distance(x, y);
+            }
+            contributions.push(contribution / channels);
+            denormalised.extend(y.iter().map(|&v| norm.invert(v)));
+        }
+        WindowScore {
+            score: contributions.iter().sum(),
+            channel_contributions: contributions,
+            reconstruction: denormalised,
+        }
+    }
+}
+
+fn check_io_names(model: &InferenceModel, origin: &str) -> Result<(), ModelError> {
+    let name_of = |outlet: &OutletId| model.node(outlet.node).name.clone();
+    let inputs: Vec<String> = model.input_outlets().map_err(|e| ModelError::Onnx { path: origin.into(), detail: e.to_string() })?.iter().map(name_of).collect();
+    let outputs: Vec<String> = model.output_outlets().map_err(|e| ModelError::Onnx { path: origin.into(), detail: e.to_string() })?.iter().map(name_of).collect();
+    if inputs != [INPUT_NAME] {
+        return Err(ModelError::Contract {
+            path: origin.into(),
+            reason: format!("graph inputs are {inputs:?}, expected [{INPUT_NAME:?}]"),
+        });
+    }
+    if outputs.len() != 1 {
+        return Err(ModelError::Contract {
+            path: origin.into(),
+            reason: format!("graph has outputs {outputs:?}, expected one ({OUTPUT_NAME:?})"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The training loop: Adam on mini-batches of corrupted windows, early stopping on validation loss.
+
+use super::corrupt::corrupt;
+use super::data::PreparedData;
+use super::loss::{scalar, HybridLoss};
+use super::network::Autoencoder;
+use crate::model::{LossConfig, NetworkConfig};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// The Burn CPU backend to train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingBackend {
+    /// `burn-flex`, Burn's current pure-Rust CPU backend (the default: faster here, see models/README.md).
+    Flex,
+    /// `burn-ndarray`, deprecated upstream in favour of flex; kept for comparison.
+    Ndarray,
+}
+
+impl TrainingBackend {
+    /// The device (without autodiff).
+    #[allow(deprecated)] // `Device::ndarray` is deprecated upstream; we keep it to measure it.
+    pub fn device(self) -> Device {
+        match self {
+            TrainingBackend::Flex => Device::flex(),
+            TrainingBackend::Ndarray => Device::ndarray(),
+        }
+    }
+}
+
+impl std::fmt::Display for TrainingBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainingBackend::Flex => "flex",
+            TrainingBackend::Ndarray => "ndarray",
+        })
+    }
+}
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Network shape (`channels` and `window_len` must match the data).
+    pub network: NetworkConfig,
+    /// Loss weights and corruption.
+    pub loss: LossConfig,
+    /// Windows per mini-batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Upper bound on epochs.
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: usize,
+    /// Seed of initialisation, shuffling and corruption.
+    pub seed: u64,
+    /// Burn backend.
+    pub backend: TrainingBackend,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Losses of one epoch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean total training loss over the epoch's batches (corrupted inputs).
+    pub train_loss: f32,
+    /// Total validation loss (clean inputs, as served).
+    pub validation_loss: f32,
+    /// Validation pointwise term.
+    pub validation_pointwise: f32,
+    /// Validation perceptual term.
+    pub validation_perceptual: f32,
+    /// Validation sparsity term.
+    pub validation_sparsity: f32,
+    /// Seconds spent in this epoch's training batches.
+    pub seconds: f64,
+}
+
+/// The result of training: the best network (inference mode) and its history.
+pub struct TrainedModel {
+    /// Weights of the epoch with the lowest validation loss.
+    pub network: Autoencoder,
+    /// One record per epoch run.
+    pub history: Vec<EpochRecord>,
+    /// The epoch whose weights were kept (1-based).
+    pub best_epoch: usize,
+    /// Its validation loss.
+    pub best_validation_loss: f32,
+    /// Wall-clock seconds for the whole run.
+    pub seconds: f64,
+}
+
+/// Trains a network on prepared windows.
+pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
+    let started = Instant::now();
+    let device = options.backend.device().autodiff();
+    device.seed(options.seed);
+    let inference_device = device.clone().without_autodiff();
+    let mut network = Autoencoder::new(&options.network, &device);
+    let loss = HybridLoss::new(&options.loss, data.window_len, &device);
+    let validation_loss_fn = HybridLoss::new(&options.loss, data.window_len, &inference_device);
+    let mut optimizer = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let window_size = data.window_size();
+    let channels = data.channels.len();
+    let mut order: Vec<usize> = (0..data.train_count()).collect();
+
+    let progress = if options.progress {
+        ProgressBar::new(options.max_epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{bar:30}] {elapsed} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+
+    let mut history = Vec::new();
+    let mut best: Option<(usize, f32, Autoencoder)> = None;
+    for epoch in 1..=options.max_epochs {
+        let epoch_started = Instant::now();
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0f64;
+        let mut batches = 0usize;
+        for batch_indices in order.chunks(options.batch_size) {
+            let batch = batch_indices.len();
+            let mut clean = Vec::with_capacity(batch * window_size);
+            for &i in batch_indices {
+                clean.extend_from_slice(&data.train_windows[i * window_size..(i + 1) * window_size]);
+            }
+            let mut corrupted = clean.clone();
+            corrupt(
+                &mut corrupted,
+                options.loss.noise_std,
+                options.loss.mask_probability,
+                &mut rng,
+            );
+            let shape = [batch, channels, data.window_len];
+            let clean = Tensor::<3>::from_data(TensorData::new(clean, shape), &device);
+            let input = Tensor::<3>::from_data(TensorData::new(corrupted, shape), &device);
+            let (reconstruction, latent) = network.forward(input);
+            let terms = loss.terms(reconstruction, clean, latent);
+            let gradients = terms.total.backward();
+            loss_sum += scalar(terms.total.clone()) as f64;
+            batches += 1;
+            let gradients = GradientsParams::from_grads(gradients, &network);
+            network = optimizer.step(options.learning_rate, network, gradients);
+        }
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let validation = validate(&network.valid(), &validation_loss_fn, data, &inference_device);
+        let record = EpochRecord {
+            epoch,
+            train_loss: (loss_sum / batches.max(1) as f64) as f32,
+            validation_loss: validation[0],
+            validation_pointwise: validation[1],
+            validation_perceptual: validation[2],
+            validation_sparsity: validation[3],
+            seconds: train_seconds,
+        };
+        tracing::debug!(?record, "epoch done");
+        progress.set_message(format!(
+            "train {:.4} validation {:.4}",
+            record.train_loss, record.validation_loss
+        ));
+        progress.inc(1);
+        let improved = best
+            .as_ref()
+            .is_none_or(|(_, best_loss, _)| record.validation_loss < *best_loss);
+        if improved {
+            best = Some((epoch, record.validation_loss, network.valid()));
+        }
+        history.push(record);
+        let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
+        if epoch - best_epoch >= options.patience {
+            tracing::info!(epoch, best_epoch, "early stop: no better validation loss for {} epochs", options.patience);
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    let (best_epoch, best_validation_loss, network) = best.expect("at least one epoch ran");
+    TrainedModel {
+        network,
+        history,
+        best_epoch,
+        best_validation_loss,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Validation loss terms `[total, pointwise, perceptual, sparsity]`, averaged over windows.
+fn validate(network: &Autoencoder, loss: &HybridLoss, data: &PreparedData, device: &Device) -> [f32; 4] {
+    const CHUNK: usize = 512;
+    let window_size = data.window_size();
+    let count = data.validation_count();
+    let mut sums = [0.0f64; 4];
+    for start in (0..count).step_by(CHUNK) {
+        let end = (start + CHUNK).min(count);
+        let values = data.validation_windows[start * window_size..end * window_size].to_vec();
+        let clean = Tensor::<3>::from_data(
+            TensorData::new(values, [end - start, data.channels.len(), data.window_len]),
+            device,
+        );
+        let (reconstruction, latent) = network.forward(clean.clone());
+        let terms = loss.terms(reconstruction, clean, latent);
+        let weight = (end - start) as f64;
+        for (sum, term) in sums
+            .iter_mut()
+            .zip([terms.total, terms.pointwise, terms.perceptual, terms.sparsity])
+        {
+            *sum += scalar(term) as f64 * weight;
+        }
+    }
+    sums.map(|s| (s / count as f64) as f32)
+}

@@ -1,0 +1,175 @@
+//! Window assembly: turns one entity's rows into `channels × window_len` windows, ordered by time.
+//!
+//! A window is stored channel-major (`[channel][time]`), the layout the model
+//! takes. The assembler does no I/O and never looks at the wall clock: event
+//! time travels with the rows.
+
+/// One assembled window of raw (not normalised) values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Event time of the first and of the last row (epoch ms).
+    pub start_ms: i64,
+    /// Event time of the last row; the window "ends" at this row.
+    pub end_ms: i64,
+    /// Channel-major values: `values[channel * window_len + t]`.
+    pub values: Vec<f32>,
+}
+
+/// Streaming assembler for one entity: push rows in time order, get a window
+/// every `stride` rows once `window_len` rows have been seen.
+#[derive(Debug, Clone)]
+pub struct WindowAssembler {
+    channels: usize,
+    window_len: usize,
+    stride: usize,
+    /// Ring buffer of the last `window_len` rows, row-major.
+    rows: Vec<f32>,
+    timestamps: Vec<i64>,
+    /// Rows pushed since the last reset.
+    pushed: u64,
+}
+
+impl WindowAssembler {
+    /// An assembler for windows of `channels × window_len`, emitted every `stride` rows.
+    pub fn new(channels: usize, window_len: usize, stride: usize) -> Self {
+        assert!(channels > 0 && window_len > 0 && stride > 0);
+        Self {
+            channels,
+            window_len,
+            stride,
+            rows: vec![0.0; channels * window_len],
+            timestamps: vec![0; window_len],
+            pushed: 0,
+        }
+    }
+
+    /// Adds one row (`channels` values); returns the window ending at it when one is due.
+    pub fn push(&mut self, timestamp_ms: i64, row: &[f32]) -> Option<Window> {
+        assert_eq!(row.len(), self.channels, "row has the wrong number of channels");
+        let slot = (self.pushed % self.window_len as u64) as usize;
+        self.rows[slot * self.channels..(slot + 1) * self.channels].copy_from_slice(row);
+        self.timestamps[slot] = timestamp_ms;
+        self.pushed += 1;
+        if self.pushed < self.window_len as u64 {
+            return None;
+        }
+        let rows_after_first_window = self.pushed - self.window_len as u64;
+        if rows_after_first_window % self.stride as u64 != 0 {
+            return None;
+        }
+        Some(self.current())
+    }
+
+    /// Whether enough rows have been seen for a full window.
+    pub fn is_full(&self) -> bool {
+        self.pushed >= self.window_len as u64
+    }
+
+    /// Forgets all rows (for example after a gap in the data).
+    pub fn reset(&mut self) {
+        self.pushed = 0;
+    }
+
+    fn current(&self) -> Window {
+        let oldest = (self.pushed % self.window_len as u64) as usize;
+        let mut values = vec![0.0f32; self.channels * self.window_len];
+        for t in 0..self.window_len {
+            let slot = (oldest + t) % self.window_len;
+            let row = &self.rows[slot * self.channels..(slot + 1) * self.channels];
+            for (c, &v) in row.iter().enumerate() {
+                values[c * self.window_len + t] = v;
+            }
+        }
+        Window {
+            start_ms: self.timestamps[oldest],
+            end_ms: self.timestamps[(oldest + self.window_len - 1) % self.window_len],
+            values,
+        }
+    }
+}
+
+/// All windows of a row-major block of rows, every `stride` rows: returns the
+/// channel-major windows concatenated (`[n, channels, window_len]`) and the
+/// index of the last row of each window.
+pub fn windows_of_rows(
+    rows: &[f32],
+    channels: usize,
+    window_len: usize,
+    stride: usize,
+) -> (Vec<f32>, Vec<usize>) {
+    let row_count = rows.len() / channels;
+    let mut values = Vec::new();
+    let mut ends = Vec::new();
+    if row_count < window_len {
+        return (values, ends);
+    }
+    let mut start = 0;
+    while start + window_len <= row_count {
+        for c in 0..channels {
+            values.extend((start..start + window_len).map(|r| rows[r * channels + c]));
+        }
+        ends.push(start + window_len - 1);
+        start += stride;
+    }
+    (values, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<(i64, [f32; 2])> {
+        (0..n).map(|i| (i as i64 * 10, [i as f32, 100.0 + i as f32])).collect()
+    }
+
+    #[test]
+    fn first_window_after_window_len_rows_then_every_stride() {
+        let mut assembler = WindowAssembler::new(2, 4, 2);
+        let emitted: Vec<(usize, Window)> = rows(10)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (ts, r))| assembler.push(ts, &r).map(|w| (i, w)))
+            .collect();
+        let ends: Vec<usize> = emitted.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ends, vec![3, 5, 7, 9]);
+        let (_, last) = &emitted[3];
+        // channel-major, oldest first: rows 6..=9
+        assert_eq!(last.values, vec![6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]);
+        assert_eq!((last.start_ms, last.end_ms), (60, 90));
+    }
+
+    #[test]
+    fn streaming_and_batch_assembly_agree() {
+        let data = rows(23);
+        let flat: Vec<f32> = data.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        let (batch, ends) = windows_of_rows(&flat, 2, 5, 3);
+        let mut assembler = WindowAssembler::new(2, 5, 3);
+        let streamed: Vec<f32> = data
+            .iter()
+            .filter_map(|(ts, r)| assembler.push(*ts, r))
+            .flat_map(|w| w.values)
+            .collect();
+        assert_eq!(batch, streamed);
+        assert_eq!(ends, vec![4, 7, 10, 13, 16, 19, 22]);
+    }
+
+    #[test]
+    fn reset_starts_over() {
+        let mut assembler = WindowAssembler::new(1, 3, 1);
+        for i in 0..3 {
+            assembler.push(i, &[i as f32]);
+        }
+        assert!(assembler.is_full());
+        assembler.reset();
+        assert!(assembler.push(10, &[1.0]).is_none());
+        assert!(assembler.push(11, &[2.0]).is_none());
+        let window = assembler.push(12, &[3.0]).unwrap();
+        assert_eq!(window.values, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn too_few_rows_give_no_windows() {
+        let (values, ends) = windows_of_rows(&[1.0, 2.0], 1, 3, 1);
+        assert!(values.is_empty() && ends.is_empty());
+    }
+}

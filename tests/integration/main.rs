@@ -1,0 +1,6 @@
+//! Integration tests, in one binary so that the heavy dependencies link once.
+
+mod common;
+mod model_refusal;
+mod round_trip;
+mod score_command;
