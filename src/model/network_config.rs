@@ -106,9 +106,9 @@ mod tests {
     #[test]
     fn window_len_must_divide() {
         let mut c = config();
-        c.window_len = 60;
+        c.window_len = 62;
         let message = c.validate().unwrap_err();
-        assert!(message.contains("window_len 60"), "{message}");
+        assert!(message.contains("window_len 62"), "{message}");
         c.window_len = 64;
         c.kernel_size = 4;
         assert!(c.validate().unwrap_err().contains("kernel_size"));

@@ -110,12 +110,16 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
     let mut series = Vec::with_capacity(config.entities);
     for entity in 0..config.entities {
         let shapes: Vec<ChannelShape> = (0..config.channels)
-            .map(|_| ChannelShape {
-                offset: rng.random_range(10.0..100.0),
-                amplitude: rng.random_range(2.0..10.0),
-                daily_loading: rng.random_range(0.5..1.0) * if rng.random_bool(0.3) { -1.0 } else { 1.0 },
-                load_loading: rng.random_range(0.2..0.6),
-                noise_std: rng.random_range(0.05..0.15),
+            .map(|_| {
+                // Some channels move against the others (e.g. pressure vs flow).
+                let sign = if rng.random_bool(0.3) { -1.0 } else { 1.0 };
+                ChannelShape {
+                    offset: rng.random_range(10.0..100.0),
+                    amplitude: rng.random_range(2.0..10.0),
+                    daily_loading: sign * rng.random_range(0.6..1.0),
+                    load_loading: sign * rng.random_range(0.2..0.6),
+                    noise_std: rng.random_range(0.05..0.15),
+                }
             })
             .collect();
         let phase: f64 = rng.random_range(0.0..std::f64::consts::TAU);

@@ -4,14 +4,14 @@ use anomalyd::recipe::{BuiltModel, ModelRecipe};
 use anomalyd::synthetic::{generate, SyntheticConfig, SyntheticData};
 use std::sync::OnceLock;
 
-/// A small synthetic set: 3 entities, 4 channels, 14 days (half clean).
+/// A small synthetic set: 3 entities, 4 channels, 28 days (half clean).
 pub fn small_data() -> &'static SyntheticData {
     static DATA: OnceLock<SyntheticData> = OnceLock::new();
     DATA.get_or_init(|| {
         generate(&SyntheticConfig {
             entities: 3,
             channels: 4,
-            days: 14,
+            days: 28,
             seed: 11,
             ..Default::default()
         })
@@ -22,8 +22,7 @@ pub fn small_data() -> &'static SyntheticData {
 pub fn small_recipe() -> ModelRecipe {
     ModelRecipe {
         name: "test".into(),
-        train_stride: 2,
-        max_epochs: 12,
+        max_epochs: 25,
         patience: 4,
         seed: 5,
         ..Default::default()

@@ -48,6 +48,8 @@ fn injected_anomalies_rank_above_normal_windows() {
     for q in &results {
         eprintln!("{:<20} AUC-PR {:.3} best F1 {:.3} ({} positive, {} negative)", q.kind, q.auc_pr, q.best_f1, q.positives, q.negatives);
     }
+    // The floor must mean something: well above what random scores would get.
+    assert!(base_rate + 0.2 < AUC_PR_FLOOR, "base rate {base_rate:.3} makes the floor meaningless");
     assert!(
         overall.auc_pr >= AUC_PR_FLOOR,
         "overall AUC-PR {:.3} is below the floor {AUC_PR_FLOOR} (base rate {base_rate:.3})",
