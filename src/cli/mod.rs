@@ -1,6 +1,7 @@
 //! The command line: one subcommand per job, each in its own file.
 
 mod ablation;
+mod demo;
 mod evaluate;
 mod generate;
 mod score;
@@ -23,6 +24,8 @@ pub struct Cli {
 /// The jobs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the self-contained demo on the embedded default model and generated data.
+    Demo(demo::DemoArgs),
     /// Write the synthetic multichannel sensor data set (train and labelled test CSV).
     Generate(generate::GenerateArgs),
     /// Train a denoising autoencoder on a CSV or JSON lines file and export it to ONNX.
@@ -38,6 +41,7 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
         Command::Score(args) => score::run(args),

@@ -1,6 +1,7 @@
 //! A small, seeded generator of multichannel sensor data with labelled anomalies.
 //!
-//! Each entity has a few correlated channels driven by shared latent factors:
+//! Entities are units of one machine type (small unit-to-unit differences).
+//! Each has a few correlated channels driven by shared latent factors:
 //! a daily cycle (with a second harmonic), a slowly wandering load (AR(1))
 //! and per-channel noise. Each channel mixes the factors with its own
 //! loadings, so channels move together and a broken relationship is visible.
@@ -107,22 +108,37 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
         .map(|s| s.to_string())
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    // The channels of one machine type: every entity is a unit of that type,
+    // with small unit-to-unit differences (as in a fleet of pumps), so one
+    // model with one normalisation serves them all.
+    let fleet: Vec<ChannelShape> = (0..config.channels)
+        .map(|_| {
+            // Some channels move against the others (e.g. pressure vs flow).
+            let sign = if rng.random_bool(0.3) { -1.0 } else { 1.0 };
+            ChannelShape {
+                offset: rng.random_range(10.0..100.0),
+                amplitude: rng.random_range(2.0..10.0),
+                daily_loading: sign * rng.random_range(0.6..1.0),
+                load_loading: sign * rng.random_range(0.2..0.6),
+                noise_std: rng.random_range(0.05..0.15),
+            }
+        })
+        .collect();
+    let fleet_phase: f64 = rng.random_range(0.0..std::f64::consts::TAU);
     let mut series = Vec::with_capacity(config.entities);
     for entity in 0..config.entities {
-        let shapes: Vec<ChannelShape> = (0..config.channels)
-            .map(|_| {
-                // Some channels move against the others (e.g. pressure vs flow).
-                let sign = if rng.random_bool(0.3) { -1.0 } else { 1.0 };
-                ChannelShape {
-                    offset: rng.random_range(10.0..100.0),
-                    amplitude: rng.random_range(2.0..10.0),
-                    daily_loading: sign * rng.random_range(0.6..1.0),
-                    load_loading: sign * rng.random_range(0.2..0.6),
-                    noise_std: rng.random_range(0.05..0.15),
-                }
+        let shapes: Vec<ChannelShape> = fleet
+            .iter()
+            .map(|f| ChannelShape {
+                offset: f.offset + f.amplitude * rng.random_range(-0.2..0.2),
+                amplitude: f.amplitude * rng.random_range(0.9..1.1),
+                daily_loading: f.daily_loading * rng.random_range(0.9..1.1),
+                load_loading: f.load_loading * rng.random_range(0.9..1.1),
+                noise_std: f.noise_std * rng.random_range(0.8..1.2),
             })
             .collect();
-        let phase: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+        // Units start their day within about an hour of each other.
+        let phase: f64 = fleet_phase + rng.random_range(-0.25..0.25);
         let period = config.samples_per_day as f64;
         // Shared factors.
         let mut load = 0.0f64;
