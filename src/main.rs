@@ -6,7 +6,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let cli = anomalyd::cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("anomalyd: --log {:?} is not a valid filter ({e}); using \"info\"", cli.log);
+        eprintln!(
+            "anomalyd: --log {:?} is not a valid filter ({e}); using \"info\"",
+            cli.log
+        );
         EnvFilter::new("info")
     });
     tracing_subscriber::fmt()

@@ -89,8 +89,13 @@ pub struct BuiltModel {
 impl ModelRecipe {
     /// Trains on `series` (all entities share the channels) and exports the artefact.
     pub fn build(&self, series: &[Series], source: &str) -> anyhow::Result<BuiltModel> {
-        let data = prepare(series, self.window_len, self.train_stride, self.validation_fraction)
-            .map_err(anyhow::Error::msg)?;
+        let data = prepare(
+            series,
+            self.window_len,
+            self.train_stride,
+            self.validation_fraction,
+        )
+        .map_err(anyhow::Error::msg)?;
         let network = NetworkConfig {
             channels: data.channels.len(),
             window_len: self.window_len,

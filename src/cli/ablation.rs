@@ -39,9 +39,25 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
     let data = generate(&SyntheticConfig::default());
     let defaults = default_loss();
-    let variants = standard_variants(args.perceptual_weight, args.sparsity_weight, defaults.noise_std, defaults.mask_probability);
-    let recipe = ModelRecipe { max_epochs: args.max_epochs, backend: args.backend, ..Default::default() };
-    let rows = run_ablation(&recipe, &variants, &seeds, &data.clean_part(), &data.test_part(), 4)?;
+    let variants = standard_variants(
+        args.perceptual_weight,
+        args.sparsity_weight,
+        defaults.noise_std,
+        defaults.mask_probability,
+    );
+    let recipe = ModelRecipe {
+        max_epochs: args.max_epochs,
+        backend: args.backend,
+        ..Default::default()
+    };
+    let rows = run_ablation(
+        &recipe,
+        &variants,
+        &seeds,
+        &data.clean_part(),
+        &data.test_part(),
+        4,
+    )?;
     let table = format!(
         "Synthetic set: `anomalyd generate` defaults (6 entities, 5 channels, 28 days; test part = second half), windows every 4 rows; perceptual weight {}, sparsity weight {}, noise std {}, mask probability {}.\n\n{}",
         args.perceptual_weight, args.sparsity_weight, defaults.noise_std, defaults.mask_probability, markdown(&rows)

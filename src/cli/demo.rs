@@ -7,8 +7,8 @@
 
 use crate::evaluate::{quality, score_labelled};
 use crate::model::ModelMetadata;
-use crate::serve::Scorer;
 use crate::series::timestamp::format_timestamp;
+use crate::serve::Scorer;
 use crate::synthetic::{generate, SyntheticConfig};
 use crate::window::{Window, WindowAssembler};
 use clap::Args;
@@ -38,7 +38,11 @@ pub struct DemoArgs {
 /// Loads the embedded default model.
 pub fn default_scorer() -> anyhow::Result<Scorer> {
     let metadata = ModelMetadata::from_json(DEFAULT_METADATA, "embedded models/default.json")?;
-    Ok(Scorer::from_parts(DEFAULT_ONNX, metadata, "embedded models/default.onnx")?)
+    Ok(Scorer::from_parts(
+        DEFAULT_ONNX,
+        metadata,
+        "embedded models/default.onnx",
+    )?)
 }
 
 /// One scored window, remembered for the report.
@@ -81,7 +85,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for series in &test {
         let columns = scorer.map_channels(&series.channels)?;
         let labels = series.labels.as_ref().expect("generated data is labelled");
-        let mut assembler = WindowAssembler::new(channels, metadata.window_len, metadata.default_stride);
+        let mut assembler =
+            WindowAssembler::new(channels, metadata.window_len, metadata.default_stride);
         let mut windows = Vec::new();
         let mut window_labels = Vec::new();
         let mut row_values = vec![0.0f32; channels];
@@ -91,14 +96,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
             if let Some(window) = assembler.push(series.timestamps[row], &row_values) {
                 let start = row + 1 - metadata.window_len;
-                let mut kinds: Vec<&str> = labels[start..=row].iter().filter(|l| !l.is_empty()).map(|s| s.as_str()).collect();
+                let mut kinds: Vec<&str> = labels[start..=row]
+                    .iter()
+                    .filter(|l| !l.is_empty())
+                    .map(|s| s.as_str())
+                    .collect();
                 kinds.dedup();
                 window_labels.push(kinds.join("+"));
                 windows.push(window);
             }
         }
         for (batch, batch_labels) in windows.chunks(256).zip(window_labels.chunks(256)) {
-            for ((window, score), label) in batch.iter().zip(scorer.score_windows(batch)?).zip(batch_labels) {
+            for ((window, score), label) in batch
+                .iter()
+                .zip(scorer.score_windows(batch)?)
+                .zip(batch_labels)
+            {
                 let top_channel = score
                     .channel_contributions
                     .iter()
@@ -122,9 +135,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let quality = quality(&score_labelled(&scorer, &test, metadata.default_stride)?);
     println!("\nhow well each anomaly kind stands out (windows containing it vs clean windows):");
-    println!("  {:<20} {:>8} {:>8} {:>9}", "anomaly", "AUC-PR", "best F1", "windows");
+    println!(
+        "  {:<20} {:>8} {:>8} {:>9}",
+        "anomaly", "AUC-PR", "best F1", "windows"
+    );
     for q in &quality {
-        println!("  {:<20} {:>8.3} {:>8.3} {:>9}", q.kind, q.auc_pr, q.best_f1, q.positives);
+        println!(
+            "  {:<20} {:>8.3} {:>8.3} {:>9}",
+            q.kind, q.auc_pr, q.best_f1, q.positives
+        );
     }
 
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -143,10 +162,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             metadata.channels[s.top_channel],
             s.window.values[s.top_channel * metadata.window_len + last],
             s.expected_last,
-            if s.label.is_empty() { "(normal)" } else { &s.label }
+            if s.label.is_empty() {
+                "(normal)"
+            } else {
+                &s.label
+            }
         );
     }
-    let normal: Vec<f32> = scored.iter().filter(|s| s.label.is_empty()).map(|s| s.score).collect();
+    let normal: Vec<f32> = scored
+        .iter()
+        .filter(|s| s.label.is_empty())
+        .map(|s| s.score)
+        .collect();
     println!(
         "\nscored {} windows in {:.0} ms ({:.0} windows/s); normal windows score {:.4} on average, the model's validation median is {:.4}",
         scored.len(),

@@ -1,8 +1,8 @@
 //! `anomalyd evaluate`: detection quality of a model on a labelled CSV file.
 
 use crate::evaluate::{quality, score_labelled};
-use crate::serve::Scorer;
 use crate::series::{read_series, ReadOptions};
+use crate::serve::Scorer;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -39,9 +39,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         },
     )?;
     let scored = score_labelled(&scorer, &series, args.stride)?;
-    println!("{:<20} {:>9} {:>9} {:>8} {:>8}", "anomaly", "positive", "negative", "AUC-PR", "best F1");
+    println!(
+        "{:<20} {:>9} {:>9} {:>8} {:>8}",
+        "anomaly", "positive", "negative", "AUC-PR", "best F1"
+    );
     for q in quality(&scored) {
-        println!("{:<20} {:>9} {:>9} {:>8.3} {:>8.3}", q.kind, q.positives, q.negatives, q.auc_pr, q.best_f1);
+        println!(
+            "{:<20} {:>9} {:>9} {:>8.3} {:>8.3}",
+            q.kind, q.positives, q.negatives, q.auc_pr, q.best_f1
+        );
     }
     Ok(())
 }

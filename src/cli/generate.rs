@@ -52,7 +52,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
 /// Writes series as CSV with columns `timestamp,entity,<channels...>,anomaly`.
 pub fn write_csv(series: &[Series], path: &Path) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_path(path)?;
-    let Some(first) = series.first() else { return Ok(()) };
+    let Some(first) = series.first() else {
+        return Ok(());
+    };
     let mut header = vec!["timestamp".to_string(), "entity".to_string()];
     header.extend(first.channels.iter().cloned());
     header.push("anomaly".into());
@@ -61,7 +63,12 @@ pub fn write_csv(series: &[Series], path: &Path) -> anyhow::Result<()> {
         for row in 0..s.len() {
             let mut record = vec![format_timestamp(s.timestamps[row]), s.entity.clone()];
             record.extend(s.row(row).iter().map(|v| format!("{v:.4}")));
-            record.push(s.labels.as_ref().map(|l| l[row].clone()).unwrap_or_default());
+            record.push(
+                s.labels
+                    .as_ref()
+                    .map(|l| l[row].clone())
+                    .unwrap_or_default(),
+            );
             writer.write_record(&record)?;
         }
     }

@@ -52,5 +52,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Splits a comma-separated list argument.
 fn comma_list(text: &str) -> Vec<String> {
-    text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }

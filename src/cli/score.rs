@@ -1,8 +1,8 @@
 //! `anomalyd score`: streams a CSV file in order and writes, for every row,
 //! the score of the window ending at that row (empty until the first full window).
 
-use crate::serve::Scorer;
 use crate::series::timestamp::parse_timestamp;
+use crate::serve::Scorer;
 use crate::window::{Window, WindowAssembler};
 use anyhow::Context;
 use clap::Args;
@@ -44,13 +44,19 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let metadata = scorer.metadata();
     let mut reader = csv::Reader::from_path(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let header: Vec<String> = reader.headers()?.iter().map(|h| h.trim().to_string()).collect();
+    let header: Vec<String> = reader
+        .headers()?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
     let columns = scorer.map_channels(&header)?;
     let find = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("{}: no column named {name:?}; the header has {header:?}", args.input.display()))
+        header.iter().position(|h| h == name).with_context(|| {
+            format!(
+                "{}: no column named {name:?}; the header has {header:?}",
+                args.input.display()
+            )
+        })
     };
     let timestamp_index = find(&args.timestamp_column)?;
     let entity_index = args.entity_column.as_deref().map(find).transpose()?;
@@ -62,7 +68,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         out_header.push("entity".into());
     }
     out_header.push("score".into());
-    out_header.extend(metadata.channels.iter().map(|c| format!("{c}_contribution")));
+    out_header.extend(
+        metadata
+            .channels
+            .iter()
+            .map(|c| format!("{c}_contribution")),
+    );
     writer.write_record(&out_header)?;
 
     let channels = metadata.channels.len();
@@ -78,14 +89,22 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         let field = |index: usize| record.get(index).unwrap_or("");
         let timestamp = parse_timestamp(field(timestamp_index))
             .map_err(|m| anyhow::anyhow!("{}, line {line}: {m}", args.input.display()))?;
-        for (slot, (&index, name)) in row_values.iter_mut().zip(columns.iter().zip(&metadata.channels)) {
+        for (slot, (&index, name)) in row_values
+            .iter_mut()
+            .zip(columns.iter().zip(&metadata.channels))
+        {
             let text = field(index);
             *slot = text
                 .trim()
                 .parse::<f32>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .with_context(|| format!("{}, line {line}: column {name:?}: {text:?} is not a finite number", args.input.display()))?;
+                .with_context(|| {
+                    format!(
+                        "{}, line {line}: column {name:?}: {text:?} is not a finite number",
+                        args.input.display()
+                    )
+                })?;
         }
         let entity = entity_index.map(field).unwrap_or("").to_string();
         let assembler = assemblers
@@ -122,7 +141,11 @@ fn flush(
     windows: &mut Vec<Window>,
     writer: &mut csv::Writer<std::fs::File>,
 ) -> anyhow::Result<usize> {
-    let scores = if windows.is_empty() { Vec::new() } else { scorer.score_windows(windows)? };
+    let scores = if windows.is_empty() {
+        Vec::new()
+    } else {
+        scorer.score_windows(windows)?
+    };
     let channels = scorer.metadata().channels.len();
     for row in pending.drain(..) {
         let mut fields = row.fields;
@@ -130,7 +153,12 @@ fn flush(
             Some(index) => {
                 let score = &scores[index];
                 fields.push(format!("{:.6}", score.score));
-                fields.extend(score.channel_contributions.iter().map(|c| format!("{c:.6}")));
+                fields.extend(
+                    score
+                        .channel_contributions
+                        .iter()
+                        .map(|c| format!("{c:.6}")),
+                );
             }
             None => fields.extend(std::iter::repeat_n(String::new(), channels + 1)),
         }

@@ -97,10 +97,19 @@ pub struct TrainArgs {
 /// Runs `anomalyd train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&args.validation_fraction) {
-        anyhow::bail!("--validation-fraction must be in [0, 1), got {}", args.validation_fraction);
+        anyhow::bail!(
+            "--validation-fraction must be in [0, 1), got {}",
+            args.validation_fraction
+        );
     }
-    if args.batch_size == 0 || args.max_epochs == 0 || args.train_stride == 0 || args.default_stride == 0 {
-        anyhow::bail!("--batch-size, --max-epochs, --train-stride and --default-stride must be at least 1");
+    if args.batch_size == 0
+        || args.max_epochs == 0
+        || args.train_stride == 0
+        || args.default_stride == 0
+    {
+        anyhow::bail!(
+            "--batch-size, --max-epochs, --train-stride and --default-stride must be at least 1"
+        );
     }
     let series = read_series(
         &args.input,
@@ -113,7 +122,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     )?;
     let widths = comma_list(&args.widths)
         .iter()
-        .map(|w| w.parse::<usize>().with_context(|| format!("--widths: {w:?} is not a whole number")))
+        .map(|w| {
+            w.parse::<usize>()
+                .with_context(|| format!("--widths: {w:?} is not a whole number"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let recipe = ModelRecipe {
         name: args.name.clone(),
@@ -158,7 +170,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let metadata = &built.artefact.metadata;
     let per_epoch: f64 = built.trained.history.iter().map(|r| r.seconds).sum::<f64>()
         / built.trained.history.len() as f64;
-    println!("model      {} ({})", onnx_path.display(), metadata.model_version);
+    println!(
+        "model      {} ({})",
+        onnx_path.display(),
+        metadata.model_version
+    );
     println!("channels   {}", metadata.channels.join(", "));
     println!(
         "windows    {} train, {} validation ({} x {})",
@@ -176,6 +192,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         per_epoch,
         metadata.training.backend
     );
-    println!("loss curve {} and {}", curve_csv.display(), curve_svg.display());
+    println!(
+        "loss curve {} and {}",
+        curve_csv.display(),
+        curve_svg.display()
+    );
     Ok(())
 }

@@ -4,8 +4,8 @@
 use super::synthetic::{quality, score_labelled, Quality};
 use crate::model::{LossConfig, PerceptualFeatures};
 use crate::recipe::ModelRecipe;
-use crate::serve::Scorer;
 use crate::series::Series;
+use crate::serve::Scorer;
 use std::fmt::Write;
 
 /// One loss configuration to compare.
@@ -19,7 +19,12 @@ pub struct Variant {
 
 /// The variants of the issue: MSE only; + denoising; + perceptual (each
 /// extractor); + sparsity; the full hybrid (each extractor).
-pub fn standard_variants(perceptual_weight: f32, sparsity_weight: f32, noise_std: f32, mask_probability: f32) -> Vec<Variant> {
+pub fn standard_variants(
+    perceptual_weight: f32,
+    sparsity_weight: f32,
+    noise_std: f32,
+    mask_probability: f32,
+) -> Vec<Variant> {
     let plain = LossConfig {
         pointwise_weight: 1.0,
         perceptual_weight: 0.0,
@@ -34,23 +39,47 @@ pub fn standard_variants(perceptual_weight: f32, sparsity_weight: f32, noise_std
         ..plain.clone()
     };
     let mut variants = vec![
-        Variant { name: "MSE only".into(), loss: plain },
-        Variant { name: "MSE + denoising".into(), loss: denoising.clone() },
+        Variant {
+            name: "MSE only".into(),
+            loss: plain,
+        },
+        Variant {
+            name: "MSE + denoising".into(),
+            loss: denoising.clone(),
+        },
     ];
-    for features in [PerceptualFeatures::Differences, PerceptualFeatures::Spectral] {
+    for features in [
+        PerceptualFeatures::Differences,
+        PerceptualFeatures::Spectral,
+    ] {
         variants.push(Variant {
             name: format!("+ perceptual ({features})"),
-            loss: LossConfig { perceptual_weight, perceptual_features: features, ..denoising.clone() },
+            loss: LossConfig {
+                perceptual_weight,
+                perceptual_features: features,
+                ..denoising.clone()
+            },
         });
     }
     variants.push(Variant {
         name: "+ sparsity".into(),
-        loss: LossConfig { sparsity_weight, ..denoising.clone() },
+        loss: LossConfig {
+            sparsity_weight,
+            ..denoising.clone()
+        },
     });
-    for features in [PerceptualFeatures::Differences, PerceptualFeatures::Spectral] {
+    for features in [
+        PerceptualFeatures::Differences,
+        PerceptualFeatures::Spectral,
+    ] {
         variants.push(Variant {
             name: format!("full hybrid ({features})"),
-            loss: LossConfig { perceptual_weight, sparsity_weight, perceptual_features: features, ..denoising.clone() },
+            loss: LossConfig {
+                perceptual_weight,
+                sparsity_weight,
+                perceptual_features: features,
+                ..denoising.clone()
+            },
         });
     }
     variants
@@ -83,10 +112,18 @@ pub fn run(
         let mut sums: Vec<Quality> = Vec::new();
         let mut seconds = 0.0;
         for &seed in seeds {
-            let recipe = ModelRecipe { loss: variant.loss.clone(), seed, ..recipe.clone() };
+            let recipe = ModelRecipe {
+                loss: variant.loss.clone(),
+                seed,
+                ..recipe.clone()
+            };
             let built = recipe.build(train, "synthetic")?;
             seconds += built.trained.seconds;
-            let scorer = Scorer::from_parts(&built.artefact.onnx, built.artefact.metadata.clone(), "ablation model")?;
+            let scorer = Scorer::from_parts(
+                &built.artefact.onnx,
+                built.artefact.metadata.clone(),
+                "ablation model",
+            )?;
             let scored = score_labelled(&scorer, test, evaluation_stride)?;
             let measured = quality(&scored);
             tracing::info!(variant = %variant.name, seed, auc_pr = measured[0].auc_pr, "ablation run");
@@ -103,7 +140,12 @@ pub fn run(
             q.auc_pr /= seeds.len() as f64;
             q.best_f1 /= seeds.len() as f64;
         }
-        rows.push(AblationRow { variant: variant.clone(), quality: sums, seeds: seeds.len(), seconds: seconds / seeds.len() as f64 });
+        rows.push(AblationRow {
+            variant: variant.clone(),
+            quality: sums,
+            seeds: seeds.len(),
+            seconds: seconds / seeds.len() as f64,
+        });
     }
     Ok(rows)
 }
@@ -111,24 +153,44 @@ pub fn run(
 /// Two markdown tables: AUC-PR and best F1, overall and per kind.
 pub fn markdown(rows: &[AblationRow]) -> String {
     let mut out = String::new();
-    let Some(first) = rows.first() else { return out };
+    let Some(first) = rows.first() else {
+        return out;
+    };
     let kinds: Vec<&str> = first.quality.iter().map(|q| q.kind.as_str()).collect();
     for (title, pick) in [("AUC-PR", 0), ("best F1", 1)] {
-        let _ = writeln!(out, "**{title}** (mean of {} seed(s); higher is better)\n", first.seeds);
+        let _ = writeln!(
+            out,
+            "**{title}** (mean of {} seed(s); higher is better)\n",
+            first.seeds
+        );
         let _ = writeln!(out, "| loss | {} | train s |", kinds.join(" | "));
         let _ = writeln!(out, "|---|{}---:|", "---:|".repeat(kinds.len()));
         for row in rows {
-            let best_in_column = |i: usize| rows.iter().map(|r| metric(&r.quality[i], pick)).fold(f64::MIN, f64::max);
+            let best_in_column = |i: usize| {
+                rows.iter()
+                    .map(|r| metric(&r.quality[i], pick))
+                    .fold(f64::MIN, f64::max)
+            };
             let cells: Vec<String> = row
                 .quality
                 .iter()
                 .enumerate()
                 .map(|(i, q)| {
                     let value = metric(q, pick);
-                    if (value - best_in_column(i)).abs() < 1e-9 { format!("**{value:.3}**") } else { format!("{value:.3}") }
+                    if (value - best_in_column(i)).abs() < 1e-9 {
+                        format!("**{value:.3}**")
+                    } else {
+                        format!("{value:.3}")
+                    }
                 })
                 .collect();
-            let _ = writeln!(out, "| {} | {} | {:.0} |", row.variant.name, cells.join(" | "), row.seconds);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} |",
+                row.variant.name,
+                cells.join(" | "),
+                row.seconds
+            );
         }
         out.push('\n');
     }
@@ -136,5 +198,9 @@ pub fn markdown(rows: &[AblationRow]) -> String {
 }
 
 fn metric(q: &Quality, pick: usize) -> f64 {
-    if pick == 0 { q.auc_pr } else { q.best_f1 }
+    if pick == 0 {
+        q.auc_pr
+    } else {
+        q.best_f1
+    }
 }

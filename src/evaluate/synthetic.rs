@@ -1,8 +1,8 @@
 //! Detection quality on labelled data: AUC-PR and best F1, overall and per anomaly kind.
 
 use super::metrics::{average_precision, best_f1};
-use crate::serve::{ModelError, Scorer};
 use crate::series::Series;
+use crate::serve::{ModelError, Scorer};
 use crate::window::windows_of_rows;
 use std::collections::BTreeMap;
 
@@ -30,7 +30,11 @@ pub struct LabelledScores {
 }
 
 /// Scores every `stride`-th window of each labelled series (raw values).
-pub fn score_labelled(scorer: &Scorer, series: &[Series], stride: usize) -> Result<LabelledScores, ModelError> {
+pub fn score_labelled(
+    scorer: &Scorer,
+    series: &[Series],
+    stride: usize,
+) -> Result<LabelledScores, ModelError> {
     let window_len = scorer.metadata().window_len;
     let mut result = LabelledScores {
         scores: Vec::new(),
@@ -60,7 +64,13 @@ pub fn score_labelled(scorer: &Scorer, series: &[Series], stride: usize) -> Resu
         let row_labels = s.labels.as_deref();
         for end in ends {
             let mut kinds: Vec<String> = row_labels
-                .map(|labels| labels[end + 1 - window_len..=end].iter().filter(|l| !l.is_empty()).cloned().collect())
+                .map(|labels| {
+                    labels[end + 1 - window_len..=end]
+                        .iter()
+                        .filter(|l| !l.is_empty())
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             kinds.sort();
             kinds.dedup();
@@ -89,7 +99,10 @@ pub fn quality(scored: &LabelledScores) -> Vec<Quality> {
                 labels.push(positive);
             }
         }
-        if let (Some(auc_pr), Some((f1, _))) = (average_precision(&scores, &labels), best_f1(&scores, &labels)) {
+        if let (Some(auc_pr), Some((f1, _))) = (
+            average_precision(&scores, &labels),
+            best_f1(&scores, &labels),
+        ) {
             result.push(Quality {
                 kind: kind.to_string(),
                 positives: labels.iter().filter(|&&l| l).count(),

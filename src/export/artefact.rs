@@ -41,7 +41,11 @@ pub struct ArtefactInputs<'a> {
 impl Artefact {
     /// Exports the network, then scores the validation windows through tract
     /// (the serving path) to record their distribution.
-    pub fn build(trained: &TrainedModel, data: &PreparedData, inputs: &ArtefactInputs) -> Result<Self, ModelError> {
+    pub fn build(
+        trained: &TrainedModel,
+        data: &PreparedData,
+        inputs: &ArtefactInputs,
+    ) -> Result<Self, ModelError> {
         let onnx = export_onnx(&trained.network, inputs.network, env!("CARGO_PKG_VERSION"));
         let mut metadata = ModelMetadata {
             format_version: FORMAT_VERSION,
@@ -80,7 +84,12 @@ impl Artefact {
         let size = data.window_size();
         for chunk in data.validation_windows.chunks(size * 256) {
             let count = chunk.len() / size;
-            scores.extend(scorer.score_normalised(chunk, count)?.iter().map(|s| s.score as f64));
+            scores.extend(
+                scorer
+                    .score_normalised(chunk, count)?
+                    .iter()
+                    .map(|s| s.score as f64),
+            );
         }
         scores.sort_by(|a, b| a.total_cmp(b));
         metadata.validation_scores = ScoreDistribution {

@@ -18,7 +18,11 @@ pub const OPSET_VERSION: i64 = 13;
 pub const IR_VERSION: i64 = 8;
 
 /// Serialises the network to ONNX bytes.
-pub fn export_onnx(network: &Autoencoder, config: &NetworkConfig, producer_version: &str) -> Vec<u8> {
+pub fn export_onnx(
+    network: &Autoencoder,
+    config: &NetworkConfig,
+    producer_version: &str,
+) -> Vec<u8> {
     let mut graph = GraphBuilder::default();
     let padding = config.same_padding() as i64;
     let kernel = config.kernel_size as i64;
@@ -26,17 +30,36 @@ pub fn export_onnx(network: &Autoencoder, config: &NetworkConfig, producer_versi
     let mut x = INPUT_NAME.to_string();
     for (i, convolution) in network.encoder_convolutions.iter().enumerate() {
         let weight = graph.weight(&format!("encoder.conv{i}.weight"), convolution.weight.val());
-        let bias = graph.bias(&format!("encoder.conv{i}.bias"), convolution.bias.as_ref().map(|b| b.val()));
+        let bias = graph.bias(
+            &format!("encoder.conv{i}.bias"),
+            convolution.bias.as_ref().map(|b| b.val()),
+        );
         let convolved = graph.node(
             "Conv",
             &[&x, &weight, &bias],
-            vec![ints("kernel_shape", &[kernel]), ints("strides", &[2]), ints("pads", &[padding, padding])],
+            vec![
+                ints("kernel_shape", &[kernel]),
+                ints("strides", &[2]),
+                ints("pads", &[padding, padding]),
+            ],
         );
         x = graph.node("Relu", &[&convolved], vec![]);
     }
     let flat = graph.node("Flatten", &[&x], vec![int("axis", 1)]);
-    let latent = gemm(&mut graph, "encoder.linear", &flat, network.encoder_linear.weight.val(), network.encoder_linear.bias.as_ref().map(|b| b.val()));
-    let expanded = gemm(&mut graph, "decoder.linear", &latent, network.decoder_linear.weight.val(), network.decoder_linear.bias.as_ref().map(|b| b.val()));
+    let latent = gemm(
+        &mut graph,
+        "encoder.linear",
+        &flat,
+        network.encoder_linear.weight.val(),
+        network.encoder_linear.bias.as_ref().map(|b| b.val()),
+    );
+    let expanded = gemm(
+        &mut graph,
+        "decoder.linear",
+        &latent,
+        network.decoder_linear.weight.val(),
+        network.decoder_linear.bias.as_ref().map(|b| b.val()),
+    );
     let activated = graph.node("Relu", &[&expanded], vec![]);
     let shape = graph.int64_constant(
         "decoder.reshape.shape",
@@ -44,8 +67,14 @@ pub fn export_onnx(network: &Autoencoder, config: &NetworkConfig, producer_versi
     );
     x = graph.node("Reshape", &[&activated, &shape], vec![]);
     for (i, convolution) in network.decoder_convolutions.iter().enumerate() {
-        let weight = graph.weight(&format!("decoder.deconv{i}.weight"), convolution.weight.val());
-        let bias = graph.bias(&format!("decoder.deconv{i}.bias"), convolution.bias.as_ref().map(|b| b.val()));
+        let weight = graph.weight(
+            &format!("decoder.deconv{i}.weight"),
+            convolution.weight.val(),
+        );
+        let bias = graph.bias(
+            &format!("decoder.deconv{i}.bias"),
+            convolution.bias.as_ref().map(|b| b.val()),
+        );
         let upsampled = graph.node(
             "ConvTranspose",
             &[&x, &weight, &bias],
@@ -63,7 +92,10 @@ pub fn export_onnx(network: &Autoencoder, config: &NetworkConfig, producer_versi
     graph.node(
         "Conv",
         &[&x, &weight, &bias],
-        vec![ints("kernel_shape", &[kernel]), ints("pads", &[padding, padding])],
+        vec![
+            ints("kernel_shape", &[kernel]),
+            ints("pads", &[padding, padding]),
+        ],
     );
     // Name the graph output.
     graph.nodes.last_mut().expect("output node").output = vec![OUTPUT_NAME.to_string()];
@@ -107,7 +139,13 @@ pub fn export_onnx(network: &Autoencoder, config: &NetworkConfig, producer_versi
     model.encode_to_vec()
 }
 
-fn gemm(graph: &mut GraphBuilder, name: &str, input: &str, weight: Tensor<2>, bias: Option<Tensor<1>>) -> String {
+fn gemm(
+    graph: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> String {
     // Burn stores linear weights as [d_input, d_output], which is Gemm's B without transpose.
     let weight = graph.weight(&format!("{name}.weight"), weight);
     let bias = graph.bias(&format!("{name}.bias"), bias);
@@ -121,7 +159,12 @@ struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    fn node(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<pb::AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attribute: Vec<pb::AttributeProto>,
+    ) -> String {
         let output = format!("{}_{}", op_type.to_lowercase(), self.nodes.len());
         self.nodes.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -196,6 +239,8 @@ fn dim_value(value: i64) -> pb::tensor_shape_proto::Dimension {
 fn dim_param(name: &str) -> pb::tensor_shape_proto::Dimension {
     pb::tensor_shape_proto::Dimension {
         denotation: String::new(),
-        value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(name.into())),
+        value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
+            name.into(),
+        )),
     }
 }

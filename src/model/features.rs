@@ -203,13 +203,19 @@ mod tests {
         let fast = wave(8.0, 0.0);
         let same_rhythm = extractor.distance(&slow, &slow_shifted);
         let other_rhythm = extractor.distance(&slow, &fast);
-        assert!(same_rhythm * 20.0 < other_rhythm, "{same_rhythm} vs {other_rhythm}");
+        assert!(
+            same_rhythm * 20.0 < other_rhythm,
+            "{same_rhythm} vs {other_rhythm}"
+        );
         assert_eq!(extractor.feature_count(), len / 2 + 1);
     }
 
     #[test]
     fn distance_of_identical_windows_is_zero() {
-        for kind in [PerceptualFeatures::Differences, PerceptualFeatures::Spectral] {
+        for kind in [
+            PerceptualFeatures::Differences,
+            PerceptualFeatures::Spectral,
+        ] {
             let extractor = FeatureExtractor::new(kind, 32);
             let x: Vec<f32> = (0..32).map(|t| (t as f32 * 0.3).sin()).collect();
             assert!(extractor.distance(&x, &x) < 1e-9);

@@ -254,7 +254,7 @@ impl ModelMetadata {
                     norm.channel
                 ));
             }
-            if !norm.center.is_finite() || !(norm.scale.is_finite() && norm.scale > 0.0) {
+            if !(norm.center.is_finite() && norm.scale.is_finite() && norm.scale > 0.0) {
                 return Err(format!(
                     "normalisation of {channel:?} needs a finite center and a finite scale > 0"
                 ));

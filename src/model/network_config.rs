@@ -32,7 +32,7 @@ impl NetworkConfig {
         if self.widths.is_empty() || self.widths.contains(&0) {
             return Err("network.widths must list at least one width, each > 0".into());
         }
-        if self.kernel_size == 0 || self.kernel_size % 2 == 0 {
+        if self.kernel_size == 0 || self.kernel_size.is_multiple_of(2) {
             return Err(format!(
                 "network.kernel_size must be odd, got {}",
                 self.kernel_size
@@ -42,7 +42,7 @@ impl NetworkConfig {
             return Err("network.latent_size must be at least 1".into());
         }
         let factor = 1usize << self.widths.len();
-        if self.window_len < factor * 2 || self.window_len % factor != 0 {
+        if self.window_len < factor * 2 || !self.window_len.is_multiple_of(factor) {
             return Err(format!(
                 "window_len {} must be a multiple of {factor} (2^number of widths) and at least {}",
                 self.window_len,
@@ -69,7 +69,10 @@ impl NetworkConfig {
         (0..reversed.len())
             .map(|i| {
                 let input = reversed[i];
-                let output = reversed.get(i + 1).copied().unwrap_or(*self.widths.first().unwrap());
+                let output = reversed
+                    .get(i + 1)
+                    .copied()
+                    .unwrap_or(*self.widths.first().unwrap());
                 (input, output)
             })
             .collect()

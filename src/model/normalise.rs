@@ -44,7 +44,10 @@ const RELATIVE_EPSILON: f64 = 1e-9;
 ///
 /// Non-finite values must have been rejected by the caller.
 pub fn fit_channel(channel: &str, values: &[f32]) -> ChannelNormalisation {
-    assert!(!values.is_empty(), "cannot normalise channel {channel}: no values");
+    assert!(
+        !values.is_empty(),
+        "cannot normalise channel {channel}: no values"
+    );
     let mut sorted: Vec<f64> = values.iter().map(|&v| v as f64).collect();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median = quantile_sorted(&sorted, 0.5);

@@ -40,7 +40,12 @@ impl Series {
     /// All values of one channel, in time order.
     pub fn channel_values(&self, channel: usize) -> Vec<f32> {
         let c = self.channels.len();
-        self.values.iter().skip(channel).step_by(c).copied().collect()
+        self.values
+            .iter()
+            .skip(channel)
+            .step_by(c)
+            .copied()
+            .collect()
     }
 
     /// Rows `[start, end)` as a new series.

@@ -132,7 +132,11 @@ impl Grouper {
     fn finish(mut self) -> Vec<Series> {
         self.order
             .iter()
-            .map(|e| self.by_entity.remove(e).expect("every ordered entity exists"))
+            .map(|e| {
+                self.by_entity
+                    .remove(e)
+                    .expect("every ordered entity exists")
+            })
             .collect()
     }
 }
@@ -143,7 +147,9 @@ fn parse_number(text: &str, column: &str) -> Result<f32, String> {
         .parse()
         .map_err(|_| format!("column {column:?}: {text:?} is not a number"))?;
     if !value.is_finite() {
-        return Err(format!("column {column:?}: {text:?} is not a finite number"));
+        return Err(format!(
+            "column {column:?}: {text:?} is not a finite number"
+        ));
     }
     Ok(value)
 }
@@ -329,12 +335,17 @@ mod tests {
         let message = parse_csv(text, &ReadOptions::default(), "f", "f.csv")
             .unwrap_err()
             .to_string();
-        assert!(message.contains("line 3") && message.contains("\"a\""), "{message}");
+        assert!(
+            message.contains("line 3") && message.contains("\"a\""),
+            "{message}"
+        );
         let missing = ReadOptions {
             channels: Some(vec!["nope".into()]),
             ..Default::default()
         };
-        let message = parse_csv(text, &missing, "f", "f.csv").unwrap_err().to_string();
+        let message = parse_csv(text, &missing, "f", "f.csv")
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("no column named \"nope\""), "{message}");
     }
 

@@ -11,7 +11,11 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
             return Ok(Utc.from_utc_datetime(&t).timestamp_millis());
         }
@@ -38,7 +42,10 @@ mod tests {
         let expected = 1_396_310_400_000; // 2014-04-01T00:00:00Z
         assert_eq!(parse_timestamp("2014-04-01 00:00:00").unwrap(), expected);
         assert_eq!(parse_timestamp("2014-04-01T00:00:00Z").unwrap(), expected);
-        assert_eq!(parse_timestamp("2014-04-01T02:00:00+02:00").unwrap(), expected);
+        assert_eq!(
+            parse_timestamp("2014-04-01T02:00:00+02:00").unwrap(),
+            expected
+        );
         assert_eq!(parse_timestamp("1396310400000").unwrap(), expected);
         assert_eq!(format_timestamp(expected), "2014-04-01T00:00:00Z");
     }

@@ -57,7 +57,11 @@ impl Scorer {
     }
 
     /// Builds a scorer from ONNX bytes and metadata; `origin` names the model in errors.
-    pub fn from_parts(onnx: &[u8], metadata: ModelMetadata, origin: &str) -> Result<Self, ModelError> {
+    pub fn from_parts(
+        onnx: &[u8],
+        metadata: ModelMetadata,
+        origin: &str,
+    ) -> Result<Self, ModelError> {
         let onnx_error = |detail: String| ModelError::Onnx {
             path: origin.to_string(),
             detail,
@@ -77,8 +81,16 @@ impl Scorer {
         let channels = metadata.channels.len();
         let window_len = metadata.window_len;
         for (what, fact) in [
-            ("input", typed.input_fact(0).map_err(|e| onnx_error(e.to_string()))?),
-            ("output", typed.output_fact(0).map_err(|e| onnx_error(e.to_string()))?),
+            (
+                "input",
+                typed.input_fact(0).map_err(|e| onnx_error(e.to_string()))?,
+            ),
+            (
+                "output",
+                typed
+                    .output_fact(0)
+                    .map_err(|e| onnx_error(e.to_string()))?,
+            ),
         ] {
             let dims: Vec<String> = fact.shape.iter().map(|d| d.to_string()).collect();
             let fixed = fact.shape.as_concrete().is_some();
@@ -113,7 +125,8 @@ impl Scorer {
         if reconstruction.iter().any(|v| !v.is_finite()) {
             return Err(ModelError::Contract {
                 path: origin.to_string(),
-                reason: "a test window reconstructs to NaN or infinity: the weights are not finite".into(),
+                reason: "a test window reconstructs to NaN or infinity: the weights are not finite"
+                    .into(),
             });
         }
         Ok(())
@@ -167,8 +180,16 @@ impl Scorer {
     }
 
     /// Runs the network on `count` normalised windows (`[count, channels, window_len]`).
-    pub fn reconstruct_normalised(&self, windows: &[f32], count: usize) -> Result<Vec<f32>, ModelError> {
-        let shape = [count, self.metadata.channels.len(), self.metadata.window_len];
+    pub fn reconstruct_normalised(
+        &self,
+        windows: &[f32],
+        count: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let shape = [
+            count,
+            self.metadata.channels.len(),
+            self.metadata.window_len,
+        ];
         let input = tract_ndarray::Array3::from_shape_vec(shape, windows.to_vec())
             .map_err(|e| ModelError::Run(e.to_string()))?;
         let outputs = self
@@ -182,7 +203,11 @@ impl Scorer {
     }
 
     /// Scores `count` normalised windows.
-    pub fn score_normalised(&self, windows: &[f32], count: usize) -> Result<Vec<WindowScore>, ModelError> {
+    pub fn score_normalised(
+        &self,
+        windows: &[f32],
+        count: usize,
+    ) -> Result<Vec<WindowScore>, ModelError> {
         let reconstruction = self.reconstruct_normalised(windows, count)?;
         let size = self.window_size();
         Ok(windows
@@ -215,7 +240,8 @@ impl Scorer {
             .zip(reconstructed.chunks(len))
             .zip(&self.metadata.normalisation)
         {
-            let squared: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / len as f32;
+            let squared: f32 =
+                x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / len as f32;
             let mut contribution = loss.pointwise_weight * squared;
             if loss.perceptual_weight > 0.0 {
                 contribution += loss.perceptual_weight * self.features.distance(x, y);
@@ -233,8 +259,24 @@ impl Scorer {
 
 fn check_io_names(model: &InferenceModel, origin: &str) -> Result<(), ModelError> {
     let name_of = |outlet: &OutletId| model.node(outlet.node).name.clone();
-    let inputs: Vec<String> = model.input_outlets().map_err(|e| ModelError::Onnx { path: origin.into(), detail: e.to_string() })?.iter().map(name_of).collect();
-    let outputs: Vec<String> = model.output_outlets().map_err(|e| ModelError::Onnx { path: origin.into(), detail: e.to_string() })?.iter().map(name_of).collect();
+    let inputs: Vec<String> = model
+        .input_outlets()
+        .map_err(|e| ModelError::Onnx {
+            path: origin.into(),
+            detail: e.to_string(),
+        })?
+        .iter()
+        .map(name_of)
+        .collect();
+    let outputs: Vec<String> = model
+        .output_outlets()
+        .map_err(|e| ModelError::Onnx {
+            path: origin.into(),
+            detail: e.to_string(),
+        })?
+        .iter()
+        .map(name_of)
+        .collect();
     if inputs != [INPUT_NAME] {
         return Err(ModelError::Contract {
             path: origin.into(),

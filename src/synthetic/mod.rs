@@ -76,7 +76,10 @@ pub struct SyntheticData {
 impl SyntheticData {
     /// The anomaly-free first part of each entity (for training).
     pub fn clean_part(&self) -> Vec<Series> {
-        self.series.iter().map(|s| s.slice(0, self.clean_rows)).collect()
+        self.series
+            .iter()
+            .map(|s| s.slice(0, self.clean_rows))
+            .collect()
     }
 
     /// The part with anomalies (for evaluation).
@@ -168,7 +171,10 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
                 config.channels,
                 &daily,
                 period,
-                &shapes.iter().map(|s| (s.amplitude, s.daily_loading, s.noise_std)).collect::<Vec<_>>(),
+                &shapes
+                    .iter()
+                    .map(|s| (s.amplitude, s.daily_loading, s.noise_std))
+                    .collect::<Vec<_>>(),
                 &mut rng,
             );
             for label in &mut labels[anomaly.start..anomaly.end] {
@@ -178,7 +184,9 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
         series.push(Series {
             entity: format!("machine-{}", entity + 1),
             channels: channels.clone(),
-            timestamps: (0..rows as i64).map(|t| config.start_ms + t * step_ms).collect(),
+            timestamps: (0..rows as i64)
+                .map(|t| config.start_ms + t * step_ms)
+                .collect(),
             values,
             labels: Some(labels),
         });
@@ -212,7 +220,9 @@ mod tests {
             assert!(labels[..data.clean_rows].iter().all(|l| l.is_empty()));
             for kind in AnomalyKind::ALL {
                 assert!(
-                    labels[data.clean_rows..].iter().any(|l| l == &kind.to_string()),
+                    labels[data.clean_rows..]
+                        .iter()
+                        .any(|l| l == &kind.to_string()),
                     "{kind} missing in {}",
                     series.entity
                 );
@@ -230,7 +240,11 @@ mod tests {
                 a.iter().map(|&x| x as f64).sum::<f64>() / n,
                 b.iter().map(|&x| x as f64).sum::<f64>() / n,
             );
-            let cov: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - ma) * (y as f64 - mb)).sum();
+            let cov: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| (x as f64 - ma) * (y as f64 - mb))
+                .sum();
             let va: f64 = a.iter().map(|&x| (x as f64 - ma).powi(2)).sum();
             let vb: f64 = b.iter().map(|&y| (y as f64 - mb).powi(2)).sum();
             cov / (va * vb).sqrt()

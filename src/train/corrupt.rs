@@ -37,7 +37,8 @@ mod tests {
         let mut values = vec![0.0f32; 20_000];
         corrupt(&mut values, 0.5, 0.0, &mut rng);
         let mean = values.iter().sum::<f32>() / values.len() as f32;
-        let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / values.len() as f32).sqrt();
+        let std =
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / values.len() as f32).sqrt();
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((std - 0.5).abs() < 0.02, "std {std}");
     }

@@ -23,7 +23,11 @@ pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> anyho
         .flat_map(|r| [r.train_loss, r.validation_loss])
         .filter(|v| v.is_finite() && *v > 0.0);
     let (low, high) = losses.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (low, high) = if low <= high { (low * 0.9, high * 1.1) } else { (1e-3, 1.0) };
+    let (low, high) = if low <= high {
+        (low * 0.9, high * 1.1)
+    } else {
+        (1e-3, 1.0)
+    };
     let epochs = history.len().max(2) as u32;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -37,8 +41,22 @@ pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> anyho
         .y_desc("loss")
         .draw()?;
     let series = [
-        ("training (corrupted input)", BLUE, history.iter().map(|r| (r.epoch as u32, r.train_loss)).collect::<Vec<_>>()),
-        ("validation (clean input)", RED, history.iter().map(|r| (r.epoch as u32, r.validation_loss)).collect()),
+        (
+            "training (corrupted input)",
+            BLUE,
+            history
+                .iter()
+                .map(|r| (r.epoch as u32, r.train_loss))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "validation (clean input)",
+            RED,
+            history
+                .iter()
+                .map(|r| (r.epoch as u32, r.validation_loss))
+                .collect(),
+        ),
     ];
     for (label, color, points) in series {
         chart

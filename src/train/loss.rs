@@ -89,7 +89,12 @@ impl HybridLoss {
     }
 
     /// All terms and the weighted total.
-    pub fn terms(&self, reconstruction: Tensor<3>, clean: Tensor<3>, latent: Tensor<2>) -> LossTerms {
+    pub fn terms(
+        &self,
+        reconstruction: Tensor<3>,
+        clean: Tensor<3>,
+        latent: Tensor<2>,
+    ) -> LossTerms {
         let pointwise = Self::pointwise(reconstruction.clone(), clean.clone());
         let perceptual = self.perceptual(reconstruction, clean);
         let sparsity = Self::sparsity(latent);
@@ -150,25 +155,42 @@ mod tests {
     fn perceptual_matches_the_serving_feature_distance() {
         // Burn (training) and plain Rust (serving) must compute the same distance.
         let len = 16;
-        for kind in [PerceptualFeatures::Differences, PerceptualFeatures::Spectral] {
+        for kind in [
+            PerceptualFeatures::Differences,
+            PerceptualFeatures::Spectral,
+        ] {
             let loss = HybridLoss::new(&loss_config(kind), len, &Device::flex());
             let a: Vec<f32> = (0..2 * len).map(|t| (t as f32 * 0.7).sin()).collect();
             let b: Vec<f32> = (0..2 * len).map(|t| (t as f32 * 0.3).cos()).collect();
-            let burn = scalar(loss.perceptual(tensor3(a.clone(), [1, 2, len]), tensor3(b.clone(), [1, 2, len])));
+            let burn = scalar(loss.perceptual(
+                tensor3(a.clone(), [1, 2, len]),
+                tensor3(b.clone(), [1, 2, len]),
+            ));
             let extractor = FeatureExtractor::new(kind, len);
-            let rust = (extractor.distance(&a[..len], &b[..len]) + extractor.distance(&a[len..], &b[len..])) / 2.0;
-            assert!((burn - rust).abs() < 1e-4 * rust.max(1.0), "{kind}: {burn} vs {rust}");
-            let same = scalar(loss.perceptual(tensor3(a.clone(), [1, 2, len]), tensor3(a, [1, 2, len])));
+            let rust = (extractor.distance(&a[..len], &b[..len])
+                + extractor.distance(&a[len..], &b[len..]))
+                / 2.0;
+            assert!(
+                (burn - rust).abs() < 1e-4 * rust.max(1.0),
+                "{kind}: {burn} vs {rust}"
+            );
+            let same =
+                scalar(loss.perceptual(tensor3(a.clone(), [1, 2, len]), tensor3(a, [1, 2, len])));
             assert!(same < 1e-6, "{kind}: {same}");
         }
     }
 
     #[test]
     fn total_is_the_weighted_sum() {
-        let loss = HybridLoss::new(&loss_config(PerceptualFeatures::Differences), 4, &Device::flex());
+        let loss = HybridLoss::new(
+            &loss_config(PerceptualFeatures::Differences),
+            4,
+            &Device::flex(),
+        );
         let clean = tensor3(vec![0.0, 1.0, 0.0, 1.0], [1, 1, 4]);
         let reconstruction = tensor3(vec![0.5, 0.5, 0.5, 0.5], [1, 1, 4]);
-        let latent = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, -2.0], [1, 2]), &Device::flex());
+        let latent =
+            Tensor::<2>::from_data(TensorData::new(vec![2.0f32, -2.0], [1, 2]), &Device::flex());
         let terms = loss.terms(reconstruction, clean, latent);
         let expected = scalar(terms.pointwise.clone())
             + 0.5 * scalar(terms.perceptual.clone())

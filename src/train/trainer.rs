@@ -15,7 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
 /// The Burn CPU backend to train on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TrainingBackend {
     /// `burn-flex`, Burn's current pure-Rust CPU backend (the default: faster here, see models/README.md).
@@ -137,7 +139,8 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
             let batch = batch_indices.len();
             let mut clean = Vec::with_capacity(batch * window_size);
             for &i in batch_indices {
-                clean.extend_from_slice(&data.train_windows[i * window_size..(i + 1) * window_size]);
+                clean
+                    .extend_from_slice(&data.train_windows[i * window_size..(i + 1) * window_size]);
             }
             let mut corrupted = clean.clone();
             corrupt(
@@ -158,7 +161,12 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
             network = optimizer.step(options.learning_rate, network, gradients);
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let validation = validate(&network.valid(), &validation_loss_fn, data, &inference_device);
+        let validation = validate(
+            &network.valid(),
+            &validation_loss_fn,
+            data,
+            &inference_device,
+        );
         let record = EpochRecord {
             epoch,
             train_loss: (loss_sum / batches.max(1) as f64) as f32,
@@ -183,7 +191,12 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
         history.push(record);
         let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
         if epoch - best_epoch >= options.patience {
-            tracing::info!(epoch, best_epoch, "early stop: no better validation loss for {} epochs", options.patience);
+            tracing::info!(
+                epoch,
+                best_epoch,
+                "early stop: no better validation loss for {} epochs",
+                options.patience
+            );
             break;
         }
     }
@@ -199,7 +212,12 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
 }
 
 /// Validation loss terms `[total, pointwise, perceptual, sparsity]`, averaged over windows.
-fn validate(network: &Autoencoder, loss: &HybridLoss, data: &PreparedData, device: &Device) -> [f32; 4] {
+fn validate(
+    network: &Autoencoder,
+    loss: &HybridLoss,
+    data: &PreparedData,
+    device: &Device,
+) -> [f32; 4] {
     const CHUNK: usize = 512;
     let window_size = data.window_size();
     let count = data.validation_count();
@@ -214,10 +232,12 @@ fn validate(network: &Autoencoder, loss: &HybridLoss, data: &PreparedData, devic
         let (reconstruction, latent) = network.forward(clean.clone());
         let terms = loss.terms(reconstruction, clean, latent);
         let weight = (end - start) as f64;
-        for (sum, term) in sums
-            .iter_mut()
-            .zip([terms.total, terms.pointwise, terms.perceptual, terms.sparsity])
-        {
+        for (sum, term) in sums.iter_mut().zip([
+            terms.total,
+            terms.pointwise,
+            terms.perceptual,
+            terms.sparsity,
+        ]) {
             *sum += scalar(term) as f64 * weight;
         }
     }

@@ -45,7 +45,11 @@ impl WindowAssembler {
 
     /// Adds one row (`channels` values); returns the window ending at it when one is due.
     pub fn push(&mut self, timestamp_ms: i64, row: &[f32]) -> Option<Window> {
-        assert_eq!(row.len(), self.channels, "row has the wrong number of channels");
+        assert_eq!(
+            row.len(),
+            self.channels,
+            "row has the wrong number of channels"
+        );
         let slot = (self.pushed % self.window_len as u64) as usize;
         self.rows[slot * self.channels..(slot + 1) * self.channels].copy_from_slice(row);
         self.timestamps[slot] = timestamp_ms;
@@ -54,7 +58,7 @@ impl WindowAssembler {
             return None;
         }
         let rows_after_first_window = self.pushed - self.window_len as u64;
-        if rows_after_first_window % self.stride as u64 != 0 {
+        if !rows_after_first_window.is_multiple_of(self.stride as u64) {
             return None;
         }
         Some(self.current())
@@ -119,7 +123,9 @@ mod tests {
     use super::*;
 
     fn rows(n: usize) -> Vec<(i64, [f32; 2])> {
-        (0..n).map(|i| (i as i64 * 10, [i as f32, 100.0 + i as f32])).collect()
+        (0..n)
+            .map(|i| (i as i64 * 10, [i as f32, 100.0 + i as f32]))
+            .collect()
     }
 
     #[test]
@@ -134,7 +140,10 @@ mod tests {
         assert_eq!(ends, vec![3, 5, 7, 9]);
         let (_, last) = &emitted[3];
         // channel-major, oldest first: rows 6..=9
-        assert_eq!(last.values, vec![6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]);
+        assert_eq!(
+            last.values,
+            vec![6.0, 7.0, 8.0, 9.0, 106.0, 107.0, 108.0, 109.0]
+        );
         assert_eq!((last.start_ms, last.end_ms), (60, 90));
     }
 

@@ -52,7 +52,8 @@ fn missing_metadata_is_refused() {
 fn metadata_that_disagrees_with_the_graph_is_refused() {
     let (_dir, path) = written_model();
     let json_path = path.with_extension("json");
-    let mut metadata: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let mut metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     // Claim a longer window than the graph takes.
     metadata["window_len"] = 128.into();
     metadata["network"]["window_len"] = 128.into();
@@ -66,7 +67,8 @@ fn metadata_that_disagrees_with_the_graph_is_refused() {
 fn nan_weights_are_refused() {
     use prost::Message;
     let (_dir, path) = written_model();
-    let mut model = tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let mut model =
+        tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     let graph = model.graph.as_mut().unwrap();
     let bias = graph
         .initializer
@@ -83,9 +85,17 @@ fn nan_weights_are_refused() {
 fn input_without_a_model_channel_is_refused() {
     let (_dir, path) = written_model();
     let scorer = Scorer::load(&path).unwrap();
-    let available = vec!["temperature".to_string(), "pressure".to_string(), "flow".to_string(), "rpm".to_string()];
+    let available = vec![
+        "temperature".to_string(),
+        "pressure".to_string(),
+        "flow".to_string(),
+        "rpm".to_string(),
+    ];
     let error = scorer.map_channels(&available).unwrap_err();
     assert!(matches!(error, ModelError::ChannelMismatch { .. }));
     let message = error.to_string();
-    assert!(message.contains("channel mismatch") && message.contains("\"vibration\""), "{message}");
+    assert!(
+        message.contains("channel mismatch") && message.contains("\"vibration\""),
+        "{message}"
+    );
 }

@@ -20,7 +20,10 @@ fn burn_and_tract_agree_on_random_windows() {
             .map(|_| rng.random_range(-3.0f32..3.0))
             .collect();
         let from_tract = scorer.reconstruct_normalised(&windows, batch).unwrap();
-        let input = Tensor::<3>::from_data(TensorData::new(windows, [batch, channels, len]), &Device::flex());
+        let input = Tensor::<3>::from_data(
+            TensorData::new(windows, [batch, channels, len]),
+            &Device::flex(),
+        );
         let (from_burn, _) = built.trained.network.forward(input);
         let from_burn = from_burn.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(from_burn.len(), from_tract.len());
@@ -29,7 +32,10 @@ fn burn_and_tract_agree_on_random_windows() {
             .zip(&from_tract)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(max_difference <= 1e-4, "batch {batch}: max |burn - tract| = {max_difference}");
+        assert!(
+            max_difference <= 1e-4,
+            "batch {batch}: max |burn - tract| = {max_difference}"
+        );
     }
 }
 
@@ -46,10 +52,16 @@ fn injected_anomalies_rank_above_normal_windows() {
     assert_eq!(overall.kind, "all");
     let base_rate = overall.positives as f64 / (overall.positives + overall.negatives) as f64;
     for q in &results {
-        eprintln!("{:<20} AUC-PR {:.3} best F1 {:.3} ({} positive, {} negative)", q.kind, q.auc_pr, q.best_f1, q.positives, q.negatives);
+        eprintln!(
+            "{:<20} AUC-PR {:.3} best F1 {:.3} ({} positive, {} negative)",
+            q.kind, q.auc_pr, q.best_f1, q.positives, q.negatives
+        );
     }
     // The floor must mean something: well above what random scores would get.
-    assert!(base_rate + 0.2 < AUC_PR_FLOOR, "base rate {base_rate:.3} makes the floor meaningless");
+    assert!(
+        base_rate + 0.2 < AUC_PR_FLOOR,
+        "base rate {base_rate:.3} makes the floor meaningless"
+    );
     assert!(
         overall.auc_pr >= AUC_PR_FLOOR,
         "overall AUC-PR {:.3} is below the floor {AUC_PR_FLOOR} (base rate {base_rate:.3})",
@@ -61,10 +73,15 @@ fn injected_anomalies_rank_above_normal_windows() {
 fn metadata_records_the_contract() {
     let metadata = &small_model().artefact.metadata;
     assert_eq!(metadata.format_version, anomalyd::model::FORMAT_VERSION);
-    assert_eq!(metadata.channels, vec!["temperature", "pressure", "flow", "vibration"]);
+    assert_eq!(
+        metadata.channels,
+        vec!["temperature", "pressure", "flow", "vibration"]
+    );
     assert!(metadata.model_version.starts_with("sha256:"));
     let quantiles = &metadata.validation_scores.quantiles;
-    assert!(quantiles.windows(2).all(|w| w[0].score <= w[1].score && w[0].q < w[1].q));
+    assert!(quantiles
+        .windows(2)
+        .all(|w| w[0].score <= w[1].score && w[0].q < w[1].q));
     assert!(metadata.validation_scores.count > 0);
     // The same recipe on the same data gives the same version.
     assert_eq!(
@@ -79,9 +96,13 @@ fn one_window_scores_the_same_alone_and_in_a_batch() {
     let scorer = Scorer::load(&path).unwrap();
     let size = scorer.window_size();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let windows: Vec<f32> = (0..5 * size).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let windows: Vec<f32> = (0..5 * size)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
     let batch = scorer.score_normalised(&windows, 5).unwrap();
-    let alone = scorer.score_normalised(&windows[2 * size..3 * size], 1).unwrap();
+    let alone = scorer
+        .score_normalised(&windows[2 * size..3 * size], 1)
+        .unwrap();
     assert!((batch[2].score - alone[0].score).abs() < 1e-5);
     let sum: f32 = batch[2].channel_contributions.iter().sum();
     assert!((sum - batch[2].score).abs() < 1e-5);
