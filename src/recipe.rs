@@ -43,13 +43,15 @@ pub struct ModelRecipe {
     pub progress: bool,
 }
 
-/// The default loss: chosen by the ablation in models/README.md.
+/// The default loss: the full hybrid with multi-scale differences, chosen by
+/// the ablation in models/README.md (best overall F1 and best on noise bursts,
+/// the hardest kind; the spectral extractor did worse on every kind).
 pub fn default_loss() -> LossConfig {
     LossConfig {
         pointwise_weight: 1.0,
         perceptual_weight: 0.5,
         sparsity_weight: 0.01,
-        perceptual_features: PerceptualFeatures::Spectral,
+        perceptual_features: PerceptualFeatures::Differences,
         noise_std: 0.2,
         mask_probability: 0.05,
     }

@@ -51,7 +51,8 @@ struct Scored {
     window: Window,
     score: f32,
     top_channel: usize,
-    expected_last: f32,
+    /// The sample of the top channel furthest from its reconstruction: (index, actual, expected).
+    worst_sample: (usize, f32, f32),
     label: String,
 }
 
@@ -119,13 +120,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map(|(i, _)| i)
                     .unwrap_or(0);
-                let last = metadata.window_len - 1;
+                let len = metadata.window_len;
+                let actual = &window.values[top_channel * len..(top_channel + 1) * len];
+                let expected = &score.reconstruction[top_channel * len..(top_channel + 1) * len];
+                let worst = (0..len)
+                    .max_by(|&a, &b| {
+                        (actual[a] - expected[a])
+                            .abs()
+                            .total_cmp(&(actual[b] - expected[b]).abs())
+                    })
+                    .unwrap_or(len - 1);
                 scored.push(Scored {
                     entity: series.entity.clone(),
                     window: window.clone(),
                     score: score.score,
                     top_channel,
-                    expected_last: score.reconstruction[top_channel * metadata.window_len + last],
+                    worst_sample: (worst, actual[worst], expected[worst]),
                     label: label.clone(),
                 });
             }
@@ -149,19 +159,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
     println!("\ntop {} windows by score:", args.top);
     println!(
-        "  {:<11} {:<20} {:>8}  {:<12} {:>9} {:>9}  label",
-        "entity", "window end", "score", "top channel", "actual", "expected"
+        "  {:<11} {:<20} {:>8}  {:<12} {:<20} {:>9} {:>9}  label",
+        "entity", "window end", "score", "top channel", "worst sample at", "actual", "expected"
     );
+    let step_ms = (test[0].timestamps[1] - test[0].timestamps[0]).max(1);
     for s in scored.iter().take(args.top) {
-        let last = metadata.window_len - 1;
+        let (index, actual, expected) = s.worst_sample;
+        let at = s.window.end_ms - (metadata.window_len - 1 - index) as i64 * step_ms;
         println!(
-            "  {:<11} {:<20} {:>8.4}  {:<12} {:>9.2} {:>9.2}  {}",
+            "  {:<11} {:<20} {:>8.4}  {:<12} {:<20} {:>9.2} {:>9.2}  {}",
             s.entity,
             format_timestamp(s.window.end_ms),
             s.score,
             metadata.channels[s.top_channel],
-            s.window.values[s.top_channel * metadata.window_len + last],
-            s.expected_last,
+            format_timestamp(at),
+            actual,
+            expected,
             if s.label.is_empty() {
                 "(normal)"
             } else {

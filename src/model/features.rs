@@ -3,7 +3,10 @@
 //! Pretrained image networks do not apply to sensor windows (and nothing can
 //! be downloaded), so the extractor is a fixed, hand-designed linear map per
 //! channel, optionally followed by a magnitude. Two candidates are offered and
-//! the default was picked by measurement (see `models/README.md`):
+//! the default, `differences`, was picked by measurement (`anomalyd ablation`,
+//! table in `models/README.md`): on the synthetic set it raised AUC-PR on
+//! noise bursts from 0.85 (denoising MSE) to 0.88-0.89, while `spectral`
+//! lowered it to 0.75-0.82 and did no better on any other kind.
 //!
 //! - `differences`: multi-scale differences `x[t+lag] - x[t]` for lags 1, 2, 4
 //!   and 8. They see the *shape* of a window (slopes, oscillation, roughness)

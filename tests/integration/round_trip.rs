@@ -107,3 +107,32 @@ fn one_window_scores_the_same_alone_and_in_a_batch() {
     let sum: f32 = batch[2].channel_contributions.iter().sum();
     assert!((sum - batch[2].score).abs() < 1e-5);
 }
+
+#[test]
+fn the_same_seed_trains_the_same_model() {
+    let data = anomalyd::synthetic::generate(&anomalyd::synthetic::SyntheticConfig {
+        entities: 2,
+        channels: 3,
+        days: 10,
+        seed: 21,
+        ..Default::default()
+    });
+    let recipe = |seed| anomalyd::recipe::ModelRecipe {
+        max_epochs: 2,
+        train_stride: 4,
+        seed,
+        ..Default::default()
+    };
+    let train = |seed| {
+        recipe(seed)
+            .build(&data.clean_part(), "tiny")
+            .unwrap()
+            .artefact
+    };
+    let first = train(1);
+    let again = train(1);
+    let other = train(2);
+    assert_eq!(first.onnx, again.onnx, "same seed, different weights");
+    assert_eq!(first.metadata.model_version, again.metadata.model_version);
+    assert_ne!(first.onnx, other.onnx, "the seed has no effect");
+}
