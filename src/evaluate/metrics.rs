@@ -1,32 +1,49 @@
 //! Ranking metrics for labelled scores: average precision (AUC-PR) and best F1.
 
-/// Average precision of `scores` against binary `labels` (higher score = more
-/// likely positive): the area under the precision-recall curve as the mean of
-/// precision at each positive, with tied scores taken as one threshold.
-/// Returns `None` if there is no positive.
-pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+/// One point of the precision-recall curve: flag every window scoring `>= threshold`.
+struct CurvePoint {
+    threshold: f32,
+    precision: f64,
+    recall: f64,
+}
+
+/// The precision-recall curve, from the highest threshold down; windows with
+/// tied scores enter together. `None` if there is no positive.
+fn precision_recall_curve(scores: &[f32], labels: &[bool]) -> Option<Vec<CurvePoint>> {
     let positives = labels.iter().filter(|&&l| l).count();
     if positives == 0 {
         return None;
     }
-    let order = descending(scores);
-    let mut true_positives = 0usize;
-    let mut seen = 0usize;
-    let mut previous_recall = 0.0f64;
-    let mut area = 0.0f64;
-    let mut i = 0;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut curve = Vec::new();
+    let (mut true_positives, mut seen, mut i) = (0usize, 0usize, 0usize);
     while i < order.len() {
-        // Take every window tied at this score together.
-        let score = scores[order[i]];
-        while i < order.len() && scores[order[i]] == score {
+        let threshold = scores[order[i]];
+        while i < order.len() && scores[order[i]] == threshold {
             true_positives += labels[order[i]] as usize;
             seen += 1;
             i += 1;
         }
-        let recall = true_positives as f64 / positives as f64;
-        let precision = true_positives as f64 / seen as f64;
-        area += (recall - previous_recall) * precision;
-        previous_recall = recall;
+        curve.push(CurvePoint {
+            threshold,
+            precision: true_positives as f64 / seen as f64,
+            recall: true_positives as f64 / positives as f64,
+        });
+    }
+    Some(curve)
+}
+
+/// Average precision of `scores` against binary `labels` (higher score = more
+/// likely positive): the area under the step precision-recall curve, with
+/// tied scores taken as one threshold. `None` if there is no positive.
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let curve = precision_recall_curve(scores, labels)?;
+    let mut previous_recall = 0.0;
+    let mut area = 0.0;
+    for point in curve {
+        area += (point.recall - previous_recall) * point.precision;
+        previous_recall = point.recall;
     }
     Some(area)
 }
@@ -34,38 +51,17 @@ pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// The best F1 over all thresholds, and the threshold that gives it
 /// (windows with score >= threshold are flagged).
 pub fn best_f1(scores: &[f32], labels: &[bool]) -> Option<(f64, f32)> {
-    let positives = labels.iter().filter(|&&l| l).count();
-    if positives == 0 {
-        return None;
-    }
-    let order = descending(scores);
-    let mut true_positives = 0usize;
-    let mut seen = 0usize;
+    let curve = precision_recall_curve(scores, labels)?;
     let mut best = (0.0f64, f32::INFINITY);
-    let mut i = 0;
-    while i < order.len() {
-        let score = scores[order[i]];
-        while i < order.len() && scores[order[i]] == score {
-            true_positives += labels[order[i]] as usize;
-            seen += 1;
-            i += 1;
-        }
-        let precision = true_positives as f64 / seen as f64;
-        let recall = true_positives as f64 / positives as f64;
-        if precision + recall > 0.0 {
-            let f1 = 2.0 * precision * recall / (precision + recall);
+    for point in curve {
+        if point.precision + point.recall > 0.0 {
+            let f1 = 2.0 * point.precision * point.recall / (point.precision + point.recall);
             if f1 > best.0 {
-                best = (f1, score);
+                best = (f1, point.threshold);
             }
         }
     }
     Some(best)
-}
-
-fn descending(scores: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    order
 }
 
 #[cfg(test)]

@@ -141,6 +141,14 @@ impl Grouper {
     }
 }
 
+fn content_error(origin: &str, line: usize, message: String) -> SeriesError {
+    SeriesError::Content {
+        path: origin.to_string(),
+        line,
+        message,
+    }
+}
+
 fn parse_number(text: &str, column: &str) -> Result<f32, String> {
     let value: f32 = text
         .trim()
@@ -160,11 +168,7 @@ fn parse_csv(
     default_entity: &str,
     origin: &str,
 ) -> Result<Vec<Series>, SeriesError> {
-    let content_error = |line: usize, message: String| SeriesError::Content {
-        path: origin.to_string(),
-        line,
-        message,
-    };
+    let content_error = |line: usize, message: String| content_error(origin, line, message);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text.as_bytes());
@@ -239,11 +243,7 @@ fn parse_json_lines(
     default_entity: &str,
     origin: &str,
 ) -> Result<Vec<Series>, SeriesError> {
-    let content_error = |line: usize, message: String| SeriesError::Content {
-        path: origin.to_string(),
-        line,
-        message,
-    };
+    let content_error = |line: usize, message: String| content_error(origin, line, message);
     let timestamp_field = if options.timestamp_column == "timestamp" {
         "ts"
     } else {
