@@ -126,7 +126,8 @@ impl ModelRecipe {
                 backend: self.backend,
                 progress: self.progress,
             },
-        );
+        )
+        .map_err(anyhow::Error::msg)?;
         let backend = self.backend.to_string();
         let artefact = Artefact::build(
             &trained,

@@ -117,7 +117,7 @@ impl Grouper {
         if let Some(&last) = series.timestamps.last() {
             if timestamp < last {
                 return Err(format!(
-                    "timestamp {timestamp} of entity {entity:?} is earlier than the previous row ({last}): rows must be in time order per entity"
+                    "timestamp {timestamp} of entity {entity:?} is earlier than the previous row ({last}): rows must be in time order per entity (if the file holds several entities, name their column with --entity-column)"
                 ));
             }
         }

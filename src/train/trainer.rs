@@ -27,14 +27,24 @@ pub enum TrainingBackend {
 }
 
 impl TrainingBackend {
-    /// The device (without autodiff).
-    #[allow(deprecated)] // `Device::ndarray` is deprecated upstream; we keep it to measure it.
-    pub fn device(self) -> Device {
+    /// The device (without autodiff), or why this build cannot train on it.
+    pub fn device(self) -> Result<Device, String> {
         match self {
-            TrainingBackend::Flex => Device::flex(),
-            TrainingBackend::Ndarray => Device::ndarray(),
+            TrainingBackend::Flex => Ok(Device::flex()),
+            TrainingBackend::Ndarray => ndarray_device(),
         }
     }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // `Device::ndarray` is deprecated upstream; we keep it to measure it.
+fn ndarray_device() -> Result<Device, String> {
+    Ok(Device::ndarray())
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray_device() -> Result<Device, String> {
+    Err("this anomalyd was built without the ndarray backend: rebuild with `--features ndarray`, or use --backend flex".into())
 }
 
 impl std::fmt::Display for TrainingBackend {
@@ -103,9 +113,9 @@ pub struct TrainedModel {
 }
 
 /// Trains a network on prepared windows.
-pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
+pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel, String> {
     let started = Instant::now();
-    let device = options.backend.device().autodiff();
+    let device = options.backend.device()?.autodiff();
     device.seed(options.seed);
     let inference_device = device.clone().without_autodiff();
     let mut network = Autoencoder::new(&options.network, &device);
@@ -202,13 +212,13 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> TrainedModel {
     }
     progress.finish_and_clear();
     let (best_epoch, best_validation_loss, network) = best.expect("at least one epoch ran");
-    TrainedModel {
+    Ok(TrainedModel {
         network,
         history,
         best_epoch,
         best_validation_loss,
         seconds: started.elapsed().as_secs_f64(),
-    }
+    })
 }
 
 /// Validation loss terms `[total, pointwise, perceptual, sparsity]`, averaged over windows.
