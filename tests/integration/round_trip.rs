@@ -32,6 +32,7 @@ fn burn_and_tract_agree_on_random_windows() {
             .zip(&from_tract)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
+        eprintln!("batch {batch}: max |burn - tract| = {max_difference:e}");
         assert!(
             max_difference <= 1e-4,
             "batch {batch}: max |burn - tract| = {max_difference}"
