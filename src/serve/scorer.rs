@@ -258,25 +258,18 @@ impl Scorer {
 }
 
 fn check_io_names(model: &InferenceModel, origin: &str) -> Result<(), ModelError> {
-    let name_of = |outlet: &OutletId| model.node(outlet.node).name.clone();
-    let inputs: Vec<String> = model
-        .input_outlets()
-        .map_err(|e| ModelError::Onnx {
+    let names = |outlets: TractResult<&[OutletId]>| -> Result<Vec<String>, ModelError> {
+        let outlets = outlets.map_err(|e| ModelError::Onnx {
             path: origin.into(),
             detail: e.to_string(),
-        })?
-        .iter()
-        .map(name_of)
-        .collect();
-    let outputs: Vec<String> = model
-        .output_outlets()
-        .map_err(|e| ModelError::Onnx {
-            path: origin.into(),
-            detail: e.to_string(),
-        })?
-        .iter()
-        .map(name_of)
-        .collect();
+        })?;
+        Ok(outlets
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect())
+    };
+    let inputs = names(model.input_outlets())?;
+    let outputs = names(model.output_outlets())?;
     if inputs != [INPUT_NAME] {
         return Err(ModelError::Contract {
             path: origin.into(),
