@@ -5,7 +5,8 @@
 //! Today the demo runs the offline path; the Kafka daemon demo (embedded
 //! broker, alerts topic, metrics) replaces it when the daemon lands.
 
-use crate::evaluate::{quality, score_labelled};
+use crate::evaluate::quality;
+use crate::evaluate::synthetic::LabelledScores;
 use crate::model::ModelMetadata;
 use crate::series::timestamp::format_timestamp;
 use crate::serve::Scorer;
@@ -143,7 +144,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
-    let quality = quality(&score_labelled(&scorer, &test, metadata.default_stride)?);
+    // The quality table comes from the windows just streamed: no second scoring pass.
+    let quality = quality(&LabelledScores {
+        scores: scored.iter().map(|s| s.score).collect(),
+        labels: scored
+            .iter()
+            .map(|s| {
+                let mut kinds: Vec<String> = s
+                    .label
+                    .split('+')
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                kinds
+            })
+            .collect(),
+    });
     println!("\nhow well each anomaly kind stands out (windows containing it vs clean windows):");
     println!(
         "  {:<20} {:>8} {:>8} {:>9}",
