@@ -2,6 +2,7 @@
 
 pub mod ablation;
 pub mod metrics;
+pub mod nab;
 pub mod synthetic;
 
 pub use synthetic::{quality, score_labelled, Quality};

@@ -2,5 +2,6 @@
 
 mod common;
 mod model_refusal;
+mod nab_golden;
 mod round_trip;
 mod score_command;
