@@ -1,0 +1,230 @@
+//! Gaussian tail calibration: how unlikely is the recent average raw score
+//! under a normal distribution fitted to the entity's past averages?
+//!
+//! This is the idea behind HTM's "anomaly likelihood" (Ahmad et al., 2017):
+//! a short moving average of raw scores is compared with the mean and spread
+//! of the same average over a long history, re-estimated periodically. Raw
+//! reconstruction errors are skewed, so by default the fit is made on their
+//! logarithm.
+
+use super::{Calibrated, MovingAverage};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Settings of [`Likelihood`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LikelihoodConfig {
+    /// Raw scores seen before calibrated scores are reported.
+    pub warm_up: usize,
+    /// How many past averaged scores the distribution is fitted to.
+    pub history: usize,
+    /// Raw scores in the short moving average that is judged.
+    pub short_window: usize,
+    /// Refit the distribution every this many scores.
+    pub refit_every: usize,
+    /// Fit on `ln(raw + 1e-6)` instead of the raw score.
+    pub log_scores: bool,
+    /// Floor of the fitted standard deviation (in fitted units), so a
+    /// perfectly flat history does not make every wiggle an anomaly.
+    pub min_std: f64,
+}
+
+impl Default for LikelihoodConfig {
+    fn default() -> Self {
+        Self {
+            warm_up: 100,
+            history: 8640,
+            short_window: 10,
+            refit_every: 100,
+            log_scores: true,
+            min_std: 0.05,
+        }
+    }
+}
+
+impl LikelihoodConfig {
+    /// Checks the settings; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("warm_up", self.warm_up),
+            ("history", self.history),
+            ("short_window", self.short_window),
+            ("refit_every", self.refit_every),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("calibration.{key} must be at least 1"));
+            }
+        }
+        if self.warm_up < 2 {
+            return Err("calibration.warm_up must be at least 2 to fit a spread".into());
+        }
+        if !(self.min_std.is_finite() && self.min_std > 0.0) {
+            return Err(format!(
+                "calibration.min_std must be a positive number, not {}",
+                self.min_std
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One entity's Gaussian-tail calibrator.
+#[derive(Debug, Clone)]
+pub struct Likelihood {
+    config: LikelihoodConfig,
+    average: MovingAverage,
+    history: VecDeque<f64>,
+    seen: usize,
+    since_fit: usize,
+    mean: f64,
+    std: f64,
+}
+
+impl Likelihood {
+    /// A calibrator with no history.
+    pub fn new(config: LikelihoodConfig) -> Self {
+        Self {
+            average: MovingAverage::new(config.short_window),
+            history: VecDeque::with_capacity(config.history.min(1 << 16)),
+            seen: 0,
+            since_fit: 0,
+            mean: 0.0,
+            std: 1.0,
+            config,
+        }
+    }
+
+    /// Takes the next raw score.
+    pub fn update(&mut self, raw: f64) -> Calibrated {
+        let value = if self.config.log_scores {
+            (raw.max(0.0) + 1e-6).ln()
+        } else {
+            raw
+        };
+        let value = if value.is_finite() {
+            value
+        } else {
+            // A non-finite raw score is as unusual as it gets; keep it out of
+            // the history so it cannot poison the fit.
+            return Calibrated::ready(0.0);
+        };
+        let averaged = self.average.push(value);
+        self.seen += 1;
+        let result = if self.seen <= self.config.warm_up {
+            Calibrated::warming(self.seen, self.config.warm_up)
+        } else {
+            if self.seen == self.config.warm_up + 1 || self.since_fit >= self.config.refit_every {
+                self.fit();
+            }
+            Calibrated::ready(upper_tail((averaged - self.mean) / self.std))
+        };
+        if self.history.len() == self.config.history {
+            self.history.pop_front();
+        }
+        self.history.push_back(averaged);
+        self.since_fit += 1;
+        result
+    }
+
+    fn fit(&mut self) {
+        let n = self.history.len().max(1) as f64;
+        let mean = self.history.iter().sum::<f64>() / n;
+        let variance = self.history.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        self.mean = mean;
+        self.std = variance.sqrt().max(self.config.min_std);
+        self.since_fit = 0;
+    }
+
+    /// The fitted mean and standard deviation (in fitted units).
+    pub fn fitted(&self) -> (f64, f64) {
+        (self.mean, self.std)
+    }
+}
+
+/// `P(Z > z)` for a standard normal `Z`.
+pub fn upper_tail(z: f64) -> f64 {
+    0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::CalibrationState;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn the_normal_tail_matches_the_table() {
+        assert!((upper_tail(0.0) - 0.5).abs() < 1e-12);
+        assert!((upper_tail(1.0) - 0.158_655_253_9).abs() < 1e-9);
+        assert!((upper_tail(3.0) - 0.001_349_898_0).abs() < 1e-9);
+        assert!((upper_tail(-2.0) - 0.977_249_868_1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn it_warms_up_then_reports() {
+        let mut c = Likelihood::new(LikelihoodConfig {
+            warm_up: 5,
+            ..Default::default()
+        });
+        for seen in 1..=5 {
+            let out = c.update(1.0 + seen as f64 * 0.01);
+            assert_eq!(out.state, CalibrationState::WarmingUp { seen, needed: 5 });
+            assert_eq!(out.score, 0.0);
+        }
+        assert_eq!(c.update(1.0).state, CalibrationState::Ready);
+    }
+
+    #[test]
+    fn known_gaussian_scores_give_the_expected_tail_probabilities() {
+        // Raw scores from N(10, 2): with no smoothing and no log, a score of
+        // mean + k·std must get the normal tail of k.
+        let mut c = Likelihood::new(LikelihoodConfig {
+            warm_up: 20_000,
+            history: 20_000,
+            short_window: 1,
+            refit_every: 1_000_000,
+            log_scores: false,
+            min_std: 1e-6,
+        });
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let normal = Normal::new(10.0, 2.0).unwrap();
+        for _ in 0..20_000 {
+            c.update(normal.sample(&mut rng));
+        }
+        let (mean, std) = c.fitted();
+        assert_eq!(
+            (mean, std),
+            (0.0, 1.0),
+            "not fitted until the first ready score"
+        );
+        for (k, expected) in [(0.0, 0.5), (1.0, 0.1587), (2.0, 0.02275), (3.0, 0.00135)] {
+            let mut probe = c.clone();
+            let out = probe.update(10.0 + 2.0 * k);
+            assert!(
+                (out.tail_probability - expected).abs() < expected * 0.06,
+                "k = {k}: {} vs {expected}",
+                out.tail_probability
+            );
+        }
+    }
+
+    #[test]
+    fn a_flat_history_does_not_make_every_wiggle_an_anomaly() {
+        let mut c = Likelihood::new(LikelihoodConfig {
+            warm_up: 50,
+            short_window: 1,
+            ..Default::default()
+        });
+        for _ in 0..60 {
+            c.update(0.01);
+        }
+        // 1 % above a perfectly flat history: ln(1.01) = 0.01 < min_std 0.05.
+        assert!(c.update(0.0101).score < 0.1);
+        // Ten times the usual error is unusual.
+        let spike = c.update(0.1).score;
+        assert!(spike > 0.9, "{spike}");
+    }
+}
