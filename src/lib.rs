@@ -5,6 +5,7 @@
 //! `export` writes the ONNX artefact, `serve` scores windows with tract, and
 //! `evaluate` measures detection quality. See ARCHITECTURE.md.
 
+pub mod alert;
 pub mod calibrate;
 pub mod cli;
 pub mod evaluate;

@@ -355,7 +355,7 @@ mod tests {
         // the allowed ratio widens with the distance beyond the sample.
         for (x, tolerance) in [(3.0, 1.15), (6.0, 1.5), (10.0, 2.5)] {
             let p = spot.tail_probability(x);
-            let expected = (-x as f64).exp();
+            let expected = (-x).exp();
             let ratio = p / expected;
             assert!(
                 (1.0 / tolerance..tolerance).contains(&ratio),
