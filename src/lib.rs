@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod calibrate;
 pub mod cli;
+pub mod detect;
 pub mod evaluate;
 pub mod export;
 pub mod model;

@@ -2,7 +2,7 @@
 
 mod ablation;
 mod demo;
-mod evaluate;
+mod eval;
 mod generate;
 mod score;
 mod train;
@@ -32,8 +32,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score every row of a file with a model: the score of the window ending at that row.
     Score(score::ScoreArgs),
-    /// Measure a model's detection quality (AUC-PR, best F1) on a labelled file.
-    Evaluate(evaluate::EvaluateArgs),
+    /// Measure detection quality: on a labelled file, or on the NAB benchmark.
+    Eval(eval::EvalArgs),
     /// Train every loss variant on the synthetic set and compare their detection quality.
     Ablation(ablation::AblationArgs),
 }
@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
         Command::Score(args) => score::run(args),
-        Command::Evaluate(args) => evaluate::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Ablation(args) => ablation::run(args),
     }
 }

@@ -1,1 +1,408 @@
-//! Placeholder.
+//! The outputs of a NAB run: NAB-format results files, the score summary
+//! (oracle threshold and own decisions, per category) and a browsable report
+//! with one plot per file.
+
+use super::corpus::{Corpus, CorpusFile, Profile};
+use super::run::FileRun;
+use super::scoring::{normalise, optimise_threshold, FileRows};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One profile's corpus result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileResult {
+    /// Profile name.
+    pub profile: String,
+    /// The oracle threshold (fitted on the labels, as NAB does).
+    pub threshold: f64,
+    /// Normalised score at that threshold.
+    pub oracle_score: f64,
+    /// Normalised score of the detector's own alert decisions (an opened alert is a detection).
+    pub own_score: f64,
+}
+
+/// One category's scores, at the corpus thresholds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryResult {
+    /// Category folder.
+    pub category: String,
+    /// Files in it.
+    pub files: usize,
+    /// Labelled windows in it.
+    pub windows: usize,
+    /// Oracle-threshold score per profile (normalised over this category's windows).
+    pub oracle: Vec<f64>,
+    /// Own-decision score per profile.
+    pub own: Vec<f64>,
+}
+
+/// One file's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileResult {
+    /// `category/file.csv`.
+    pub file: String,
+    /// Rows.
+    pub rows: usize,
+    /// Labelled windows.
+    pub windows: usize,
+    /// Windows with an alert opened inside them.
+    pub caught: usize,
+    /// Alerts opened outside every window.
+    pub false_alarms: usize,
+    /// Standard-profile raw score of the own decisions.
+    pub own_raw_standard: f64,
+    /// Seconds training the file's model.
+    pub train_seconds: f64,
+    /// Seconds streaming its rows.
+    pub stream_seconds: f64,
+}
+
+/// Everything a NAB run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Detector name used in the results folder.
+    pub detector: String,
+    /// Files scored.
+    pub files: usize,
+    /// Labelled windows.
+    pub windows: usize,
+    /// Per profile.
+    pub profiles: Vec<ProfileResult>,
+    /// Per category.
+    pub categories: Vec<CategoryResult>,
+    /// Per file.
+    pub per_file: Vec<FileResult>,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
+    /// Worker threads.
+    pub workers: usize,
+    /// The settings (model recipe, calibration, alerts), for the record.
+    pub settings: serde_json::Value,
+}
+
+/// Scores the runs against the corpus labels.
+pub fn summarise(
+    corpus: &Corpus,
+    runs: &[FileRun],
+    detector: &str,
+    seconds: f64,
+    workers: usize,
+    settings: serde_json::Value,
+) -> Summary {
+    let rows: Vec<FileRows> = corpus
+        .files
+        .iter()
+        .zip(runs)
+        .map(|(file, run)| FileRows::new(file, run.scores.clone()))
+        .collect();
+    let decisions: Vec<&Vec<bool>> = runs.iter().map(|r| &r.opened).collect();
+    let mut profiles = Vec::new();
+    let mut thresholds = Vec::new();
+    for profile in &corpus.profiles {
+        let best = optimise_threshold(&rows, profile);
+        let own_raw: f64 = rows
+            .iter()
+            .zip(&decisions)
+            .map(|(f, d)| f.raw_score(profile, |i| d[i]))
+            .sum();
+        thresholds.push(best.threshold);
+        profiles.push(ProfileResult {
+            profile: profile.name.clone(),
+            threshold: best.threshold,
+            oracle_score: best.normalised,
+            own_score: normalise(own_raw, corpus.window_count(), profile),
+        });
+    }
+    let mut categories: Vec<CategoryResult> = Vec::new();
+    let mut names: Vec<&str> = corpus.files.iter().map(|f| f.category.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let members: Vec<usize> = (0..corpus.files.len())
+            .filter(|&i| corpus.files[i].category == name)
+            .collect();
+        let windows: usize = members.iter().map(|&i| rows[i].windows).sum();
+        let score = |profile: &Profile, detected: &dyn Fn(usize, usize) -> bool| {
+            let raw: f64 = members
+                .iter()
+                .map(|&i| rows[i].raw_score(profile, |r| detected(i, r)))
+                .sum();
+            normalise(raw, windows, profile)
+        };
+        categories.push(CategoryResult {
+            category: name.to_string(),
+            files: members.len(),
+            windows,
+            oracle: corpus
+                .profiles
+                .iter()
+                .zip(&thresholds)
+                .map(|(p, &t)| score(p, &|i, r| rows[i].scores[r] >= t))
+                .collect(),
+            own: corpus
+                .profiles
+                .iter()
+                .map(|p| score(p, &|i, r| decisions[i][r]))
+                .collect(),
+        });
+    }
+    let standard = &corpus.profiles[0];
+    let per_file = corpus
+        .files
+        .iter()
+        .zip(runs)
+        .zip(&rows)
+        .map(|((file, run), scored)| {
+            let opened: Vec<usize> = (0..run.opened.len()).filter(|&i| run.opened[i]).collect();
+            let scored_rows = file.probationary_rows();
+            FileResult {
+                file: file.relative_path(),
+                rows: file.values.len(),
+                windows: file.windows.len(),
+                caught: file
+                    .windows
+                    .iter()
+                    .filter(|w| opened.iter().any(|&i| w[0] <= i && i <= w[1]))
+                    .count(),
+                false_alarms: opened
+                    .iter()
+                    .filter(|&&i| i >= scored_rows && !file.label_of(i))
+                    .count(),
+                own_raw_standard: scored.raw_score(standard, |i| run.opened[i]),
+                train_seconds: run.train_seconds,
+                stream_seconds: run.stream_seconds,
+            }
+        })
+        .collect();
+    Summary {
+        detector: detector.to_string(),
+        files: corpus.files.len(),
+        windows: corpus.window_count(),
+        profiles,
+        categories,
+        per_file,
+        seconds,
+        workers,
+        settings,
+    }
+}
+
+impl Summary {
+    /// The summary as Markdown tables.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "NAB v1.1, {} files, {} labelled windows, detector `{}`: {:.1} minutes on {} worker(s).\n",
+            self.files,
+            self.windows,
+            self.detector,
+            self.seconds / 60.0,
+            self.workers
+        );
+        let _ = writeln!(
+            out,
+            "| profile | oracle threshold | score at oracle threshold | score of own alerts |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for p in &self.profiles {
+            let _ = writeln!(
+                out,
+                "| {} | {:.4} | {:.2} | {:.2} |",
+                p.profile, p.threshold, p.oracle_score, p.own_score
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nPer category (oracle threshold / own alerts; standard, low FP, low FN):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| category | files | windows | standard | low FP | low FN |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for c in &self.categories {
+            let cells: Vec<String> = c
+                .oracle
+                .iter()
+                .zip(&c.own)
+                .map(|(o, s)| format!("{o:.1} / {s:.1}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                c.category,
+                c.files,
+                c.windows,
+                cells.join(" | ")
+            );
+        }
+        let caught: usize = self.per_file.iter().map(|f| f.caught).sum();
+        let false_alarms: usize = self.per_file.iter().map(|f| f.false_alarms).sum();
+        let train: f64 = self.per_file.iter().map(|f| f.train_seconds).sum();
+        let stream: f64 = self.per_file.iter().map(|f| f.stream_seconds).sum();
+        let _ = writeln!(
+            out,
+            "\nOwn alerts: {caught} of {} windows caught, {false_alarms} alerts opened outside every window. \
+             Training {train:.0} s and streaming {stream:.0} s in total (summed over workers).",
+            self.windows
+        );
+        out
+    }
+}
+
+/// Writes `<out>/results/<detector>/<category>/<detector>_<file>.csv` (NAB's
+/// format) and `<out>/raw/<category>/<file>.csv` (raw and calibrated scores,
+/// alert openings) for every file.
+pub fn write_results(
+    out: &Path,
+    detector: &str,
+    corpus: &Corpus,
+    runs: &[FileRun],
+) -> std::io::Result<()> {
+    for (file, run) in corpus.files.iter().zip(runs) {
+        let dir = out.join("results").join(detector).join(&file.category);
+        std::fs::create_dir_all(&dir)?;
+        let mut text = String::from("timestamp,value,anomaly_score,label\n");
+        for (i, (stamp, value)) in file.timestamps.iter().zip(&file.values).enumerate() {
+            let _ = writeln!(
+                text,
+                "{stamp},{value},{},{}",
+                run.scores[i],
+                u8::from(file.label_of(i))
+            );
+        }
+        std::fs::write(dir.join(format!("{detector}_{}.csv", file.name)), text)?;
+        // The detector's inner signals, for tuning calibration and alerts offline.
+        let dir = out.join("raw").join(&file.category);
+        std::fs::create_dir_all(&dir)?;
+        let mut text = String::from("timestamp,raw_score,calibrated_score,alert_opened\n");
+        for (i, stamp) in file.timestamps.iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "{stamp},{},{},{}",
+                run.raw[i],
+                run.scores[i],
+                u8::from(run.opened[i])
+            );
+        }
+        std::fs::write(dir.join(format!("{}.csv", file.name)), text)?;
+    }
+    Ok(())
+}
+
+/// Writes `<out>/report/index.html` and one SVG per file.
+pub fn write_report(
+    out: &Path,
+    summary: &Summary,
+    corpus: &Corpus,
+    runs: &[FileRun],
+) -> anyhow::Result<()> {
+    let dir = out.join("report");
+    std::fs::create_dir_all(&dir)?;
+    let threshold = summary.profiles.first().map_or(0.5, |p| p.threshold);
+    let mut html = String::from(
+        "<!doctype html><meta charset=\"utf-8\"><title>anomalyd on NAB</title>\
+         <style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{width:100%}</style>\
+         <h1>anomalyd on NAB</h1>",
+    );
+    let _ = writeln!(
+        html,
+        "<pre>{}</pre>",
+        summary.markdown().replace('<', "&lt;")
+    );
+    html.push_str(
+        "<p>Each plot: the value (blue), labelled windows (red bands), alerts (orange bars), \
+         and below it the calibrated score (black) with the oracle threshold of the standard profile (dashed).</p>",
+    );
+    html.push_str("<table><tr><th>file</th><th>windows</th><th>caught</th><th>false alarms</th><th>own raw (standard)</th></tr>");
+    for f in &summary.per_file {
+        let anchor = f.file.replace('/', "_");
+        let _ = write!(
+            html,
+            "<tr><td style=\"text-align:left\"><a href=\"#{anchor}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            f.file, f.windows, f.caught, f.false_alarms, f.own_raw_standard
+        );
+    }
+    html.push_str("</table>");
+    for ((file, run), f) in corpus.files.iter().zip(runs).zip(&summary.per_file) {
+        let anchor = f.file.replace('/', "_");
+        let svg = format!("{anchor}.svg").replace(".csv", "");
+        plot_file(&dir.join(&svg), file, run, threshold)?;
+        let _ = write!(
+            html,
+            "<h3 id=\"{anchor}\">{}</h3><p>{} windows, {} caught, {} false alarms</p><img src=\"{svg}\" loading=\"lazy\">",
+            f.file, f.windows, f.caught, f.false_alarms
+        );
+    }
+    std::fs::write(dir.join("index.html"), html)?;
+    Ok(())
+}
+
+fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> anyhow::Result<()> {
+    let rows = file.values.len();
+    let root = SVGBackend::new(path, (1000, 360)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(240);
+    let (low, high) = file
+        .values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let pad = ((high - low) * 0.05).max(1e-9);
+    let (low, high) = (low - pad, high + pad);
+    let mut chart = ChartBuilder::on(&top)
+        .caption(file.relative_path(), ("sans-serif", 16))
+        .margin(5)
+        .x_label_area_size(0)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0..rows, low..high)?;
+    chart.configure_mesh().disable_mesh().draw()?;
+    for w in &file.windows {
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(w[0], low), (w[1], high)],
+            RGBColor(255, 0, 0).mix(0.15).filled(),
+        )))?;
+    }
+    let probation = file.probationary_rows();
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(0, low), (probation, high)],
+        RGBColor(128, 128, 128).mix(0.12).filled(),
+    )))?;
+    chart.draw_series(LineSeries::new(
+        file.values.iter().enumerate().map(|(i, &v)| (i, v)),
+        BLUE.stroke_width(1),
+    ))?;
+    let bar = (high - low) * 0.04;
+    for a in &run.alerts {
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(a[0], high - bar), (a[1].max(a[0] + 1), high)],
+            RGBColor(255, 140, 0).filled(),
+        )))?;
+    }
+    let mut scores = ChartBuilder::on(&bottom)
+        .margin(5)
+        .x_label_area_size(20)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0..rows, 0.0..1.0f64)?;
+    scores.configure_mesh().disable_mesh().y_labels(3).draw()?;
+    for w in &file.windows {
+        scores.draw_series(std::iter::once(Rectangle::new(
+            [(w[0], 0.0), (w[1], 1.0)],
+            RGBColor(255, 0, 0).mix(0.15).filled(),
+        )))?;
+    }
+    scores.draw_series(LineSeries::new(
+        run.scores.iter().enumerate().map(|(i, &s)| (i, s)),
+        BLACK.stroke_width(1),
+    ))?;
+    scores.draw_series(DashedLineSeries::new(
+        [(0, threshold), (rows, threshold)],
+        4,
+        4,
+        BLACK.mix(0.5).stroke_width(1),
+    ))?;
+    root.present()?;
+    Ok(())
+}

@@ -1,4 +1,4 @@
-//! `anomalyd evaluate`: detection quality of a model on a labelled CSV file.
+//! `anomalyd eval labelled`: detection quality of a model on a labelled CSV file.
 
 use crate::evaluate::{quality, score_labelled};
 use crate::series::{read_series, ReadOptions};
@@ -6,9 +6,9 @@ use crate::serve::Scorer;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Options of `anomalyd evaluate`.
+/// Options of `anomalyd eval labelled`.
 #[derive(Debug, Args)]
-pub struct EvaluateArgs {
+pub struct LabelledArgs {
     /// The model's ONNX file.
     #[arg(long)]
     pub model: PathBuf,
@@ -26,8 +26,8 @@ pub struct EvaluateArgs {
     pub stride: usize,
 }
 
-/// Runs `anomalyd evaluate`.
-pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
+/// Runs `anomalyd eval labelled`.
+pub fn run(args: LabelledArgs) -> anyhow::Result<()> {
     let scorer = Scorer::load(&args.model)?;
     let series = read_series(
         &args.input,

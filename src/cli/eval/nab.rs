@@ -1,0 +1,120 @@
+//! `anomalyd eval nab`: runs the detector over the NAB corpus and scores it.
+
+use crate::detect::DetectorConfig;
+use crate::evaluate::nab::report::{summarise, write_report, write_results};
+use crate::evaluate::nab::run::{run_corpus, NabOptions};
+use crate::evaluate::nab::Corpus;
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options of `anomalyd eval nab`.
+#[derive(Debug, Args)]
+pub struct NabArgs {
+    /// The NAB folder (with `data/`, `labels/` and `config/`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where results, summary and report are written.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Detector name in the results folder and file names.
+    #[arg(long, default_value = "anomalyd")]
+    pub detector: String,
+    /// Files processed at once (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// A JSON file with calibration and alert settings (see config/README.md);
+    /// default: the built-in defaults.
+    #[arg(long)]
+    pub detector_config: Option<PathBuf>,
+    /// Samples per window of each file's model.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Maximum training epochs per file.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Only the first N files (sorted by path), for a quick look; the scores are then not NAB scores.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// Runs `anomalyd eval nab`.
+pub fn run(args: NabArgs) -> anyhow::Result<()> {
+    let mut corpus = Corpus::load(&args.data)?;
+    if let Some(limit) = args.limit {
+        corpus.files.truncate(limit);
+    }
+    let mut options = NabOptions::default();
+    if let Some(workers) = args.workers {
+        options.workers = workers.max(1);
+    }
+    if let Some(window) = args.window {
+        options.recipe.window_len = window;
+    }
+    if let Some(epochs) = args.epochs {
+        options.recipe.max_epochs = epochs;
+    }
+    if let Some(path) = &args.detector_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        options.detector = serde_json::from_str::<DetectorConfig>(&text)
+            .with_context(|| format!("{}: invalid detector settings", path.display()))?;
+    }
+    options
+        .detector
+        .validate()
+        .map_err(|e| anyhow::anyhow!("detector settings: {e}"))?;
+    let started = Instant::now();
+    let bar = ProgressBar::new(corpus.files.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} files, eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let runs = run_corpus(&corpus, &options, |done, file| {
+        bar.set_position(done as u64);
+        bar.set_message(file.to_string());
+    })?;
+    bar.finish_and_clear();
+    let settings = serde_json::json!({
+        "window_len": options.recipe.window_len,
+        "max_epochs": options.recipe.max_epochs,
+        "patience": options.recipe.patience,
+        "widths": options.recipe.widths,
+        "latent_size": options.recipe.latent_size,
+        "seed": options.recipe.seed,
+        "loss": options.recipe.loss,
+        "detector": options.detector,
+    });
+    let summary = summarise(
+        &corpus,
+        &runs,
+        &args.detector,
+        started.elapsed().as_secs_f64(),
+        options.workers,
+        settings,
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    write_results(&args.out, &args.detector, &corpus, &runs)?;
+    write_report(&args.out, &summary, &corpus, &runs)?;
+    let markdown = summary.markdown();
+    std::fs::write(args.out.join("summary.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    if args.limit.is_some() {
+        println!("(--limit: a subset of the corpus; these are not NAB scores)\n");
+    }
+    println!("{markdown}");
+    println!(
+        "results: {}\nreport:  {}",
+        args.out.join("results").display(),
+        args.out.join("report/index.html").display()
+    );
+    Ok(())
+}

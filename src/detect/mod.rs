@@ -1,0 +1,132 @@
+//! The per-entity detection path shared by the benchmark and the daemon:
+//! row → window assembly → tract scorer → calibration → alert decision.
+//!
+//! An [`EntityDetector`] holds only that entity's state (its window buffer,
+//! calibrator and alert machine); the scorer is shared and passed in, so one
+//! model serves every entity. Nothing here reads the clock or does I/O.
+
+use crate::alert::{AlertEvent, AlertMachine, AlertPolicy, ChannelEvidence};
+use crate::calibrate::{Calibrated, CalibrationConfig, CalibrationState, Calibrator};
+use crate::serve::{ModelError, Scorer};
+use crate::window::WindowAssembler;
+use serde::{Deserialize, Serialize};
+
+/// How raw scores become decisions: calibration and alert settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// How raw scores are calibrated.
+    pub calibration: CalibrationConfig,
+    /// When alerts open and resolve.
+    pub alerts: AlertPolicy,
+}
+
+impl DetectorConfig {
+    /// Checks the settings; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.calibration.validate()?;
+        self.alerts.validate()
+    }
+}
+
+/// What one row produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowOutcome {
+    /// The raw score of the window ending at this row (`None` until the first window is full).
+    pub raw: Option<f64>,
+    /// Its calibrated score (`None` with `raw`).
+    pub calibrated: Option<Calibrated>,
+    /// An alert opened, updated or resolved at this row.
+    pub event: Option<AlertEvent>,
+}
+
+impl RowOutcome {
+    /// The calibrated score, 0 while there is none.
+    pub fn score(&self) -> f64 {
+        self.calibrated.map_or(0.0, |c| c.score)
+    }
+
+    /// Whether an alert opened at this row.
+    pub fn opened(&self) -> bool {
+        matches!(self.event, Some(AlertEvent::Opened(_)))
+    }
+}
+
+/// One entity's detection state.
+#[derive(Debug, Clone)]
+pub struct EntityDetector {
+    assembler: WindowAssembler,
+    calibrator: Calibrator,
+    alerts: AlertMachine,
+    state: CalibrationState,
+}
+
+impl EntityDetector {
+    /// A fresh detector for `entity`, scoring every row with `scorer`'s model.
+    pub fn new(entity: &str, scorer: &Scorer, config: &DetectorConfig) -> Self {
+        let metadata = scorer.metadata();
+        Self {
+            assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, 1),
+            calibrator: config.calibration.build(),
+            alerts: AlertMachine::new(entity, scorer.model_version(), config.alerts.clone()),
+            state: CalibrationState::WarmingUp { seen: 0, needed: 1 },
+        }
+    }
+
+    /// The calibration state after the latest row (the daemon exports it).
+    pub fn calibration_state(&self) -> CalibrationState {
+        self.state
+    }
+
+    /// The alert machine (for its open alert).
+    pub fn alerts(&self) -> &AlertMachine {
+        &self.alerts
+    }
+
+    /// Takes the next row of the entity (values in the model's channel order).
+    pub fn observe(
+        &mut self,
+        scorer: &Scorer,
+        timestamp_ms: i64,
+        row: &[f32],
+    ) -> Result<RowOutcome, ModelError> {
+        let Some(window) = self.assembler.push(timestamp_ms, row) else {
+            return Ok(RowOutcome {
+                raw: None,
+                calibrated: None,
+                event: None,
+            });
+        };
+        let scored = scorer
+            .score_windows(std::slice::from_ref(&window))?
+            .pop()
+            .ok_or_else(|| ModelError::Run("the model returned no score".into()))?;
+        let raw = scored.score as f64;
+        let calibrated = self.calibrator.update(raw);
+        self.state = calibrated.state;
+        let ready = calibrated.state == CalibrationState::Ready;
+        let evidence = || {
+            let metadata = scorer.metadata();
+            let len = metadata.window_len;
+            metadata
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(c, name)| ChannelEvidence {
+                    channel: name.clone(),
+                    contribution: scored.channel_contributions[c] as f64,
+                    actual: window.values[c * len + len - 1] as f64,
+                    expected: scored.reconstruction[c * len + len - 1] as f64,
+                })
+                .collect()
+        };
+        let event = self
+            .alerts
+            .observe(timestamp_ms, calibrated.score, ready, evidence);
+        Ok(RowOutcome {
+            raw: Some(raw),
+            calibrated: Some(calibrated),
+            event,
+        })
+    }
+}
