@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
+    /// Judge only the newest `k` rows of each window (their mean squared
+    /// reconstruction error, normalised units) instead of the whole-window
+    /// training distance. `None` = the whole window.
+    pub newest_rows: Option<usize>,
     /// How raw scores are calibrated.
     pub calibration: CalibrationConfig,
     /// When alerts open and resolve.
@@ -24,6 +28,9 @@ pub struct DetectorConfig {
 impl DetectorConfig {
     /// Checks the settings; the error names the bad key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.newest_rows == Some(0) {
+            return Err("newest_rows must be at least 1 (or absent for the whole window)".into());
+        }
         self.calibration.validate()?;
         self.alerts.validate()
     }
@@ -55,6 +62,7 @@ impl RowOutcome {
 /// One entity's detection state.
 #[derive(Debug, Clone)]
 pub struct EntityDetector {
+    newest_rows: Option<usize>,
     assembler: WindowAssembler,
     calibrator: Calibrator,
     alerts: AlertMachine,
@@ -66,6 +74,7 @@ impl EntityDetector {
     pub fn new(entity: &str, scorer: &Scorer, config: &DetectorConfig) -> Self {
         let metadata = scorer.metadata();
         Self {
+            newest_rows: config.newest_rows,
             assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, 1),
             calibrator: config.calibration.build(),
             alerts: AlertMachine::new(entity, scorer.model_version(), config.alerts.clone()),
@@ -101,7 +110,10 @@ impl EntityDetector {
             .score_windows(std::slice::from_ref(&window))?
             .pop()
             .ok_or_else(|| ModelError::Run("the model returned no score".into()))?;
-        let raw = scored.score as f64;
+        let raw = match self.newest_rows {
+            None => scored.score as f64,
+            Some(k) => newest_error(scorer, &window.values, &scored.reconstruction, k),
+        };
         let calibrated = self.calibrator.update(raw);
         self.state = calibrated.state;
         let ready = calibrated.state == CalibrationState::Ready;
@@ -129,4 +141,20 @@ impl EntityDetector {
             event,
         })
     }
+}
+
+/// Mean squared error of the newest `k` rows of a window, in normalised units,
+/// averaged over channels.
+fn newest_error(scorer: &Scorer, actual: &[f32], expected: &[f32], k: usize) -> f64 {
+    let metadata = scorer.metadata();
+    let len = metadata.window_len;
+    let k = k.min(len);
+    let mut total = 0.0f64;
+    for (c, norm) in metadata.normalisation.iter().enumerate() {
+        for t in len - k..len {
+            let d = norm.apply(actual[c * len + t]) - norm.apply(expected[c * len + t]);
+            total += (d * d) as f64;
+        }
+    }
+    total / (k * metadata.channels.len()) as f64
 }

@@ -6,6 +6,14 @@
 //! zero (a channel that sits on one value more than half the time) we fall
 //! back to the MAD scaled to sigma, then to the standard deviation, and finally
 //! to 1.0 for a truly constant channel, so the scale is always finite and > 0.
+//!
+//! Models trained since metadata carried `soft_clip` also squash the
+//! normalised value with `k·asinh(z / k)` (k = [`SOFT_CLIP`]): linear within a
+//! few sigma, logarithmic beyond. Real series (NAB's CPU and network counters)
+//! can sit on one value for most of their history and then spike by 10^5
+//! robust sigmas; without the squash such a spike dominates training and
+//! every score. The squash is monotone, so a larger deviation still scores
+//! higher, and it is inverted exactly when reconstructions are reported.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,19 +29,33 @@ pub struct ChannelNormalisation {
     pub scale: f32,
     /// Which estimator gave `scale`: "iqr", "mad", "std" or "constant".
     pub scale_source: String,
+    /// `k` of the `k·asinh(z / k)` squash; absent in models that predate it (no squash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_clip: Option<f32>,
 }
+
+/// The squash of newly fitted channels: values within ~3 sigma are barely changed.
+pub const SOFT_CLIP: f32 = 8.0;
 
 impl ChannelNormalisation {
     /// Normalises one raw value.
     #[inline]
     pub fn apply(&self, value: f32) -> f32 {
-        (value - self.center) / self.scale
+        let z = (value - self.center) / self.scale;
+        match self.soft_clip {
+            Some(k) => k * (z / k).asinh(),
+            None => z,
+        }
     }
 
     /// Maps a normalised value back to the channel's units.
     #[inline]
     pub fn invert(&self, normalised: f32) -> f32 {
-        normalised * self.scale + self.center
+        let z = match self.soft_clip {
+            Some(k) => k * (normalised / k).sinh(),
+            None => normalised,
+        };
+        z * self.scale + self.center
     }
 }
 
@@ -80,6 +102,7 @@ pub fn fit_channel(channel: &str, values: &[f32]) -> ChannelNormalisation {
         center: median as f32,
         scale: scale as f32,
         scale_source: source.to_string(),
+        soft_clip: Some(SOFT_CLIP),
     }
 }
 
@@ -135,6 +158,28 @@ mod tests {
         let n = fit_channel("mostly_zero", &values);
         assert_eq!(n.scale_source, "std");
         assert!(n.scale > 0.0 && n.scale.is_finite());
+    }
+
+    #[test]
+    fn the_squash_is_monotone_bounded_and_inverted() {
+        let n = fit_channel("x", &(1..=9).map(|v| v as f32).collect::<Vec<_>>());
+        let z = |v: f32| (v - n.center) / n.scale;
+        // Within three sigma the squash changes little.
+        let near = n.center + 3.0 * n.scale;
+        assert!((n.apply(near) - z(near)).abs() < 0.15);
+        // A spike of 10^6 sigma lands near 8·ln(2·10^6/8) = 99, not 10^6.
+        let spike = n.center + 1e6 * n.scale;
+        assert!(n.apply(spike) < 110.0 && n.apply(spike) > n.apply(near));
+        for v in [-40.0, 0.0, 5.0, 12.5, 300.0] {
+            assert!((n.invert(n.apply(v)) - v).abs() < 1e-3 * v.abs().max(1.0));
+        }
+        // Models without the field are read as before.
+        let old: ChannelNormalisation = serde_json::from_str(
+            r#"{"channel":"x","center":1.0,"scale":2.0,"scale_source":"iqr"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.soft_clip, None);
+        assert_eq!(old.apply(5.0), 2.0);
     }
 
     #[test]
