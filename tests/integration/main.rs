@@ -3,5 +3,6 @@
 mod common;
 mod model_refusal;
 mod nab_golden;
+mod nab_streaming;
 mod round_trip;
 mod score_command;

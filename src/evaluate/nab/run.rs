@@ -61,7 +61,7 @@ pub struct FileRun {
     pub alerts: Vec<[usize; 2]>,
     /// The file's model version.
     pub model_version: String,
-    /// Seconds spent training and streaming.
+    /// Seconds spent training the model.
     pub train_seconds: f64,
     /// Seconds spent streaming the rows.
     pub stream_seconds: f64,
@@ -85,10 +85,23 @@ pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileR
         values: values[..prefix].to_vec(),
         labels: None,
     };
+    // Hold out the latest 20 % of the prefix for early stopping, but at least
+    // a window and a few rows more (short files have short prefixes).
+    let window_len = options.recipe.window_len;
+    let held_out = ((prefix as f64 * 0.2).ceil() as usize).max(window_len + 8);
+    if prefix < held_out + window_len + 8 {
+        anyhow::bail!(
+            "{name}: its probationary prefix ({prefix} rows) is too short for {window_len}-row windows"
+        );
+    }
+    let recipe = ModelRecipe {
+        validation_fraction: held_out as f64 / prefix as f64,
+        ..options.recipe.clone()
+    };
     let started = Instant::now();
     let built =
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            options.recipe.build(&[series], &name)
+            recipe.build(&[series], &name)
         })
         .with_context(|| format!("training on the probationary prefix of {name}"))?;
     let scorer = Scorer::from_parts(&built.artefact.onnx, built.artefact.metadata, &name)?;
