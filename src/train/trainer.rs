@@ -116,9 +116,16 @@ pub struct TrainedModel {
 pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel, String> {
     let started = Instant::now();
     let device = options.backend.device()?.autodiff();
-    device.seed(options.seed);
+    // Burn's seed is process-wide: two trainings on two threads would
+    // interleave their draws and neither would be reproducible. Seeding and
+    // drawing the initial weights happen under one lock.
+    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let mut network = {
+        let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(options.seed);
+        Autoencoder::new(&options.network, &device)
+    };
     let inference_device = device.clone().without_autodiff();
-    let mut network = Autoencoder::new(&options.network, &device);
     let loss = HybridLoss::new(&options.loss, data.window_len, &device);
     let validation_loss_fn = HybridLoss::new(&options.loss, data.window_len, &inference_device);
     let mut optimizer = AdamConfig::new().init();
