@@ -16,9 +16,11 @@
 //! score 0 and says so ([`CalibrationState::WarmingUp`]).
 
 pub mod likelihood;
+pub mod novelty;
 pub mod spot;
 
 pub use likelihood::{Likelihood, LikelihoodConfig};
+pub use novelty::NoveltyGate;
 pub use spot::{Spot, SpotConfig};
 
 use serde::{Deserialize, Serialize};

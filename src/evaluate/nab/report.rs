@@ -277,12 +277,14 @@ pub fn write_results(
         // The detector's inner signals, for tuning calibration and alerts offline.
         let dir = out.join("raw").join(&file.category);
         std::fs::create_dir_all(&dir)?;
-        let mut text = String::from("timestamp,raw_score,calibrated_score,alert_opened\n");
+        let mut text =
+            String::from("timestamp,raw_score,calibrated_score,nab_score,alert_opened\n");
         for (i, stamp) in file.timestamps.iter().enumerate() {
             let _ = writeln!(
                 text,
-                "{stamp},{},{},{}",
+                "{stamp},{},{},{},{}",
                 run.raw[i],
+                run.calibrated[i],
                 run.scores[i],
                 u8::from(run.opened[i])
             );
@@ -394,7 +396,7 @@ fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> a
         )))?;
     }
     scores.draw_series(LineSeries::new(
-        run.scores.iter().enumerate().map(|(i, &s)| (i, s)),
+        run.calibrated.iter().enumerate().map(|(i, &s)| (i, s)),
         BLACK.stroke_width(1),
     ))?;
     scores.draw_series(DashedLineSeries::new(

@@ -51,8 +51,12 @@ pub fn nab_recipe() -> ModelRecipe {
 /// What the detector produced for one file.
 #[derive(Debug, Clone)]
 pub struct FileRun {
-    /// Calibrated score per row (0 before the first window and while warming up).
+    /// The score NAB judges, per row: the calibrated score (0 before the
+    /// first window and while warming up), gated to its rising edges when the
+    /// detector's `novelty_rows` is set.
     pub scores: Vec<f64>,
+    /// The calibrated score per row, ungated.
+    pub calibrated: Vec<f64>,
     /// Raw score per row (0 before the first window).
     pub raw: Vec<f64>,
     /// Rows at which an alert opened: the detector's own detections.
@@ -127,6 +131,7 @@ pub fn stream(
     let rows = values.len();
     let mut run = FileRun {
         scores: Vec::with_capacity(rows),
+        calibrated: Vec::with_capacity(rows),
         raw: Vec::with_capacity(rows),
         opened: Vec::with_capacity(rows),
         alerts: Vec::new(),
@@ -137,7 +142,8 @@ pub fn stream(
     let mut open_since: Option<usize> = None;
     for (i, (&t, &v)) in timestamps.iter().zip(values).enumerate() {
         let outcome = detector.observe(scorer, t, &[v])?;
-        run.scores.push(outcome.score());
+        run.scores.push(outcome.novel_score);
+        run.calibrated.push(outcome.score());
         run.raw.push(outcome.raw.unwrap_or(0.0));
         run.opened.push(outcome.opened());
         match outcome.event {
