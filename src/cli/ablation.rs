@@ -1,6 +1,10 @@
 //! `anomalyd ablation`: trains every loss variant on the synthetic set and writes the comparison table.
 
-use crate::evaluate::ablation::{markdown, run as run_ablation, standard_variants};
+use crate::evaluate::ablation::{
+    markdown, nab_markdown, run as run_ablation, run_nab, standard_variants,
+};
+use crate::evaluate::nab::run::NabOptions;
+use crate::evaluate::nab::Corpus;
 use crate::recipe::{default_loss, ModelRecipe};
 use crate::synthetic::{generate, SyntheticConfig};
 use crate::train::TrainingBackend;
@@ -28,6 +32,12 @@ pub struct AblationArgs {
     /// Burn backend.
     #[arg(long, value_enum, default_value_t = TrainingBackend::Flex)]
     pub backend: TrainingBackend,
+    /// Also run every variant over the NAB corpus in this folder (the NAB table).
+    #[arg(long)]
+    pub nab: Option<PathBuf>,
+    /// Skip the synthetic tables (with --nab: only the NAB table).
+    #[arg(long)]
+    pub skip_synthetic: bool,
 }
 
 /// Runs `anomalyd ablation`.
@@ -50,18 +60,35 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         backend: args.backend,
         ..Default::default()
     };
-    let rows = run_ablation(
-        &recipe,
-        &variants,
-        &seeds,
-        &data.clean_part(),
-        &data.test_part(),
-        4,
-    )?;
-    let table = format!(
-        "Synthetic set: `anomalyd generate` defaults (6 entities, 5 channels, 28 days; test part = second half), windows every 4 rows; perceptual weight {}, sparsity weight {}, noise std {}, mask probability {}.\n\n{}",
-        args.perceptual_weight, args.sparsity_weight, defaults.noise_std, defaults.mask_probability, markdown(&rows)
-    );
+    let mut table = String::new();
+    if !args.skip_synthetic {
+        let rows = run_ablation(
+            &recipe,
+            &variants,
+            &seeds,
+            &data.clean_part(),
+            &data.test_part(),
+            4,
+        )?;
+        table = format!(
+            "Synthetic set: `anomalyd generate` defaults (6 entities, 5 channels, 28 days; test part = second half), windows every 4 rows; perceptual weight {}, sparsity weight {}, noise std {}, mask probability {}.\n\n{}",
+            args.perceptual_weight, args.sparsity_weight, defaults.noise_std, defaults.mask_probability, markdown(&rows)
+        );
+    }
+    if let Some(root) = &args.nab {
+        let corpus = Corpus::load(root)?;
+        let options = NabOptions::default();
+        let rows = run_nab(&corpus, &variants, &options, |name| {
+            eprintln!("NAB: {name}");
+        })?;
+        table.push_str(&format!(
+            "NAB: `anomalyd eval nab` defaults (window {}, at most {} epochs, seed {}) with each loss.\n\n{}",
+            options.recipe.window_len,
+            options.recipe.max_epochs,
+            options.recipe.seed,
+            nab_markdown(&rows)
+        ));
+    }
     println!("{table}");
     if let Some(path) = args.out {
         std::fs::write(&path, &table)?;

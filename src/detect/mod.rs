@@ -27,6 +27,10 @@ pub struct DetectorConfig {
     /// Also report the calibrated score gated to its rising edges: kept where
     /// it beats the previous `novelty_rows` scores, 0 elsewhere (0 = no gate).
     pub novelty_rows: usize,
+    /// Range check: a value outside everything the entity has shown so far,
+    /// widened by this fraction of the seen range on each side, raises the
+    /// row's score to 1 (HTM's "spatial anomaly"). `null` = off.
+    pub range_tolerance: Option<f64>,
     /// How raw scores are calibrated.
     pub calibration: CalibrationConfig,
     /// When alerts open and resolve.
@@ -38,6 +42,7 @@ impl Default for DetectorConfig {
         Self {
             newest_rows: Some(4),
             novelty_rows: 100,
+            range_tolerance: Some(0.05),
             calibration: CalibrationConfig::default(),
             alerts: AlertPolicy::default(),
         }
@@ -47,6 +52,12 @@ impl Default for DetectorConfig {
 impl DetectorConfig {
     /// Checks the settings; the error names the bad key.
     pub fn validate(&self) -> Result<(), String> {
+        if self
+            .range_tolerance
+            .is_some_and(|t| !(t.is_finite() && t >= 0.0))
+        {
+            return Err("range_tolerance must be a number ≥ 0 (or null for no range check)".into());
+        }
         if self.newest_rows == Some(0) {
             return Err("newest_rows must be at least 1 (or absent for the whole window)".into());
         }
@@ -62,6 +73,11 @@ pub struct RowOutcome {
     pub raw: Option<f64>,
     /// Its calibrated score (`None` with `raw`).
     pub calibrated: Option<Calibrated>,
+    /// A value left the range the entity has shown so far (see `range_tolerance`).
+    pub out_of_range: bool,
+    /// The score decisions use: the calibrated score, or 1 on a range breach
+    /// once calibration is ready; 0 while there is none.
+    pub score: f64,
     /// The calibrated score where it is a new high over the previous
     /// `novelty_rows` scores, else 0 (the calibrated score if the gate is off).
     pub novel_score: f64,
@@ -70,11 +86,6 @@ pub struct RowOutcome {
 }
 
 impl RowOutcome {
-    /// The calibrated score, 0 while there is none.
-    pub fn score(&self) -> f64 {
-        self.calibrated.map_or(0.0, |c| c.score)
-    }
-
     /// Whether an alert opened at this row.
     pub fn opened(&self) -> bool {
         matches!(self.event, Some(AlertEvent::Opened(_)))
@@ -85,6 +96,9 @@ impl RowOutcome {
 #[derive(Debug, Clone)]
 pub struct EntityDetector {
     newest_rows: Option<usize>,
+    range_tolerance: Option<f64>,
+    /// (min, max) of each channel so far.
+    range: Vec<(f32, f32)>,
     assembler: WindowAssembler,
     calibrator: Calibrator,
     gate: NoveltyGate,
@@ -98,6 +112,8 @@ impl EntityDetector {
         let metadata = scorer.metadata();
         Self {
             newest_rows: config.newest_rows,
+            range_tolerance: config.range_tolerance,
+            range: Vec::new(),
             assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, 1),
             calibrator: config.calibration.build(),
             gate: NoveltyGate::new(config.novelty_rows),
@@ -123,10 +139,13 @@ impl EntityDetector {
         timestamp_ms: i64,
         row: &[f32],
     ) -> Result<RowOutcome, ModelError> {
+        let out_of_range = self.check_range(row);
         let Some(window) = self.assembler.push(timestamp_ms, row) else {
             return Ok(RowOutcome {
                 raw: None,
                 calibrated: None,
+                out_of_range,
+                score: 0.0,
                 novel_score: self.gate.apply(0.0),
                 event: None,
             });
@@ -142,6 +161,11 @@ impl EntityDetector {
         let calibrated = self.calibrator.update(raw);
         self.state = calibrated.state;
         let ready = calibrated.state == CalibrationState::Ready;
+        let score = if ready && out_of_range {
+            1.0
+        } else {
+            calibrated.score
+        };
         let evidence = || {
             let metadata = scorer.metadata();
             let len = metadata.window_len;
@@ -157,15 +181,41 @@ impl EntityDetector {
                 })
                 .collect()
         };
-        let event = self
-            .alerts
-            .observe(timestamp_ms, calibrated.score, ready, evidence);
+        let event = self.alerts.observe(timestamp_ms, score, ready, evidence);
         Ok(RowOutcome {
             raw: Some(raw),
             calibrated: Some(calibrated),
-            novel_score: self.gate.apply(calibrated.score),
+            out_of_range,
+            score,
+            novel_score: self.gate.apply(score),
             event,
         })
+    }
+
+    /// Whether `row` leaves the widened range seen so far; then widens the range.
+    fn check_range(&mut self, row: &[f32]) -> bool {
+        let Some(tolerance) = self.range_tolerance else {
+            return false;
+        };
+        if self.range.is_empty() {
+            self.range = row.iter().map(|&v| (v, v)).collect();
+            return false;
+        }
+        let mut breach = false;
+        for (&v, (low, high)) in row.iter().zip(self.range.iter_mut()) {
+            if !v.is_finite() {
+                continue;
+            }
+            let margin = (*high - *low) as f64 * tolerance;
+            if *high > *low
+                && ((v as f64) > *high as f64 + margin || (v as f64) < *low as f64 - margin)
+            {
+                breach = true;
+            }
+            *low = low.min(v);
+            *high = high.max(v);
+        }
+        breach
     }
 }
 
@@ -183,4 +233,38 @@ fn newest_error(scorer: &Scorer, actual: &[f32], expected: &[f32], k: usize) -> 
         }
     }
     total / (k * metadata.channels.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_detector_json_is_the_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/detector.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let parsed: DetectorConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, DetectorConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = serde_json::from_str::<DetectorConfig>(r#"{"alerts": {"treshold": 0.3}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("treshold"), "{error}");
+        let error = serde_json::from_str::<DetectorConfig>(r#"{"novelty": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("novelty"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let config = DetectorConfig {
+            newest_rows: Some(0),
+            ..Default::default()
+        };
+        assert!(config.validate().unwrap_err().contains("newest_rows"));
+    }
 }

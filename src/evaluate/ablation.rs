@@ -204,3 +204,73 @@ fn metric(q: &Quality, pick: usize) -> f64 {
         q.best_f1
     }
 }
+
+/// One variant's NAB result.
+#[derive(Debug, Clone)]
+pub struct NabAblationRow {
+    /// The variant.
+    pub variant: Variant,
+    /// Oracle-threshold scores per profile (standard, low FP, low FN).
+    pub oracle: Vec<f64>,
+    /// Own-alert scores per profile.
+    pub own: Vec<f64>,
+    /// Wall-clock seconds for the corpus.
+    pub seconds: f64,
+}
+
+/// Runs the NAB corpus once per variant (same detector settings, the variant's loss).
+pub fn run_nab(
+    corpus: &super::nab::Corpus,
+    variants: &[Variant],
+    options: &super::nab::run::NabOptions,
+    progress: impl Fn(&str),
+) -> anyhow::Result<Vec<NabAblationRow>> {
+    let mut rows = Vec::new();
+    for variant in variants {
+        progress(&variant.name);
+        let started = std::time::Instant::now();
+        let mut options = options.clone();
+        options.recipe.loss = variant.loss.clone();
+        let runs = super::nab::run::run_corpus(corpus, &options, |_, _| {})?;
+        let seconds = started.elapsed().as_secs_f64();
+        let summary = super::nab::report::summarise(
+            corpus,
+            &runs,
+            "ablation",
+            seconds,
+            options.workers,
+            serde_json::Value::Null,
+        );
+        rows.push(NabAblationRow {
+            variant: variant.clone(),
+            oracle: summary.profiles.iter().map(|p| p.oracle_score).collect(),
+            own: summary.profiles.iter().map(|p| p.own_score).collect(),
+            seconds,
+        });
+    }
+    Ok(rows)
+}
+
+/// The NAB table of the ablation.
+pub fn nab_markdown(rows: &[NabAblationRow]) -> String {
+    let mut out = String::from(
+        "**NAB** (58 files, a fresh model per file; oracle threshold / own alerts; higher is better)\n\n\
+         | loss | standard | low FP | low FN | run s |\n|---|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let cells: Vec<String> = row
+            .oracle
+            .iter()
+            .zip(&row.own)
+            .map(|(o, s)| format!("{o:.1} / {s:.1}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} |",
+            row.variant.name,
+            cells.join(" | "),
+            row.seconds
+        );
+    }
+    out
+}

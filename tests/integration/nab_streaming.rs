@@ -66,6 +66,8 @@ fn changing_a_future_row_never_changes_an_earlier_score() {
     assert_eq!(original.raw[..changed_row], altered.raw[..changed_row]);
     // And the change is seen from its row on (so the comparison can fail).
     assert_ne!(original.raw[changed_row], altered.raw[changed_row]);
+    // 90 is beyond the 40..61 the series has shown: the range check fires.
+    assert_eq!(altered.calibrated[changed_row], 1.0);
     let peak = |scores: &[f64]| scores.iter().cloned().fold(0.0, f64::max);
     assert!(
         peak(&altered.scores[changed_row..changed_row + 10])

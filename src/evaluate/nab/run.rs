@@ -55,7 +55,7 @@ pub struct FileRun {
     /// first window and while warming up), gated to its rising edges when the
     /// detector's `novelty_rows` is set.
     pub scores: Vec<f64>,
-    /// The calibrated score per row, ungated.
+    /// The decision score per row, ungated: the calibrated score, or 1 on a range breach.
     pub calibrated: Vec<f64>,
     /// Raw score per row (0 before the first window).
     pub raw: Vec<f64>,
@@ -143,7 +143,7 @@ pub fn stream(
     for (i, (&t, &v)) in timestamps.iter().zip(values).enumerate() {
         let outcome = detector.observe(scorer, t, &[v])?;
         run.scores.push(outcome.novel_score);
-        run.calibrated.push(outcome.score());
+        run.calibrated.push(outcome.score);
         run.raw.push(outcome.raw.unwrap_or(0.0));
         run.opened.push(outcome.opened());
         match outcome.event {
