@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertPolicy {
-    /// Calibrated score at or above which an observation is high (0.4: a 1-in-10,000 tail).
+    /// Calibrated score at or above which an observation is high (0.45: a tail of 10^-4.5, about 1 in 30,000).
     pub threshold: f64,
     /// High observations among the last `debounce_window` needed to open an alert.
     pub debounce_high: usize,
@@ -41,7 +41,7 @@ pub struct AlertPolicy {
 impl Default for AlertPolicy {
     fn default() -> Self {
         Self {
-            threshold: 0.4,
+            threshold: 0.45,
             debounce_high: 1,
             debounce_window: 1,
             recovery: 10,
@@ -322,7 +322,7 @@ mod tests {
 
     fn policy() -> AlertPolicy {
         AlertPolicy {
-            threshold: 0.4,
+            threshold: 0.45,
             debounce_high: 1,
             debounce_window: 1,
             recovery: 3,

@@ -35,7 +35,7 @@ impl Default for LikelihoodConfig {
         Self {
             warm_up: 100,
             history: 8640,
-            short_window: 3,
+            short_window: 10,
             refit_every: 100,
             log_scores: true,
             min_std: 0.05,

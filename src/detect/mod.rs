@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 /// How raw scores become decisions: calibration and alert settings.
 ///
 /// The defaults are the ones measured best on NAB (README, "Detection
-/// quality"): judge the newest 4 rows of each window, Gaussian-tail
-/// calibration of a 3-row average, a 100-row novelty gate, alerts at a
-/// 1-in-10,000 tail.
+/// quality on NAB"): judge the newest 4 rows of each window, Gaussian-tail
+/// calibration of a 10-row average, a range check with 5 % tolerance, a
+/// 100-row novelty gate, alerts at a tail of 10^-4.5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
