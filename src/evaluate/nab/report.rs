@@ -36,6 +36,8 @@ pub struct CategoryResult {
     pub oracle: Vec<f64>,
     /// Own-decision score per profile.
     pub own: Vec<f64>,
+    /// Alerts opened outside every window (after the probationary prefix).
+    pub false_alarms: usize,
 }
 
 /// One file's line in the report.
@@ -145,6 +147,15 @@ pub fn summarise(
                 .iter()
                 .map(|p| score(p, &|i, r| decisions[i][r]))
                 .collect(),
+            false_alarms: members
+                .iter()
+                .map(|&i| {
+                    let file = &corpus.files[i];
+                    (file.probationary_rows()..file.values.len())
+                        .filter(|&r| decisions[i][r] && !file.label_of(r))
+                        .count()
+                })
+                .sum(),
         });
     }
     let standard = &corpus.profiles[0];
@@ -219,23 +230,31 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "| category | files | windows | standard | low FP | low FN |"
+            "| category | files | windows | standard | low FP | low FN | own false alarms |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         for c in &self.categories {
+            // With no window the normalisation is undefined: only false alarms count.
             let cells: Vec<String> = c
                 .oracle
                 .iter()
                 .zip(&c.own)
-                .map(|(o, s)| format!("{o:.1} / {s:.1}"))
+                .map(|(o, s)| {
+                    if c.windows == 0 {
+                        "n/a".to_string()
+                    } else {
+                        format!("{o:.1} / {s:.1}")
+                    }
+                })
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 c.category,
                 c.files,
                 c.windows,
-                cells.join(" | ")
+                cells.join(" | "),
+                c.false_alarms
             );
         }
         let caught: usize = self.per_file.iter().map(|f| f.caught).sum();
