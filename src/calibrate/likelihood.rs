@@ -7,7 +7,7 @@
 //! reconstruction errors are skewed, so by default the fit is made on their
 //! logarithm.
 
-use super::{Calibrated, MovingAverage};
+use super::{fitted_value, Calibrated, MovingAverage};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -98,17 +98,14 @@ impl Likelihood {
 
     /// Takes the next raw score.
     pub fn update(&mut self, raw: f64) -> Calibrated {
-        let value = if self.config.log_scores {
-            (raw.max(0.0) + 1e-6).ln()
-        } else {
-            raw
-        };
-        let value = if value.is_finite() {
-            value
-        } else {
-            // A non-finite raw score is as unusual as it gets; keep it out of
-            // the history so it cannot poison the fit.
-            return Calibrated::ready(0.0);
+        // A non-finite raw score is as unusual as it gets (once warmed up);
+        // it stays out of the history so it cannot poison the fit.
+        let Some(value) = fitted_value(raw, self.config.log_scores) else {
+            return if self.seen < self.config.warm_up {
+                Calibrated::warming(self.seen, self.config.warm_up)
+            } else {
+                Calibrated::ready(0.0)
+            };
         };
         let averaged = self.average.push(value);
         self.seen += 1;
@@ -209,6 +206,25 @@ mod tests {
                 out.tail_probability
             );
         }
+    }
+
+    #[test]
+    fn a_non_finite_score_is_unusual_but_never_ends_the_warm_up() {
+        let mut c = Likelihood::new(LikelihoodConfig {
+            warm_up: 3,
+            ..Default::default()
+        });
+        let out = c.update(f64::NAN);
+        assert_eq!(
+            out.state,
+            CalibrationState::WarmingUp { seen: 0, needed: 3 }
+        );
+        for _ in 0..4 {
+            c.update(1.0);
+        }
+        let out = c.update(f64::INFINITY);
+        assert_eq!(out.state, CalibrationState::Ready);
+        assert_eq!(out.score, 1.0);
     }
 
     #[test]

@@ -133,6 +133,20 @@ impl Calibrator {
     }
 }
 
+/// The value a calibrator fits: `ln(raw + 1e-6)` or the raw score; `None`
+/// for a non-finite score (which calibrators report as maximally unusual).
+pub(crate) fn fitted_value(raw: f64, log_scores: bool) -> Option<f64> {
+    if !raw.is_finite() {
+        return None;
+    }
+    let value = if log_scores {
+        (raw.max(0.0) + 1e-6).ln()
+    } else {
+        raw
+    };
+    value.is_finite().then_some(value)
+}
+
 /// A fixed-size moving average of the last `len` values.
 #[derive(Debug, Clone)]
 pub(crate) struct MovingAverage {

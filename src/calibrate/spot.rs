@@ -9,7 +9,7 @@
 //! calibrator judges the score minus the mean of the recent normal scores
 //! (DSPOT), which follows slow drifts.
 
-use super::{Calibrated, MovingAverage};
+use super::{fitted_value, Calibrated, MovingAverage};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -117,14 +117,13 @@ impl Spot {
 
     /// Takes the next raw score.
     pub fn update(&mut self, raw: f64) -> Calibrated {
-        let value = if self.config.log_scores {
-            (raw.max(0.0) + 1e-6).ln()
-        } else {
-            raw
+        let Some(value) = fitted_value(raw, self.config.log_scores) else {
+            return if self.sample.is_empty() {
+                Calibrated::warming(self.warm_up.len(), self.config.warm_up)
+            } else {
+                Calibrated::ready(0.0)
+            };
         };
-        if !value.is_finite() {
-            return Calibrated::ready(0.0);
-        }
         let smoothed = self.average.push(value);
         let judged = smoothed - self.drift_mean();
         if self.sample.is_empty() {
@@ -405,6 +404,19 @@ mod tests {
         let out = spot.update(100.0);
         assert_eq!(out.state, CalibrationState::Ready);
         assert!(out.score > ordinary.score, "{out:?} vs {ordinary:?}");
+    }
+
+    #[test]
+    fn a_non_finite_score_never_ends_the_warm_up() {
+        let mut spot = Spot::new(SpotConfig::default());
+        let out = spot.update(f64::NAN);
+        assert_eq!(
+            out.state,
+            CalibrationState::WarmingUp {
+                seen: 0,
+                needed: 100
+            }
+        );
     }
 
     #[test]
