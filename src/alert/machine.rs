@@ -200,6 +200,11 @@ impl AlertMachine {
         }
     }
 
+    /// Names the model version of alerts opened from now on.
+    pub fn set_model_version(&mut self, model_version: &str) {
+        self.model_version = model_version.to_string();
+    }
+
     /// The open alert, if any.
     pub fn current(&self) -> Option<&Alert> {
         match &self.state {

@@ -127,6 +127,13 @@ impl EntityDetector {
         self.state
     }
 
+    /// Switches to another model of the same shape (a retrained one): the
+    /// window buffer, calibration history and alerts carry on; new alerts
+    /// name the new model version.
+    pub fn use_model(&mut self, scorer: &Scorer) {
+        self.alerts.set_model_version(scorer.model_version());
+    }
+
     /// The alert machine (for its open alert).
     pub fn alerts(&self) -> &AlertMachine {
         &self.alerts

@@ -47,7 +47,21 @@ pub fn quick_options() -> NabOptions {
 
 #[test]
 fn changing_a_future_row_never_changes_an_earlier_score() {
-    let options = quick_options();
+    check_streaming(quick_options());
+}
+
+#[test]
+fn retraining_on_past_rows_keeps_the_evaluation_streaming() {
+    // Retrains at rows 380, 580, 780, ...: the change at 730 enters the
+    // training data of the model that starts at 780, never an earlier one.
+    check_streaming(NabOptions {
+        retrain_every: Some(200),
+        retrain_rows: 400,
+        ..quick_options()
+    });
+}
+
+fn check_streaming(options: NabOptions) {
     let file = cyclic_file(1200);
     assert_eq!(file.probationary_rows(), 180);
     let original = run_file(&file, &options).unwrap();

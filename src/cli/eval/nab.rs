@@ -35,6 +35,13 @@ pub struct NabArgs {
     /// Maximum training epochs per file.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Retrain each file's model every N rows after the prefix, on its latest
+    /// `--retrain-rows` past rows (default: never).
+    #[arg(long)]
+    pub retrain_every: Option<usize>,
+    /// Rows a retrained model learns from.
+    #[arg(long, default_value_t = 750)]
+    pub retrain_rows: usize,
     /// Only the first N files (sorted by path), for a quick look; the scores are then not NAB scores.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -53,6 +60,8 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     if let Some(window) = args.window {
         options.recipe.window_len = window;
     }
+    options.retrain_every = args.retrain_every.filter(|&n| n > 0);
+    options.retrain_rows = args.retrain_rows;
     if let Some(epochs) = args.epochs {
         options.recipe.max_epochs = epochs;
     }
@@ -86,6 +95,8 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         "widths": options.recipe.widths,
         "latent_size": options.recipe.latent_size,
         "seed": options.recipe.seed,
+        "retrain_every": options.retrain_every,
+        "retrain_rows": options.retrain_rows,
         "loss": options.recipe.loss,
         "detector": options.detector,
     });

@@ -23,6 +23,10 @@ pub struct NabOptions {
     pub detector: DetectorConfig,
     /// Files processed at once (one thread each).
     pub workers: usize,
+    /// Retrain every this many rows after the prefix, on past rows only (`None` = never).
+    pub retrain_every: Option<usize>,
+    /// Rows (the latest before the retraining point) a retrained model learns from.
+    pub retrain_rows: usize,
 }
 
 impl Default for NabOptions {
@@ -31,6 +35,8 @@ impl Default for NabOptions {
             recipe: nab_recipe(),
             detector: DetectorConfig::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            retrain_every: None,
+            retrain_rows: 750,
         }
     }
 }
@@ -71,7 +77,8 @@ pub struct FileRun {
     pub stream_seconds: f64,
 }
 
-/// Trains on the probationary prefix of `file` and streams every row.
+/// Trains on the probationary prefix of `file` and streams every row
+/// (retraining on past rows only, when `options.retrain_every` is set).
 pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileRun> {
     let name = file.relative_path();
     let timestamps: Vec<i64> = file
@@ -82,52 +89,92 @@ pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileR
         .with_context(|| name.clone())?;
     let values: Vec<f32> = file.values.iter().map(|&v| v as f32).collect();
     let prefix = file.probationary_rows();
-    let series = Series {
-        entity: file.name.clone(),
-        channels: vec!["value".into()],
-        timestamps: timestamps[..prefix].to_vec(),
-        values: values[..prefix].to_vec(),
-        labels: None,
-    };
-    // Hold out the latest 20 % of the prefix for early stopping, but at least
-    // a window and a few rows more (short files have short prefixes).
-    let window_len = options.recipe.window_len;
-    let held_out = ((prefix as f64 * 0.2).ceil() as usize).max(window_len + 8);
-    if prefix < held_out + window_len + 8 {
-        anyhow::bail!(
-            "{name}: its probationary prefix ({prefix} rows) is too short for {window_len}-row windows"
-        );
-    }
-    let recipe = ModelRecipe {
-        validation_fraction: held_out as f64 / prefix as f64,
-        ..options.recipe.clone()
-    };
     let started = Instant::now();
-    let built =
-        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-            recipe.build(&[series], &name)
-        })
+    let scorer = train_on(&name, &file.name, &timestamps, &values, 0..prefix, options)
         .with_context(|| format!("training on the probationary prefix of {name}"))?;
-    let scorer = Scorer::from_parts(&built.artefact.onnx, built.artefact.metadata, &name)?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    let mut train_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let run = stream(&scorer, &file.name, &timestamps, &values, &options.detector)?;
+    let mut retrain_seconds = 0.0;
+    let retrain = |row: usize| -> anyhow::Result<Option<Scorer>> {
+        let Some(every) = options.retrain_every else {
+            return Ok(None);
+        };
+        if row <= prefix || (row - prefix) % every != 0 {
+            return Ok(None);
+        }
+        let begin = row.saturating_sub(options.retrain_rows.max(prefix));
+        let clock = Instant::now();
+        let scorer = train_on(&name, &file.name, &timestamps, &values, begin..row, options)
+            .with_context(|| format!("retraining on rows {begin}..{row} of {name}"))?;
+        retrain_seconds += clock.elapsed().as_secs_f64();
+        Ok(Some(scorer))
+    };
+    let run = stream(
+        scorer,
+        &file.name,
+        &timestamps,
+        &values,
+        &options.detector,
+        retrain,
+    )?;
+    train_seconds += retrain_seconds;
     Ok(FileRun {
         train_seconds,
-        stream_seconds: started.elapsed().as_secs_f64(),
+        stream_seconds: started.elapsed().as_secs_f64() - retrain_seconds,
         ..run
     })
 }
 
-/// Streams rows one at a time through a fresh [`EntityDetector`].
+/// Trains a fresh model on `rows` of one univariate series.
+fn train_on(
+    name: &str,
+    entity: &str,
+    timestamps: &[i64],
+    values: &[f32],
+    rows: std::ops::Range<usize>,
+    options: &NabOptions,
+) -> anyhow::Result<Scorer> {
+    let count = rows.len();
+    // Hold out the latest 20 % for early stopping, but at least a window and
+    // a few rows more (short files have short prefixes).
+    let window_len = options.recipe.window_len;
+    let held_out = ((count as f64 * 0.2).ceil() as usize).max(window_len + 8);
+    if count < held_out + window_len + 8 {
+        anyhow::bail!("{count} rows are too few to train {window_len}-row windows");
+    }
+    let recipe = ModelRecipe {
+        validation_fraction: held_out as f64 / count as f64,
+        ..options.recipe.clone()
+    };
+    let series = Series {
+        entity: entity.to_string(),
+        channels: vec!["value".into()],
+        timestamps: timestamps[rows.clone()].to_vec(),
+        values: values[rows].to_vec(),
+        labels: None,
+    };
+    let built =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            recipe.build(&[series], name)
+        })?;
+    Ok(Scorer::from_parts(
+        &built.artefact.onnx,
+        built.artefact.metadata,
+        name,
+    )?)
+}
+
+/// Streams rows one at a time through a fresh [`EntityDetector`]; before each
+/// row, `retrain(row)` may hand over a new model (trained on earlier rows).
 pub fn stream(
-    scorer: &Scorer,
+    mut scorer: Scorer,
     entity: &str,
     timestamps: &[i64],
     values: &[f32],
     config: &DetectorConfig,
+    mut retrain: impl FnMut(usize) -> anyhow::Result<Option<Scorer>>,
 ) -> anyhow::Result<FileRun> {
-    let mut detector = EntityDetector::new(entity, scorer, config);
+    let mut detector = EntityDetector::new(entity, &scorer, config);
     let rows = values.len();
     let mut run = FileRun {
         scores: Vec::with_capacity(rows),
@@ -141,7 +188,11 @@ pub fn stream(
     };
     let mut open_since: Option<usize> = None;
     for (i, (&t, &v)) in timestamps.iter().zip(values).enumerate() {
-        let outcome = detector.observe(scorer, t, &[v])?;
+        if let Some(fresh) = retrain(i)? {
+            scorer = fresh;
+            detector.use_model(&scorer);
+        }
+        let outcome = detector.observe(&scorer, t, &[v])?;
         run.scores.push(outcome.novel_score);
         run.calibrated.push(outcome.score);
         run.raw.push(outcome.raw.unwrap_or(0.0));
