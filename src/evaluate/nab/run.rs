@@ -99,7 +99,7 @@ pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileR
         let Some(every) = options.retrain_every else {
             return Ok(None);
         };
-        if row <= prefix || (row - prefix) % every != 0 {
+        if row <= prefix || !(row - prefix).is_multiple_of(every) {
             return Ok(None);
         }
         let begin = row.saturating_sub(options.retrain_rows.max(prefix));
