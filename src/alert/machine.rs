@@ -262,15 +262,9 @@ impl AlertMachine {
                 alert.score = score;
                 if high {
                     *low_run = 0;
-                    alert.last_high_ms = timestamp_ms;
-                    alert.high_observations += 1;
                     let escalated = severity > alert.severity;
                     let grew = score >= alert.peak_score + 0.05;
-                    if score > alert.peak_score {
-                        alert.peak_score = score;
-                        alert.top_channels = top(evidence(), policy.top_channels);
-                    }
-                    alert.severity = alert.severity.max(severity);
+                    record_high(alert, timestamp_ms, score, severity, evidence, policy);
                     return (escalated || grew).then(|| AlertEvent::Updated(alert.clone()));
                 }
                 *low_run += 1;
@@ -290,13 +284,7 @@ impl AlertMachine {
                     let mut alert = alert.clone();
                     alert.resolved_ms = None;
                     alert.score = score;
-                    alert.last_high_ms = timestamp_ms;
-                    alert.high_observations += 1;
-                    alert.severity = alert.severity.max(severity);
-                    if score > alert.peak_score {
-                        alert.peak_score = score;
-                        alert.top_channels = top(evidence(), policy.top_channels);
-                    }
+                    record_high(&mut alert, timestamp_ms, score, severity, evidence, policy);
                     self.state = State::Open {
                         alert: alert.clone(),
                         low_run: 0,
@@ -312,6 +300,25 @@ impl AlertMachine {
                 None
             }
         }
+    }
+}
+
+/// Folds one high observation into an alert: its time, count, severity, and
+/// the peak with its evidence.
+fn record_high(
+    alert: &mut Alert,
+    timestamp_ms: i64,
+    score: f64,
+    severity: Severity,
+    evidence: impl FnOnce() -> Vec<ChannelEvidence>,
+    policy: &AlertPolicy,
+) {
+    alert.last_high_ms = timestamp_ms;
+    alert.high_observations += 1;
+    alert.severity = alert.severity.max(severity);
+    if score > alert.peak_score {
+        alert.peak_score = score;
+        alert.top_channels = top(evidence(), policy.top_channels);
     }
 }
 

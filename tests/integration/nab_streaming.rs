@@ -81,7 +81,7 @@ fn check_streaming(options: NabOptions) {
     // And the change is seen from its row on (so the comparison can fail).
     assert_ne!(original.raw[changed_row], altered.raw[changed_row]);
     // 90 is beyond the 40..61 the series has shown: the range check fires.
-    assert_eq!(altered.calibrated[changed_row], 1.0);
+    assert_eq!(altered.decision_scores[changed_row], 1.0);
     let peak = |scores: &[f64]| scores.iter().cloned().fold(0.0, f64::max);
     assert!(
         peak(&altered.scores[changed_row..changed_row + 10])

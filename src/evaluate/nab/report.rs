@@ -4,7 +4,7 @@
 
 use super::corpus::{Corpus, CorpusFile, Profile};
 use super::run::FileRun;
-use super::scoring::{normalise, optimise_threshold, FileRows};
+use super::scoring::{normalise, optimise_threshold, score_decisions, FileRows};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -104,19 +104,42 @@ pub fn summarise(
     let mut thresholds = Vec::new();
     for profile in &corpus.profiles {
         let best = optimise_threshold(&rows, profile);
-        let own_raw: f64 = rows
-            .iter()
-            .zip(&decisions)
-            .map(|(f, d)| f.raw_score(profile, |i| d[i]))
-            .sum();
         thresholds.push(best.threshold);
         profiles.push(ProfileResult {
             profile: profile.name.clone(),
             threshold: best.threshold,
             oracle_score: best.normalised,
-            own_score: normalise(own_raw, corpus.window_count(), profile),
+            own_score: score_decisions(&rows, &decisions, profile),
         });
     }
+    let standard = &corpus.profiles[0];
+    let per_file: Vec<FileResult> = corpus
+        .files
+        .iter()
+        .zip(runs)
+        .zip(&rows)
+        .map(|((file, run), scored)| {
+            let opened: Vec<usize> = (0..run.opened.len()).filter(|&i| run.opened[i]).collect();
+            let scored_rows = file.probationary_rows();
+            FileResult {
+                file: file.relative_path(),
+                rows: file.values.len(),
+                windows: file.windows.len(),
+                caught: file
+                    .windows
+                    .iter()
+                    .filter(|w| opened.iter().any(|&i| w[0] <= i && i <= w[1]))
+                    .count(),
+                false_alarms: opened
+                    .iter()
+                    .filter(|&&i| i >= scored_rows && !file.label_of(i))
+                    .count(),
+                own_raw_standard: scored.raw_score(standard, |i| run.opened[i]),
+                train_seconds: run.train_seconds,
+                stream_seconds: run.stream_seconds,
+            }
+        })
+        .collect();
     let mut categories: Vec<CategoryResult> = Vec::new();
     let mut names: Vec<&str> = corpus.files.iter().map(|f| f.category.as_str()).collect();
     names.dedup();
@@ -147,45 +170,9 @@ pub fn summarise(
                 .iter()
                 .map(|p| score(p, &|i, r| decisions[i][r]))
                 .collect(),
-            false_alarms: members
-                .iter()
-                .map(|&i| {
-                    let file = &corpus.files[i];
-                    (file.probationary_rows()..file.values.len())
-                        .filter(|&r| decisions[i][r] && !file.label_of(r))
-                        .count()
-                })
-                .sum(),
+            false_alarms: members.iter().map(|&i| per_file[i].false_alarms).sum(),
         });
     }
-    let standard = &corpus.profiles[0];
-    let per_file = corpus
-        .files
-        .iter()
-        .zip(runs)
-        .zip(&rows)
-        .map(|((file, run), scored)| {
-            let opened: Vec<usize> = (0..run.opened.len()).filter(|&i| run.opened[i]).collect();
-            let scored_rows = file.probationary_rows();
-            FileResult {
-                file: file.relative_path(),
-                rows: file.values.len(),
-                windows: file.windows.len(),
-                caught: file
-                    .windows
-                    .iter()
-                    .filter(|w| opened.iter().any(|&i| w[0] <= i && i <= w[1]))
-                    .count(),
-                false_alarms: opened
-                    .iter()
-                    .filter(|&&i| i >= scored_rows && !file.label_of(i))
-                    .count(),
-                own_raw_standard: scored.raw_score(standard, |i| run.opened[i]),
-                train_seconds: run.train_seconds,
-                stream_seconds: run.stream_seconds,
-            }
-        })
-        .collect();
     Summary {
         detector: detector.to_string(),
         files: corpus.files.len(),
@@ -303,7 +290,7 @@ pub fn write_results(
                 text,
                 "{stamp},{},{},{},{}",
                 run.raw[i],
-                run.calibrated[i],
+                run.decision_scores[i],
                 run.scores[i],
                 u8::from(run.opened[i])
             );
@@ -415,7 +402,7 @@ fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> a
         )))?;
     }
     scores.draw_series(LineSeries::new(
-        run.calibrated.iter().enumerate().map(|(i, &s)| (i, s)),
+        run.decision_scores.iter().enumerate().map(|(i, &s)| (i, s)),
         BLACK.stroke_width(1),
     ))?;
     scores.draw_series(DashedLineSeries::new(

@@ -62,7 +62,7 @@ pub struct FileRun {
     /// detector's `novelty_rows` is set.
     pub scores: Vec<f64>,
     /// The decision score per row, ungated: the calibrated score, or 1 on a range breach.
-    pub calibrated: Vec<f64>,
+    pub decision_scores: Vec<f64>,
     /// Raw score per row (0 before the first window).
     pub raw: Vec<f64>,
     /// Rows at which an alert opened: the detector's own detections.
@@ -178,7 +178,7 @@ pub fn stream(
     let rows = values.len();
     let mut run = FileRun {
         scores: Vec::with_capacity(rows),
-        calibrated: Vec::with_capacity(rows),
+        decision_scores: Vec::with_capacity(rows),
         raw: Vec::with_capacity(rows),
         opened: Vec::with_capacity(rows),
         alerts: Vec::new(),
@@ -194,7 +194,7 @@ pub fn stream(
         }
         let outcome = detector.observe(&scorer, t, &[v])?;
         run.scores.push(outcome.novel_score);
-        run.calibrated.push(outcome.score);
+        run.decision_scores.push(outcome.score);
         run.raw.push(outcome.raw.unwrap_or(0.0));
         run.opened.push(outcome.opened());
         match outcome.event {

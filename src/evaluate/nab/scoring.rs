@@ -207,24 +207,23 @@ pub fn optimise_threshold(files: &[FileRows], profile: &Profile) -> Optimum {
             *best = Some((value, total));
         }
     };
+    // Considering 1.1 twice (when a group sits exactly at 1.1) is harmless:
+    // only a strictly larger total replaces the best.
+    let mut nothing_considered = false;
     let mut index = 0;
-    let mut nothing_done = false;
     while index < events.len() {
         let value = events[index].0;
-        if !nothing_done && value < NOTHING {
+        if !nothing_considered && value < NOTHING {
             consider(NOTHING, total, &mut best);
-            nothing_done = true;
+            nothing_considered = true;
         }
         while index < events.len() && events[index].0 == value {
             add(&mut total, events[index].1, events[index].2);
             index += 1;
         }
-        if value != NOTHING || !nothing_done {
-            consider(value, total, &mut best);
-        }
-        nothing_done |= value == NOTHING;
+        consider(value, total, &mut best);
     }
-    if !nothing_done {
+    if !nothing_considered {
         consider(NOTHING, total, &mut best);
     }
     let best = best.expect("1.1 is always a candidate");
@@ -236,12 +235,16 @@ pub fn optimise_threshold(files: &[FileRows], profile: &Profile) -> Optimum {
 }
 
 /// The corpus score when detections are given per row (the detector's own decisions).
-pub fn score_decisions(files: &[FileRows], decisions: &[Vec<bool>], profile: &Profile) -> f64 {
+pub fn score_decisions(
+    files: &[FileRows],
+    decisions: &[impl AsRef<[bool]>],
+    profile: &Profile,
+) -> f64 {
     let windows: usize = files.iter().map(|f| f.windows).sum();
     let raw: f64 = files
         .iter()
         .zip(decisions)
-        .map(|(file, detected)| file.raw_score(profile, |i| detected[i]))
+        .map(|(file, detected)| file.raw_score(profile, |i| detected.as_ref()[i]))
         .sum();
     normalise(raw, windows, profile)
 }
