@@ -8,6 +8,8 @@
 pub mod alert;
 pub mod calibrate;
 pub mod cli;
+pub mod daemon;
+pub mod demo;
 pub mod detect;
 pub mod evaluate;
 pub mod export;

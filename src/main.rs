@@ -20,7 +20,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("anomalyd: error: {error:#}");
-            std::process::ExitCode::FAILURE
+            if error.is::<anomalyd::cli::run::BadConfig>() {
+                // EX_USAGE: the configuration is wrong, restarting will not help.
+                std::process::ExitCode::from(64)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

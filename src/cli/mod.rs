@@ -4,6 +4,7 @@ mod ablation;
 mod demo;
 mod eval;
 mod generate;
+pub mod run;
 mod score;
 mod train;
 
@@ -34,6 +35,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Measure detection quality: on a labelled file, or on the NAB benchmark.
     Eval(eval::EvalArgs),
+    /// Run the daemon: Kafka records in, alerts, scores and metrics out.
+    Run(run::RunArgs),
+    /// Check a daemon config file and its model; exits 64 naming the bad key.
+    CheckConfig(run::CheckConfigArgs),
     /// Train every loss variant on the synthetic set and compare their detection quality.
     Ablation(ablation::AblationArgs),
 }
@@ -47,6 +52,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Ablation(args) => ablation::run(args),
+        Command::Run(args) => run::run(args),
+        Command::CheckConfig(args) => run::check_config(args),
     }
 }
 

@@ -7,8 +7,8 @@
 
 use crate::alert::{AlertEvent, AlertMachine, AlertPolicy, ChannelEvidence};
 use crate::calibrate::{Calibrated, CalibrationConfig, CalibrationState, Calibrator, NoveltyGate};
-use crate::serve::{ModelError, Scorer};
-use crate::window::WindowAssembler;
+use crate::serve::{ModelError, Scorer, WindowScore};
+use crate::window::{Window, WindowAssembler};
 use serde::{Deserialize, Serialize};
 
 /// How raw scores become decisions: calibration and alert settings.
@@ -92,6 +92,15 @@ impl RowOutcome {
     }
 }
 
+/// A window assembled by [`EntityDetector::push`], waiting for its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingWindow {
+    /// The window (raw values, channel-major).
+    pub window: Window,
+    /// Whether the row that completed it left the entity's range so far.
+    pub out_of_range: bool,
+}
+
 /// One entity's detection state.
 #[derive(Debug, Clone)]
 pub struct EntityDetector {
@@ -104,21 +113,34 @@ pub struct EntityDetector {
     gate: NoveltyGate,
     alerts: AlertMachine,
     state: CalibrationState,
+    /// Whether the latest pushed row was out of range.
+    last_out_of_range: bool,
 }
 
 impl EntityDetector {
     /// A fresh detector for `entity`, scoring every row with `scorer`'s model.
     pub fn new(entity: &str, scorer: &Scorer, config: &DetectorConfig) -> Self {
+        Self::with_stride(entity, scorer, config, 1)
+    }
+
+    /// A fresh detector that completes a window every `stride` rows.
+    pub fn with_stride(
+        entity: &str,
+        scorer: &Scorer,
+        config: &DetectorConfig,
+        stride: usize,
+    ) -> Self {
         let metadata = scorer.metadata();
         Self {
             newest_rows: config.newest_rows,
             range_tolerance: config.range_tolerance,
             range: Vec::new(),
-            assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, 1),
+            assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, stride),
             calibrator: config.calibration.build(),
             gate: NoveltyGate::new(config.novelty_rows),
             alerts: AlertMachine::new(entity, scorer.model_version(), config.alerts.clone()),
             state: CalibrationState::WarmingUp { seen: 0, needed: 1 },
+            last_out_of_range: false,
         }
     }
 
@@ -139,28 +161,61 @@ impl EntityDetector {
         &self.alerts
     }
 
-    /// Takes the next row of the entity (values in the model's channel order).
+    /// Takes the next row of the entity (values in the model's channel order)
+    /// and scores the window it completes at once (batch of one).
     pub fn observe(
         &mut self,
         scorer: &Scorer,
         timestamp_ms: i64,
         row: &[f32],
     ) -> Result<RowOutcome, ModelError> {
-        let out_of_range = self.check_range(row);
-        let Some(window) = self.assembler.push(timestamp_ms, row) else {
+        let Some(pending) = self.push(timestamp_ms, row) else {
             return Ok(RowOutcome {
                 raw: None,
                 calibrated: None,
-                out_of_range,
+                out_of_range: self.last_out_of_range,
                 score: 0.0,
                 novel_score: self.gate.apply(0.0),
                 event: None,
             });
         };
         let scored = scorer
-            .score_windows(std::slice::from_ref(&window))?
+            .score_windows(std::slice::from_ref(&pending.window))?
             .pop()
             .ok_or_else(|| ModelError::Run("the model returned no score".into()))?;
+        Ok(self.decide(scorer, &pending, &scored))
+    }
+
+    /// The first half of [`observe`](Self::observe), for callers that score
+    /// many entities' windows in one batch: range check and window assembly.
+    /// Returns the window this row completes, if any; pass it, once scored,
+    /// to [`decide`](Self::decide), in the order the windows were returned.
+    pub fn push(&mut self, timestamp_ms: i64, row: &[f32]) -> Option<PendingWindow> {
+        let out_of_range = self.check_range(row);
+        self.last_out_of_range = out_of_range;
+        self.assembler
+            .push(timestamp_ms, row)
+            .map(|window| PendingWindow {
+                window,
+                out_of_range,
+            })
+    }
+
+    /// Forgets the rows of the window being assembled (after a gap in the
+    /// data); calibration history, ranges and alerts carry on.
+    pub fn reset_window(&mut self) {
+        self.assembler.reset();
+    }
+
+    /// The second half of [`observe`](Self::observe): calibration and the
+    /// alert decision for a window returned by [`push`](Self::push) and scored.
+    pub fn decide(
+        &mut self,
+        scorer: &Scorer,
+        pending: &PendingWindow,
+        scored: &WindowScore,
+    ) -> RowOutcome {
+        let window = &pending.window;
         let raw = match self.newest_rows {
             None => scored.score as f64,
             Some(k) => newest_error(scorer, &window.values, &scored.reconstruction, k),
@@ -168,7 +223,7 @@ impl EntityDetector {
         let calibrated = self.calibrator.update(raw);
         self.state = calibrated.state;
         let ready = calibrated.state == CalibrationState::Ready;
-        let score = if ready && out_of_range {
+        let score = if ready && pending.out_of_range {
             1.0
         } else {
             calibrated.score
@@ -188,15 +243,15 @@ impl EntityDetector {
                 })
                 .collect()
         };
-        let event = self.alerts.observe(timestamp_ms, score, ready, evidence);
-        Ok(RowOutcome {
+        let event = self.alerts.observe(window.end_ms, score, ready, evidence);
+        RowOutcome {
             raw: Some(raw),
             calibrated: Some(calibrated),
-            out_of_range,
+            out_of_range: pending.out_of_range,
             score,
             novel_score: self.gate.apply(score),
             event,
-        })
+        }
     }
 
     /// Whether `row` leaves the widened range seen so far; then widens the range.

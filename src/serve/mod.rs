@@ -4,4 +4,5 @@ pub mod error;
 pub mod scorer;
 
 pub use error::ModelError;
+pub mod embedded;
 pub use scorer::{metadata_path, Scorer, WindowScore};

@@ -1,6 +1,8 @@
 //! Integration tests, in one binary so that the heavy dependencies link once.
 
 mod common;
+mod daemon;
+mod kafka_support;
 mod model_refusal;
 mod nab_golden;
 mod nab_streaming;

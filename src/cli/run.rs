@@ -1,0 +1,90 @@
+//! `anomalyd run` and `anomalyd check-config`: the daemon from a config file.
+
+use crate::daemon::config::{ConfigError, DaemonConfig};
+use crate::daemon::Daemon;
+use crate::serve::Scorer;
+use clap::Args;
+use std::path::PathBuf;
+
+/// A configuration that was refused: the process exits with status 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadConfig(pub String);
+
+/// Options of `anomalyd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML config (every key: config/anomalyd.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// Options of `anomalyd check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML config to check.
+    pub config: PathBuf,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<DaemonConfig> {
+    DaemonConfig::load(path).map_err(|error| match error {
+        ConfigError::Read { .. } => anyhow::Error::new(error),
+        other => anyhow::Error::new(BadConfig(other.to_string())),
+    })
+}
+
+/// Loads the configured model (or the embedded default), refusing a bad one.
+pub fn load_model(config: &DaemonConfig) -> anyhow::Result<Scorer> {
+    match &config.model.path {
+        Some(path) => Ok(Scorer::load(path)?),
+        None => crate::serve::embedded::default_scorer(),
+    }
+}
+
+/// Runs `anomalyd check-config`: parses and validates, loads the model, prints a summary.
+pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
+    let config = load(&args.config)?;
+    let scorer = load_model(&config).map_err(|e| BadConfig(format!("model: {e:#}")))?;
+    println!("{}: OK", args.config.display());
+    println!("{}", config.describe());
+    println!(
+        "model version {} ({} channels x {} samples)",
+        scorer.model_version(),
+        scorer.metadata().channels.len(),
+        scorer.metadata().window_len
+    );
+    Ok(())
+}
+
+/// Runs `anomalyd run` until SIGTERM or SIGINT; SIGHUP reloads the model.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load(&args.config)?;
+    let scorer = load_model(&config)?;
+    tracing::info!("config {}:\n{}", args.config.display(), config.describe());
+    let daemon = Daemon::start(config, scorer)?;
+    spawn_signal_handlers(&daemon)?;
+    let finished = daemon.wait()?;
+    tracing::info!(finished, "anomalyd stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads the model.
+pub fn spawn_signal_handlers(daemon: &Daemon) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = daemon.runtime();
+    let _guard = runtime.enter();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let controller = daemon.controller();
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); controller.shutdown(); }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); controller.shutdown(); }
+                _ = hangup.recv() => { tracing::info!("SIGHUP: reloading the model"); controller.reload(); }
+            }
+        }
+    });
+    Ok(())
+}

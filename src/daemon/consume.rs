@@ -1,0 +1,334 @@
+//! The consumer thread: reads the input topics in the consumer group,
+//! decodes each record, sends samples to the scorer and malformed records to
+//! the dead-letter topic, and commits the ledger's safe positions.
+//!
+//! Rebalance: before partitions are revoked, everything queued for them is
+//! scored, the producer is flushed and their safe positions are committed;
+//! then their entity state is dropped. A new owner replays from there, so it
+//! rebuilds the windows (ARCHITECTURE.md, "Delivery").
+
+use super::decode::Decoder;
+use super::health::Health;
+use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
+use super::metrics::Metrics;
+use super::produce::{dead_letter, Sink};
+use super::score::Work;
+use crossbeam_channel::{SendTimeoutError, Sender};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Consumer callbacks: statistics (lag, broker state) and rebalances.
+pub struct ConsumerEvents {
+    work: Sender<Work>,
+    sink: Arc<Sink>,
+    ledger: Ledger,
+    metrics: Metrics,
+    health: Arc<Health>,
+    grace: Duration,
+    assigned: Mutex<BTreeSet<Partition>>,
+    committed: Mutex<HashMap<Partition, i64>>,
+}
+
+impl ConsumerEvents {
+    /// Callbacks that hand revoked partitions back within `grace`.
+    pub fn new(
+        work: Sender<Work>,
+        sink: Arc<Sink>,
+        metrics: Metrics,
+        health: Arc<Health>,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            work,
+            ledger: sink.ledger().clone(),
+            sink,
+            metrics,
+            health,
+            grace,
+            assigned: Mutex::new(BTreeSet::new()),
+            committed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn assigned(&self) -> Vec<Partition> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Commits the safe position of each of `partitions` that moved since its last commit.
+    fn commit(&self, consumer: &BaseConsumer<Self>, partitions: &[Partition], mode: CommitMode) {
+        let mut list = TopicPartitionList::new();
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = Vec::new();
+        for partition in partitions {
+            let Some(position) = self.ledger.position(partition) else {
+                continue;
+            };
+            if committed.get(partition) == Some(&position) {
+                continue;
+            }
+            if list
+                .add_partition_offset(&partition.topic, partition.partition, Offset::Offset(position))
+                .is_ok()
+            {
+                moved.push((partition.clone(), position));
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        match consumer.commit(&list, mode) {
+            Ok(()) => {
+                self.metrics.commits.with_label_values(&["ok"]).inc();
+                for (partition, position) in moved {
+                    tracing::debug!(topic = %partition.topic, partition = partition.partition, position, "committed");
+                    committed.insert(partition, position);
+                }
+            }
+            Err(error) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
+            }
+        }
+    }
+
+    /// Finishes the work of `partitions`, commits them and forgets them.
+    fn hand_back(&self, consumer: &BaseConsumer<Self>, partitions: &[Partition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.grace;
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let drained = self
+            .work
+            .send_deadline(Work::Revoke(partitions.to_vec(), done), deadline)
+            .is_ok()
+            && finished.recv_deadline(deadline).is_ok();
+        let flushed = self.sink.flush(deadline);
+        if !(drained && flushed) {
+            tracing::warn!(drained, flushed, "revoked partitions were not finished within the grace period; their unfinished records will be read again by the next owner");
+        }
+        self.commit(consumer, partitions, CommitMode::Sync);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for partition in partitions {
+            self.ledger.forget(partition);
+            assigned.remove(partition);
+            committed.remove(partition);
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[&*partition.topic, &partition.partition.to_string()]);
+        }
+        self.health.set_assigned_partitions(assigned.len());
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<Partition> {
+    list.elements()
+        .iter()
+        .map(|e| Partition {
+            topic: e.topic().into(),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+impl ClientContext for ConsumerEvents {
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|broker| broker.nodeid >= 0 && broker.state == "UP");
+        self.health.set_broker_up(up);
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        for partition in assigned.iter() {
+            let lag = statistics
+                .topics
+                .get(&*partition.topic)
+                .and_then(|t| t.partitions.get(&partition.partition))
+                .map(|p| p.consumer_lag)
+                .filter(|&lag| lag >= 0);
+            if let Some(lag) = lag {
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[&*partition.topic, &partition.partition.to_string()])
+                    .set(lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for ConsumerEvents {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions = partitions_of(list);
+                tracing::info!(partitions = ?partitions.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(), "partitions revoked: finishing and committing them");
+                self.hand_back(consumer, &partitions);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let partitions = partitions_of(list);
+            tracing::info!(partitions = ?partitions.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(), "partitions assigned: their entities start warming up");
+            let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+            assigned.extend(partitions);
+            self.health.set_assigned_partitions(assigned.len());
+        }
+    }
+}
+
+/// The consumer loop.
+pub struct ConsumerLoop {
+    /// The group consumer.
+    pub consumer: BaseConsumer<ConsumerEvents>,
+    /// Record decoder.
+    pub decoder: Decoder,
+    /// The scorer's queue.
+    pub work: Sender<Work>,
+    /// The producer.
+    pub sink: Arc<Sink>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Health.
+    pub health: Arc<Health>,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Commit interval.
+    pub commit_interval: Duration,
+    /// Shutdown grace period.
+    pub grace: Duration,
+}
+
+impl ConsumerLoop {
+    /// Consumes until `shutdown` turns true, then drains, flushes and commits
+    /// within the grace period. Returns whether everything was finished in time.
+    pub fn run(self, shutdown: watch::Receiver<bool>) -> bool {
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last_commit = Instant::now();
+        let context = self.consumer.context().clone();
+        while !*shutdown.borrow() {
+            self.health.consumer_beat();
+            self.sink.resend_failed();
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                Some(Ok(message)) => self.take(&message, &mut topics, &shutdown),
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                context.commit(&self.consumer, &context.assigned(), CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        tracing::info!(grace_s = self.grace.as_secs(), "shutting down: finishing the windows in flight");
+        self.health.set_shutting_down();
+        let deadline = Instant::now() + self.grace;
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let drained = self.work.send_deadline(Work::Drain(done), deadline).is_ok()
+            && finished.recv_deadline(deadline).is_ok();
+        let flushed = self.sink.flush(deadline);
+        context.commit(&self.consumer, &context.assigned(), CommitMode::Sync);
+        if !(drained && flushed) {
+            tracing::warn!(drained, flushed, "the grace period ended before everything was finished; unfinished records are read again at the next start");
+        }
+        // Leaving the group revokes the partitions: nothing is left to finish.
+        self.consumer.unsubscribe();
+        drained && flushed
+    }
+
+    fn take(
+        &self,
+        message: &BorrowedMessage<'_>,
+        topics: &mut HashMap<String, Arc<str>>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        self.metrics.records_consumed.inc();
+        let topic = match topics.get(message.topic()) {
+            Some(topic) => topic.clone(),
+            None => {
+                let topic: Arc<str> = message.topic().into();
+                topics.insert(message.topic().to_string(), topic.clone());
+                topic
+            }
+        };
+        let source = SourceOffset {
+            partition: Partition {
+                topic,
+                partition: message.partition(),
+            },
+            offset: message.offset(),
+        };
+        let ledger = self.sink.ledger();
+        ledger.hold(&source);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match self.decoder.decode(message.payload(), message.key(), now_ms) {
+            Ok(sample) => {
+                self.metrics.records_decoded.inc();
+                let mut item = Work::Sample {
+                    sample,
+                    source,
+                    record_time_ms: message.timestamp().to_millis(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                };
+                // Back-pressure: wait for the scorer, staying visibly alive.
+                loop {
+                    match self.work.send_timeout(item, Duration::from_millis(100)) {
+                        Ok(()) => return,
+                        Err(SendTimeoutError::Timeout(back)) => {
+                            item = back;
+                            self.health.consumer_beat();
+                            if *shutdown.borrow() {
+                                // Its offset stays held, so it is read again at the next start.
+                                return;
+                            }
+                        }
+                        Err(SendTimeoutError::Disconnected(_)) => return,
+                    }
+                }
+            }
+            Err(rejection) => {
+                self.metrics
+                    .records_rejected
+                    .with_label_values(&[rejection.reason.as_str()])
+                    .inc();
+                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
+                let output = dead_letter(
+                    &self.dead_letter_topic,
+                    &source,
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    rejection.reason,
+                    &rejection.detail,
+                );
+                // The dead letter holds the offset in place of the record.
+                ledger.apply(&mut LedgerBatch {
+                    holds: vec![source.clone()],
+                    releases: vec![source],
+                });
+                self.sink.send(Box::new(output));
+            }
+        }
+    }
+}

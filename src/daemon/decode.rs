@@ -1,0 +1,398 @@
+//! The record decoder: one Kafka record (payload and key) → a [`Sample`] in
+//! the model's channel order, or a [`Rejection`] with a reason from a fixed set.
+//!
+//! Record format (README, "Input records"):
+//! `{"entity": "pump-7", "ts": "2026-01-01T00:00:00Z" | 1767225600000, "values": {"<channel>": <number>}}`.
+//! Field names and the channel mapping come from `[input]`; the entity may
+//! come from the record key instead. Channels the model does not use are ignored.
+
+use super::config::{EntitySource, InputConfig};
+use crate::series::timestamp::parse_timestamp;
+use serde_json::Value;
+
+/// One decoded sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The entity the sample belongs to.
+    pub entity: String,
+    /// Event time, epoch ms.
+    pub timestamp_ms: i64,
+    /// Values in the model's channel order, all finite.
+    pub values: Vec<f32>,
+}
+
+/// Why a record was set aside. The set is fixed, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Larger than `input.max_record_bytes`.
+    TooLarge,
+    /// No payload at all.
+    EmptyPayload,
+    /// Payload is not UTF-8.
+    NotUtf8,
+    /// Not JSON, or not a JSON object.
+    BadJson,
+    /// No usable entity (missing, empty, not a string; or no UTF-8 key).
+    MissingEntity,
+    /// Timestamp missing or unreadable.
+    BadTimestamp,
+    /// Timestamp before `input.min_timestamp` or too far in the future.
+    TimestampOutOfRange,
+    /// The values object is missing, or a model channel is missing or null.
+    MissingChannel,
+    /// A model channel's value is not a number.
+    NonNumeric,
+    /// A model channel's value is NaN or infinite (as a number or a string such as "NaN").
+    NonFinite,
+    /// At or before the entity's latest event time (out of order or duplicated).
+    OutOfOrder,
+}
+
+impl RejectReason {
+    /// Every reason, for pre-registering metric labels.
+    pub const ALL: [RejectReason; 11] = [
+        Self::TooLarge,
+        Self::EmptyPayload,
+        Self::NotUtf8,
+        Self::BadJson,
+        Self::MissingEntity,
+        Self::BadTimestamp,
+        Self::TimestampOutOfRange,
+        Self::MissingChannel,
+        Self::NonNumeric,
+        Self::NonFinite,
+        Self::OutOfOrder,
+    ];
+
+    /// The reason as it appears in the dead-letter header and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::EmptyPayload => "empty_payload",
+            Self::NotUtf8 => "not_utf8",
+            Self::BadJson => "bad_json",
+            Self::MissingEntity => "missing_entity",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::TimestampOutOfRange => "timestamp_out_of_range",
+            Self::MissingChannel => "missing_channel",
+            Self::NonNumeric => "non_numeric",
+            Self::NonFinite => "non_finite",
+            Self::OutOfOrder => "out_of_order",
+        }
+    }
+}
+
+/// A record that was set aside, with a human-readable detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The reason (fixed set).
+    pub reason: RejectReason,
+    /// What exactly was wrong (bounded length; never used as a metric label).
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if detail.len() > 200 {
+            let mut end = 200;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push('…');
+        }
+        Self { reason, detail }
+    }
+}
+
+/// Decodes records for one model.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    entity_from: EntitySource,
+    entity_field: String,
+    timestamp_field: String,
+    values_field: String,
+    /// For each model channel, its name in the records.
+    record_channels: Vec<String>,
+    max_record_bytes: usize,
+    min_timestamp_ms: i64,
+    max_future_ms: i64,
+}
+
+impl Decoder {
+    /// A decoder for a model with `model_channels`, reading records as `input` says.
+    pub fn new(input: &InputConfig, min_timestamp_ms: i64, model_channels: &[String]) -> Self {
+        Self {
+            entity_from: input.entity_from,
+            entity_field: input.entity_field.clone(),
+            timestamp_field: input.timestamp_field.clone(),
+            values_field: input.values_field.clone(),
+            record_channels: model_channels
+                .iter()
+                .map(|c| input.channels.get(c).cloned().unwrap_or_else(|| c.clone()))
+                .collect(),
+            max_record_bytes: input.max_record_bytes,
+            min_timestamp_ms,
+            max_future_ms: (input.max_future_s as i64).saturating_mul(1000),
+        }
+    }
+
+    /// Decodes one record; `now_ms` is the wall clock, used only to refuse absurd future times.
+    pub fn decode(
+        &self,
+        payload: Option<&[u8]>,
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<Sample, Rejection> {
+        use RejectReason::*;
+        let payload = payload.unwrap_or_default();
+        if payload.is_empty() {
+            return Err(Rejection::new(EmptyPayload, "the record has no payload"));
+        }
+        if payload.len() > self.max_record_bytes {
+            return Err(Rejection::new(
+                TooLarge,
+                format!(
+                    "{} bytes, more than input.max_record_bytes = {}",
+                    payload.len(),
+                    self.max_record_bytes
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(payload)
+            .map_err(|e| Rejection::new(NotUtf8, format!("payload is not UTF-8: {e}")))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Rejection::new(BadJson, format!("not JSON: {e}")))?;
+        let Value::Object(mut object) = value else {
+            return Err(Rejection::new(BadJson, "the record is not a JSON object"));
+        };
+        let entity = match self.entity_from {
+            EntitySource::Field => match object.remove(&self.entity_field) {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                Some(Value::String(_)) => {
+                    return Err(Rejection::new(
+                        MissingEntity,
+                        format!("field {:?} is empty", self.entity_field),
+                    ))
+                }
+                Some(other) => {
+                    return Err(Rejection::new(
+                        MissingEntity,
+                        format!("field {:?} is not a string: {other}", self.entity_field),
+                    ))
+                }
+                None => {
+                    return Err(Rejection::new(
+                        MissingEntity,
+                        format!("no field {:?}", self.entity_field),
+                    ))
+                }
+            },
+            EntitySource::Key => match key.map(std::str::from_utf8) {
+                Some(Ok(k)) if !k.is_empty() => k.to_string(),
+                Some(Ok(_)) | None => {
+                    return Err(Rejection::new(MissingEntity, "the record key is missing or empty"))
+                }
+                Some(Err(_)) => {
+                    return Err(Rejection::new(MissingEntity, "the record key is not UTF-8"))
+                }
+            },
+        };
+        let timestamp_ms = match object.get(&self.timestamp_field) {
+            Some(Value::String(s)) => parse_timestamp(s).map_err(|m| {
+                Rejection::new(BadTimestamp, format!("{}: {m}", self.timestamp_field))
+            })?,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(ms) => ms,
+                None => match n.as_f64() {
+                    Some(ms) if ms.is_finite() && ms.abs() < 9.0e15 => ms.round() as i64,
+                    _ => {
+                        return Err(Rejection::new(
+                            BadTimestamp,
+                            format!("{}: {n} is not epoch milliseconds", self.timestamp_field),
+                        ))
+                    }
+                },
+            },
+            Some(other) => {
+                return Err(Rejection::new(
+                    BadTimestamp,
+                    format!("{}: {other} is neither a string nor a number", self.timestamp_field),
+                ))
+            }
+            None => {
+                return Err(Rejection::new(
+                    BadTimestamp,
+                    format!("no field {:?}", self.timestamp_field),
+                ))
+            }
+        };
+        if timestamp_ms < self.min_timestamp_ms
+            || timestamp_ms > now_ms.saturating_add(self.max_future_ms)
+        {
+            return Err(Rejection::new(
+                TimestampOutOfRange,
+                format!(
+                    "{} = {timestamp_ms} ms is outside the accepted range (input.min_timestamp, input.max_future_s)",
+                    self.timestamp_field
+                ),
+            ));
+        }
+        let Some(Value::Object(values)) = object.get(&self.values_field) else {
+            return Err(Rejection::new(
+                MissingChannel,
+                format!("no object field {:?}", self.values_field),
+            ));
+        };
+        let mut out = Vec::with_capacity(self.record_channels.len());
+        for channel in &self.record_channels {
+            let value = match values.get(channel) {
+                None | Some(Value::Null) => {
+                    return Err(Rejection::new(
+                        MissingChannel,
+                        format!("channel {channel:?} is missing"),
+                    ))
+                }
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                Some(Value::String(s)) if is_non_finite_word(s) => f64::NAN,
+                Some(other) => {
+                    return Err(Rejection::new(
+                        NonNumeric,
+                        format!("channel {channel:?} is not a number: {other}"),
+                    ))
+                }
+            };
+            let single = value as f32;
+            if !single.is_finite() {
+                return Err(Rejection::new(
+                    NonFinite,
+                    format!("channel {channel:?} is not finite (as a 32-bit float)"),
+                ));
+            }
+            out.push(single);
+        }
+        Ok(Sample {
+            entity,
+            timestamp_ms,
+            values: out,
+        })
+    }
+}
+
+/// Strings some producers write for non-finite floats.
+fn is_non_finite_word(text: &str) -> bool {
+    matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "nan" | "inf" | "+inf" | "-inf" | "infinity" | "+infinity" | "-infinity"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn decoder() -> Decoder {
+        let mut input = InputConfig::default();
+        input.channels.insert("temperature".into(), "temp_c".into());
+        input.max_record_bytes = 400;
+        Decoder::new(
+            &input,
+            parse_timestamp(&input.min_timestamp).unwrap(),
+            &["temperature".to_string(), "pressure".to_string()],
+        )
+    }
+
+    fn reason(payload: &[u8]) -> RejectReason {
+        decoder()
+            .decode(Some(payload), None, NOW)
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn decodes_both_timestamp_forms_and_maps_channels() {
+        let a = decoder()
+            .decode(
+                Some(br#"{"entity":"p1","ts":"2026-01-01T00:00:00Z","values":{"temp_c":1.5,"pressure":2,"extra":"x"}}"#),
+                None,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(a.entity, "p1");
+        assert_eq!(a.timestamp_ms, 1_767_225_600_000);
+        assert_eq!(a.values, vec![1.5, 2.0]);
+        let b = decoder()
+            .decode(
+                Some(br#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1.5,"pressure":2}}"#),
+                None,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn every_malformed_class_has_its_reason() {
+        use RejectReason::*;
+        assert_eq!(reason(b""), EmptyPayload);
+        assert_eq!(reason(&[b'{'; 500]), TooLarge);
+        assert_eq!(reason(b"\xff\xfe{}"), NotUtf8);
+        assert_eq!(reason(b"{not json"), BadJson);
+        assert_eq!(reason(b"[1,2]"), BadJson);
+        assert_eq!(reason(br#"{"ts":1767225600000,"values":{}}"#), MissingEntity);
+        assert_eq!(reason(br#"{"entity":7,"ts":1767225600000,"values":{}}"#), MissingEntity);
+        assert_eq!(reason(br#"{"entity":"p","values":{}}"#), BadTimestamp);
+        assert_eq!(reason(br#"{"entity":"p","ts":"yesterday","values":{}}"#), BadTimestamp);
+        assert_eq!(reason(br#"{"entity":"p","ts":5,"values":{}}"#), TimestampOutOfRange);
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":4000000000000,"values":{}}"#),
+            TimestampOutOfRange
+        );
+        assert_eq!(reason(br#"{"entity":"p","ts":1767225600000}"#), MissingChannel);
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":1}}"#),
+            MissingChannel
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":1,"pressure":null}}"#),
+            MissingChannel
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":"hot","pressure":1}}"#),
+            NonNumeric
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":"NaN","pressure":1}}"#),
+            NonFinite
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":1e300,"pressure":1}}"#),
+            NonFinite
+        );
+    }
+
+    #[test]
+    fn entity_can_come_from_the_key() {
+        let mut input = InputConfig::default();
+        input.entity_from = EntitySource::Key;
+        let decoder = Decoder::new(&input, 0, &["a".to_string()]);
+        let payload = br#"{"ts":1767225600000,"values":{"a":1}}"#;
+        let sample = decoder.decode(Some(payload), Some(b"pump-7"), NOW).unwrap();
+        assert_eq!(sample.entity, "pump-7");
+        let missing = decoder.decode(Some(payload), None, NOW).unwrap_err();
+        assert_eq!(missing.reason, RejectReason::MissingEntity);
+    }
+
+    #[test]
+    fn details_are_bounded() {
+        let long = format!(r#"{{"entity":"p","ts":"{}","values":{{}}}}"#, "x".repeat(300));
+        let mut input = InputConfig::default();
+        input.max_record_bytes = 10_000;
+        let decoder = Decoder::new(&input, 0, &["a".to_string()]);
+        let rejection = decoder.decode(Some(long.as_bytes()), None, NOW).unwrap_err();
+        assert!(rejection.detail.len() <= 204, "{}", rejection.detail.len());
+    }
+}

@@ -1,0 +1,224 @@
+//! Per-entity state of the scorer thread: each entity's detector (window
+//! buffer, calibration, alerts), its latest event time, and the input offsets
+//! its window buffer still needs.
+//!
+//! Policies (README, "Windows"):
+//! - event time must increase per entity: a sample at or before the entity's
+//!   latest is out of order and goes to the dead-letter topic;
+//! - a gap longer than `windows.max_gap_ms` restarts the entity's window and
+//!   emits a gap event; calibration and alerts carry on;
+//! - an entity with no sample for `windows.entity_ttl_s` (wall clock) is
+//!   evicted; beyond `windows.max_entities` the least recently seen are evicted.
+//!
+//! The offsets of the last `window_len - 1` samples stay held in the ledger,
+//! so a restart or a new owner of the partition replays them and rebuilds
+//! the window: every window is scored at least once.
+
+use super::config::WindowConfig;
+use super::decode::Sample;
+use super::ledger::{LedgerBatch, Partition, SourceOffset};
+use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
+use crate::serve::Scorer;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// One entity.
+pub struct EntityState {
+    /// Its detector.
+    pub detector: EntityDetector,
+    last_ms: i64,
+    last_seen: Instant,
+    /// The partition of its latest sample.
+    partition: Option<Partition>,
+    /// Offsets of the newest samples in the window buffer, oldest first.
+    held: VecDeque<SourceOffset>,
+}
+
+/// What admitting a sample did.
+#[derive(Debug)]
+pub enum Admission {
+    /// The sample is in the entity's window; it may have completed one, and
+    /// it may have followed a gap.
+    Accepted {
+        /// The window it completed.
+        window: Option<PendingWindow>,
+        /// `(previous event time, gap)` when a gap restarted the window.
+        gap: Option<(i64, i64)>,
+    },
+    /// At or before the entity's latest event time.
+    OutOfOrder {
+        /// The entity's latest event time.
+        latest_ms: i64,
+    },
+}
+
+/// Counts from one eviction pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Idle longer than the TTL.
+    pub ttl: usize,
+    /// Beyond the entity cap.
+    pub cap: usize,
+}
+
+/// All entities of this instance.
+pub struct EntityTable {
+    entities: HashMap<String, EntityState>,
+    config: WindowConfig,
+    detector: DetectorConfig,
+    window_len: usize,
+}
+
+impl EntityTable {
+    /// An empty table.
+    pub fn new(config: WindowConfig, detector: DetectorConfig, window_len: usize) -> Self {
+        Self {
+            entities: HashMap::new(),
+            config,
+            detector,
+            window_len,
+        }
+    }
+
+    /// Entities held.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether no entity is held.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// Entities still warming up.
+    pub fn warming(&self) -> usize {
+        self.entities
+            .values()
+            .filter(|e| {
+                e.detector.calibration_state() != crate::calibrate::CalibrationState::Ready
+            })
+            .count()
+    }
+
+    /// The entity's state, if held.
+    pub fn get_mut(&mut self, entity: &str) -> Option<&mut EntityState> {
+        self.entities.get_mut(entity)
+    }
+
+    /// Whether admitting a sample of `entity` now would exceed the cap.
+    pub fn would_exceed_cap(&self, entity: &str) -> bool {
+        self.entities.len() >= self.config.max_entities && !self.entities.contains_key(entity)
+    }
+
+    /// Takes a sample: out-of-order check, gap check, window assembly, offset holds.
+    /// Holds and releases go into `ledger` (the sample's own processing hold
+    /// is the caller's to release).
+    pub fn admit(
+        &mut self,
+        scorer: &Scorer,
+        sample: &Sample,
+        source: &SourceOffset,
+        now: Instant,
+        ledger: &mut LedgerBatch,
+    ) -> Admission {
+        let state = self
+            .entities
+            .entry(sample.entity.clone())
+            .or_insert_with(|| EntityState {
+                detector: EntityDetector::with_stride(
+                    &sample.entity,
+                    scorer,
+                    &self.detector,
+                    self.config.stride,
+                ),
+                last_ms: i64::MIN,
+                last_seen: now,
+                partition: None,
+                held: VecDeque::with_capacity(self.window_len),
+            });
+        state.last_seen = now;
+        if state.partition.as_ref() != Some(&source.partition) {
+            state.partition = Some(source.partition.clone());
+        }
+        if state.last_ms != i64::MIN && sample.timestamp_ms <= state.last_ms {
+            return Admission::OutOfOrder {
+                latest_ms: state.last_ms,
+            };
+        }
+        let mut gap = None;
+        if state.last_ms != i64::MIN {
+            let step = sample.timestamp_ms - state.last_ms;
+            if step as u64 > self.config.max_gap_ms {
+                gap = Some((state.last_ms, step));
+                state.detector.reset_window();
+                ledger.releases.extend(state.held.drain(..));
+            }
+        }
+        state.last_ms = sample.timestamp_ms;
+        let window = state.detector.push(sample.timestamp_ms, &sample.values);
+        // Keep the offsets of the samples a future window still needs.
+        ledger.holds.push(source.clone());
+        state.held.push_back(source.clone());
+        while state.held.len() > self.window_len.saturating_sub(1) {
+            ledger
+                .releases
+                .push(state.held.pop_front().expect("not empty"));
+        }
+        Admission::Accepted { window, gap }
+    }
+
+    /// Evicts entities idle longer than the TTL and, beyond the cap, the least
+    /// recently seen (1 % of the cap at a time, so a flood of new entities costs
+    /// little per sample). Their held offsets are released.
+    pub fn evict(&mut self, now: Instant, incoming: usize, ledger: &mut LedgerBatch) -> Evicted {
+        let mut evicted = Evicted::default();
+        let ttl = Duration::from_secs(self.config.entity_ttl_s);
+        self.entities.retain(|_, state| {
+            let keep = now.duration_since(state.last_seen) < ttl;
+            if !keep {
+                evicted.ttl += 1;
+                ledger.releases.extend(state.held.drain(..));
+            }
+            keep
+        });
+        let cap = self.config.max_entities;
+        if !self.entities.is_empty() && self.entities.len() + incoming > cap {
+            let excess = self.entities.len() + incoming - cap;
+            let target = excess.max(cap / 100).clamp(1, self.entities.len());
+            let mut by_age: Vec<(Instant, String)> = self
+                .entities
+                .iter()
+                .map(|(name, state)| (state.last_seen, name.clone()))
+                .collect();
+            by_age.select_nth_unstable(target - 1);
+            for (_, name) in by_age.into_iter().take(target) {
+                if let Some(mut state) = self.entities.remove(&name) {
+                    ledger.releases.extend(state.held.drain(..));
+                    evicted.cap += 1;
+                }
+            }
+        }
+        evicted
+    }
+
+    /// Drops the entities of revoked partitions. Their held offsets are *not*
+    /// released: the final commit stays behind them, so the partition's next
+    /// owner replays those samples and rebuilds the windows.
+    pub fn drop_partitions(&mut self, partitions: &[Partition]) -> usize {
+        let before = self.entities.len();
+        self.entities.retain(|_, state| {
+            state
+                .partition
+                .as_ref()
+                .is_none_or(|p| !partitions.contains(p))
+        });
+        before - self.entities.len()
+    }
+
+    /// Switches every entity to a model of the same shape.
+    pub fn use_model(&mut self, scorer: &Scorer) {
+        for state in self.entities.values_mut() {
+            state.detector.use_model(scorer);
+        }
+    }
+}

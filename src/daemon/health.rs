@@ -1,0 +1,129 @@
+//! Liveness and readiness, as `/healthz` and `/readyz` report them.
+//!
+//! Ready means: a model is loaded, partitions are assigned, a broker is up
+//! (from the client statistics), the consumer loop and the scorer made
+//! progress within `admin.stall_timeout_s`, and no shutdown is under way.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Shared health state; every field is updated lock-free by its owner.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    stall_timeout: Duration,
+    model_loaded: AtomicBool,
+    assigned_partitions: AtomicI64,
+    /// -1 unknown (no statistics yet), 0 no broker up, 1 some broker up.
+    broker_up: AtomicI64,
+    consumer_beat_ms: AtomicU64,
+    scorer_beat_ms: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    /// Health with the given stall timeout; nothing is ready yet.
+    pub fn new(stall_timeout: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            stall_timeout,
+            model_loaded: AtomicBool::new(false),
+            assigned_partitions: AtomicI64::new(0),
+            broker_up: AtomicI64::new(-1),
+            consumer_beat_ms: AtomicU64::new(0),
+            scorer_beat_ms: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The model is loaded and serving.
+    pub fn set_model_loaded(&self) {
+        self.model_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The number of assigned input partitions.
+    pub fn set_assigned_partitions(&self, count: usize) {
+        self.assigned_partitions
+            .store(count as i64, Ordering::Relaxed);
+    }
+
+    /// Whether any broker is up, from the client statistics.
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// The consumer loop went round once.
+    pub fn consumer_beat(&self) {
+        self.consumer_beat_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The scorer loop went round once.
+    pub fn scorer_beat(&self) {
+        self.scorer_beat_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A shutdown started: no longer ready.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// `Ok` when ready, else every reason it is not.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if self.shutting_down.load(Ordering::Relaxed) {
+            reasons.push("shutting down".to_string());
+        }
+        if !self.model_loaded.load(Ordering::Relaxed) {
+            reasons.push("no model loaded".to_string());
+        }
+        if self.assigned_partitions.load(Ordering::Relaxed) <= 0 {
+            reasons.push("no input partitions assigned".to_string());
+        }
+        if self.broker_up.load(Ordering::Relaxed) == 0 {
+            reasons.push("no broker is up".to_string());
+        }
+        let now = self.now_ms();
+        let limit = self.stall_timeout.as_millis() as u64;
+        for (name, beat) in [
+            ("consumer", &self.consumer_beat_ms),
+            ("scorer", &self.scorer_beat_ms),
+        ] {
+            let age = now.saturating_sub(beat.load(Ordering::Relaxed));
+            if age > limit {
+                reasons.push(format!("{name} made no progress for {} ms", age));
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_everything_holds() {
+        let health = Health::new(Duration::from_secs(60));
+        let reasons = health.readiness().unwrap_err();
+        assert!(reasons.iter().any(|r| r.contains("model")));
+        assert!(reasons.iter().any(|r| r.contains("partitions")));
+        health.set_model_loaded();
+        health.set_assigned_partitions(3);
+        health.consumer_beat();
+        health.scorer_beat();
+        assert!(health.readiness().is_ok());
+        health.set_broker_up(false);
+        assert!(health.readiness().is_err());
+        health.set_broker_up(true);
+        health.set_shutting_down();
+        assert_eq!(health.readiness().unwrap_err(), vec!["shutting down".to_string()]);
+    }
+}

@@ -1,0 +1,210 @@
+//! The offset ledger: which input offsets are still needed, so that a
+//! committed offset is never ahead of unfinished work (at-least-once).
+//!
+//! An offset is *held* while anything derived from its record is not done:
+//! the record is being decoded or scored, an alert, score or dead letter made
+//! from it awaits the broker's acknowledgement, or an entity's window buffer
+//! still holds it for a future window. Holds are counted. The safe commit
+//! position of a partition is its lowest held offset, or one past the highest
+//! offset seen when nothing is held: everything before it is finished.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceOffset {
+    /// Its partition.
+    pub partition: Partition,
+    /// Its offset.
+    pub offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionHolds {
+    holds: BTreeMap<i64, u32>,
+    /// One past the highest offset seen.
+    next: i64,
+}
+
+/// Holds and releases, applied together under one lock (see [`Ledger::apply`]).
+#[derive(Debug, Default)]
+pub struct LedgerBatch {
+    /// Offsets to hold once more.
+    pub holds: Vec<SourceOffset>,
+    /// Offsets to release once.
+    pub releases: Vec<SourceOffset>,
+}
+
+impl LedgerBatch {
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.holds.is_empty() && self.releases.is_empty()
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.holds.len() + self.releases.len()
+    }
+}
+
+/// The ledger shared by the consumer, the scorer and the producer's delivery reports.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    inner: Arc<Mutex<HashMap<Partition, PartitionHolds>>>,
+}
+
+impl Ledger {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Partition, PartitionHolds>> {
+        // A panic elsewhere must not stop commits from being safe: the map is
+        // only ever changed by whole operations, so it is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `source` once (a record arrived, or something derived from it is pending).
+    pub fn hold(&self, source: &SourceOffset) {
+        hold(&mut self.lock(), source);
+    }
+
+    /// Releases one hold of `source`. Releasing an offset of a forgotten partition does nothing.
+    pub fn release(&self, source: &SourceOffset) {
+        release(&mut self.lock(), source);
+    }
+
+    /// Applies a batch: all holds first, then all releases, atomically.
+    pub fn apply(&self, batch: &mut LedgerBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut map = self.lock();
+        for source in batch.holds.drain(..) {
+            hold(&mut map, &source);
+        }
+        for source in batch.releases.drain(..) {
+            release(&mut map, &source);
+        }
+    }
+
+    /// The safe commit position of every partition seen.
+    pub fn positions(&self) -> Vec<(Partition, i64)> {
+        self.lock()
+            .iter()
+            .map(|(p, h)| (p.clone(), safe_position(h)))
+            .collect()
+    }
+
+    /// The safe commit position of one partition, if any record of it was seen.
+    pub fn position(&self, partition: &Partition) -> Option<i64> {
+        self.lock().get(partition).map(safe_position)
+    }
+
+    /// Offsets held in all partitions (for metrics and tests).
+    pub fn held(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|h| h.holds.values().map(|&n| n as usize).sum::<usize>())
+            .sum()
+    }
+
+    /// Drops a partition (after its final commit, when it is revoked).
+    pub fn forget(&self, partition: &Partition) {
+        self.lock().remove(partition);
+    }
+}
+
+fn hold(map: &mut HashMap<Partition, PartitionHolds>, source: &SourceOffset) {
+    let entry = map.entry(source.partition.clone()).or_default();
+    *entry.holds.entry(source.offset).or_insert(0) += 1;
+    entry.next = entry.next.max(source.offset + 1);
+}
+
+fn release(map: &mut HashMap<Partition, PartitionHolds>, source: &SourceOffset) {
+    let Some(entry) = map.get_mut(&source.partition) else {
+        return;
+    };
+    if let Some(count) = entry.holds.get_mut(&source.offset) {
+        *count -= 1;
+        if *count == 0 {
+            entry.holds.remove(&source.offset);
+        }
+    }
+}
+
+fn safe_position(holds: &PartitionHolds) -> i64 {
+    holds
+        .holds
+        .keys()
+        .next()
+        .copied()
+        .unwrap_or(holds.next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: i64) -> SourceOffset {
+        SourceOffset {
+            partition: Partition {
+                topic: "t".into(),
+                partition: 0,
+            },
+            offset,
+        }
+    }
+
+    #[test]
+    fn position_is_the_lowest_held_offset() {
+        let ledger = Ledger::default();
+        for offset in 0..5 {
+            ledger.hold(&at(offset));
+        }
+        let p = at(0).partition;
+        assert_eq!(ledger.position(&p), Some(0));
+        // Finishing later records first does not move the position.
+        ledger.release(&at(3));
+        ledger.release(&at(1));
+        assert_eq!(ledger.position(&p), Some(0));
+        ledger.release(&at(0));
+        assert_eq!(ledger.position(&p), Some(2));
+        ledger.release(&at(2));
+        ledger.release(&at(4));
+        assert_eq!(ledger.position(&p), Some(5));
+    }
+
+    #[test]
+    fn holds_are_counted() {
+        let ledger = Ledger::default();
+        let p = at(0).partition;
+        ledger.hold(&at(7));
+        let mut batch = LedgerBatch {
+            holds: vec![at(7), at(7)],
+            releases: vec![at(7)],
+        };
+        ledger.apply(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(ledger.held(), 2);
+        ledger.release(&at(7));
+        assert_eq!(ledger.position(&p), Some(7));
+        ledger.release(&at(7));
+        assert_eq!(ledger.position(&p), Some(8));
+    }
+
+    #[test]
+    fn forgotten_partitions_ignore_late_releases() {
+        let ledger = Ledger::default();
+        ledger.hold(&at(1));
+        ledger.forget(&at(1).partition);
+        ledger.release(&at(1));
+        assert!(ledger.positions().is_empty());
+    }
+}

@@ -1,0 +1,315 @@
+//! The daemon (`anomalyd run`, and `anomalyd demo` on an embedded broker):
+//! Kafka records → per-entity windows → micro-batched scoring → calibration
+//! and alert decisions → alerts, scores and dead letters on Kafka, metrics on
+//! HTTP.
+//!
+//! Threads: the consumer ([`consume`]) decodes and commits; the scorer
+//! ([`score`]) owns all entity state and calls the model; librdkafka's threads
+//! deliver ([`produce`]); a small tokio runtime serves the admin listener
+//! ([`admin`]) and the caller's signal handlers; the reloader loads new models.
+//! The [`ledger`] ties them together: no offset is committed before
+//! everything derived from it is acknowledged.
+
+pub mod admin;
+pub mod config;
+pub mod consume;
+pub mod decode;
+pub mod entities;
+pub mod events;
+pub mod health;
+pub mod ledger;
+pub mod metrics;
+pub mod produce;
+pub mod score;
+
+use crate::serve::Scorer;
+use anyhow::Context;
+use config::DaemonConfig;
+use consume::{ConsumerEvents, ConsumerLoop};
+use crossbeam_channel::{Receiver, Sender};
+use health::Health;
+use ledger::Ledger;
+use metrics::Metrics;
+use produce::Sink;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use score::{ScoringWorker, Work};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Asks a running daemon to stop or to reload its model; cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    shutdown: Arc<watch::Sender<bool>>,
+    reload: Sender<()>,
+}
+
+impl Controller {
+    /// Starts a graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Reloads the model from `model.path`.
+    pub fn reload(&self) {
+        let _ = self.reload.try_send(());
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where the admin listener is bound.
+    pub admin_address: SocketAddr,
+    /// The daemon's metrics (the demo reads them for its summary).
+    pub metrics: Metrics,
+    /// The daemon's readiness.
+    pub health: Arc<Health>,
+    controller: Controller,
+    runtime: tokio::runtime::Runtime,
+    admin_stop: watch::Sender<bool>,
+    consumer: JoinHandle<bool>,
+    scorer: JoinHandle<()>,
+    reloader: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Connects to Kafka, binds the admin listener and starts consuming.
+    /// `scorer` is the loaded, checked model.
+    pub fn start(config: DaemonConfig, scorer: Scorer) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::new(Duration::from_secs(config.admin.stall_timeout_s)));
+        let ledger = Ledger::default();
+        let scorer = Arc::new(scorer);
+        metrics.set_model_version(scorer.model_version());
+        health.set_model_loaded();
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("anomalyd-admin")
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(config.admin.listen))
+            .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+        let admin_address = listener.local_addr()?;
+        let (admin_stop, admin_stopped) = watch::channel(false);
+        runtime.spawn(admin::serve(
+            listener,
+            admin::AdminState {
+                metrics: metrics.clone(),
+                health: health.clone(),
+            },
+            admin_stopped,
+        ));
+
+        let common: Vec<(String, String)> = config
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let producer_properties: Vec<(String, String)> = common
+            .iter()
+            .cloned()
+            .chain(config.kafka.producer_properties.clone())
+            .collect();
+        let sink = Arc::new(
+            Sink::new(&config.kafka.brokers, &producer_properties, ledger, metrics.clone())
+                .context("cannot create the Kafka producer")?,
+        );
+
+        let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);
+        let grace = Duration::from_secs(config.shutdown.grace_period_s);
+        let mut client = ClientConfig::new();
+        client
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "1000");
+        for (name, value) in common.iter().chain(
+            config
+                .kafka
+                .consumer_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            client.set(name, value);
+        }
+        client
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("group.id", &config.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: BaseConsumer<ConsumerEvents> = client
+            .create_with_context(ConsumerEvents::new(
+                work_tx.clone(),
+                sink.clone(),
+                metrics.clone(),
+                health.clone(),
+                grace,
+            ))
+            .context("cannot create the Kafka consumer")?;
+        let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .context("cannot subscribe to kafka.input_topics")?;
+
+        let worker = ScoringWorker::new(&config, scorer.clone(), sink.clone(), metrics.clone(), health.clone());
+        let scorer_thread = std::thread::Builder::new()
+            .name("anomalyd-scorer".into())
+            .spawn(move || worker.run(work_rx))?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
+        let reloader = {
+            let work = work_tx.clone();
+            let metrics = metrics.clone();
+            let path = config.model.path.clone();
+            let shutdown = shutdown_rx.clone();
+            let current = scorer.clone();
+            std::thread::Builder::new()
+                .name("anomalyd-reloader".into())
+                .spawn(move || reload_loop(path, current, reload_rx, work, metrics, shutdown))?
+        };
+        let consumer_loop = ConsumerLoop {
+            consumer,
+            decoder: decode::Decoder::new(&config.input, config.min_timestamp_ms(), &scorer.metadata().channels),
+            work: work_tx,
+            sink,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+            commit_interval: Duration::from_millis(config.kafka.commit_interval_ms),
+            grace,
+        };
+        let consumer_thread = std::thread::Builder::new()
+            .name("anomalyd-consumer".into())
+            .spawn(move || consumer_loop.run(shutdown_rx))?;
+        tracing::info!(admin = %admin_address, model_version = scorer.model_version(), "anomalyd is running");
+        Ok(Self {
+            admin_address,
+            metrics,
+            health,
+            controller: Controller {
+                shutdown: Arc::new(shutdown_tx),
+                reload: reload_tx,
+            },
+            runtime,
+            admin_stop,
+            consumer: consumer_thread,
+            scorer: scorer_thread,
+            reloader,
+        })
+    }
+
+    /// A handle to stop the daemon or reload its model.
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
+    }
+
+    /// The runtime that serves the admin listener (for signal handlers).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    /// Waits until the daemon has shut down (after [`Controller::shutdown`]).
+    /// Returns whether everything in flight was finished within the grace period.
+    pub fn wait(self) -> anyhow::Result<bool> {
+        let finished = self
+            .consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
+        self.scorer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scorer thread panicked"))?;
+        drop(self.controller);
+        let _ = self.reloader.join();
+        self.admin_stop.send_replace(true);
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+        Ok(finished)
+    }
+}
+
+/// Loads, checks and warms a new model on each request; a model that fails
+/// is refused and the old one keeps serving.
+fn reload_loop(
+    path: Option<std::path::PathBuf>,
+    mut current: Arc<Scorer>,
+    requests: Receiver<()>,
+    work: Sender<Work>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match requests.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        }
+        let refuse = |why: String| {
+            metrics.model_reloads.with_label_values(&["refused"]).inc();
+            tracing::error!(reason = %why, "model reload refused; the current model keeps serving");
+        };
+        let Some(path) = &path else {
+            refuse("model.path is not set (the embedded model cannot be reloaded)".into());
+            continue;
+        };
+        let candidate = match Scorer::load(path) {
+            Ok(scorer) => scorer,
+            Err(error) => {
+                refuse(format!("{error}"));
+                continue;
+            }
+        };
+        let (old, new) = (current.metadata(), candidate.metadata());
+        if old.channels != new.channels || old.window_len != new.window_len {
+            refuse(format!(
+                "{} has channels {:?} and window {}, the serving model {:?} and {}; restart to change the shape",
+                path.display(),
+                new.channels,
+                new.window_len,
+                old.channels,
+                old.window_len
+            ));
+            continue;
+        }
+        // Warm: one call so the first real batch does not pay for it.
+        let probe = crate::window::Window {
+            start_ms: 0,
+            end_ms: 0,
+            values: new
+                .normalisation
+                .iter()
+                .flat_map(|n| std::iter::repeat_n(n.center, new.window_len))
+                .collect(),
+        };
+        match candidate.score_windows(std::slice::from_ref(&probe)) {
+            Ok(scores) if scores.iter().all(|s| s.score.is_finite()) => {}
+            Ok(_) => {
+                refuse(format!("{} scores a typical window as NaN", path.display()));
+                continue;
+            }
+            Err(error) => {
+                refuse(format!("{error}"));
+                continue;
+            }
+        }
+        let candidate = Arc::new(candidate);
+        if work.send(Work::UseModel(candidate.clone())).is_err() {
+            return;
+        }
+        metrics.model_reloads.with_label_values(&["ok"]).inc();
+        metrics.set_model_version(candidate.model_version());
+        tracing::info!(from = current.model_version(), to = candidate.model_version(), "model reloaded");
+        current = candidate;
+    }
+}

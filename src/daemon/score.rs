@@ -1,0 +1,415 @@
+//! The scorer thread: owns every entity's state, micro-batches the windows
+//! of many entities into one model call (`scoring.max_batch`,
+//! `scoring.max_wait_ms`), then calibrates, decides alerts and hands the
+//! outputs to the producer. It runs on its own OS thread, so the model never
+//! blocks the async runtime and the consumer keeps reading while it works.
+
+use super::decode::{RejectReason, Sample};
+use super::entities::{Admission, EntityTable};
+use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
+use super::health::Health;
+use super::ledger::{LedgerBatch, Partition, SourceOffset};
+use super::metrics::Metrics;
+use super::produce::{Output, OutputKind, Sink};
+use super::config::DaemonConfig;
+use crate::alert::AlertEvent;
+use crate::calibrate::CalibrationState;
+use crate::detect::PendingWindow;
+use super::produce::dead_letter;
+use crate::series::timestamp::format_timestamp;
+use crate::serve::Scorer;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the consumer (and the reloader) send the scorer, in order.
+pub enum Work {
+    /// A decoded sample; its source offset is held by the consumer.
+    Sample {
+        /// The sample.
+        sample: Sample,
+        /// Where it came from.
+        source: SourceOffset,
+        /// Its Kafka timestamp.
+        record_time_ms: Option<i64>,
+        /// The original record, for the dead-letter topic if it is out of order.
+        key: Option<Vec<u8>>,
+        /// See `key`.
+        payload: Vec<u8>,
+    },
+    /// Serve this model from the next batch on (same channels and window length).
+    UseModel(Arc<Scorer>),
+    /// Finish everything queued, drop the entities of these partitions, then answer.
+    Revoke(Vec<Partition>, Sender<()>),
+    /// Finish everything queued, then answer (shutdown).
+    Drain(Sender<()>),
+}
+
+/// A window waiting for its batch.
+struct Queued {
+    entity: String,
+    pending: PendingWindow,
+    source: SourceOffset,
+    record_time_ms: Option<i64>,
+}
+
+/// The scorer thread's state.
+pub struct ScoringWorker {
+    scorer: Arc<Scorer>,
+    entities: EntityTable,
+    batch: Vec<Queued>,
+    batch_deadline: Option<Instant>,
+    ledger_ops: LedgerBatch,
+    sink: Arc<Sink>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    max_batch: usize,
+    max_wait: Duration,
+    alerts_topic: String,
+    scores_topic: Option<String>,
+    dead_letter_topic: String,
+    threshold: f64,
+    max_gap_ms: u64,
+}
+
+impl ScoringWorker {
+    /// A worker for `config`, serving `scorer`.
+    pub fn new(
+        config: &DaemonConfig,
+        scorer: Arc<Scorer>,
+        sink: Arc<Sink>,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Self {
+        let window_len = scorer.metadata().window_len;
+        Self {
+            entities: EntityTable::new(config.windows.clone(), config.detector.clone(), window_len),
+            scorer,
+            batch: Vec::with_capacity(config.scoring.max_batch),
+            batch_deadline: None,
+            ledger_ops: LedgerBatch::default(),
+            sink,
+            metrics,
+            health,
+            max_batch: config.scoring.max_batch,
+            max_wait: Duration::from_millis(config.scoring.max_wait_ms),
+            alerts_topic: config.kafka.alerts_topic.clone(),
+            scores_topic: config.kafka.scores_topic.clone(),
+            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+            threshold: config.detector.alerts.threshold,
+            max_gap_ms: config.windows.max_gap_ms,
+        }
+    }
+
+    /// Runs until the work channel closes.
+    pub fn run(mut self, work: Receiver<Work>) {
+        let housekeeping_every = Duration::from_secs(1);
+        let mut next_housekeeping = Instant::now() + housekeeping_every;
+        loop {
+            self.health.scorer_beat();
+            let now = Instant::now();
+            let wake = self
+                .batch_deadline
+                .unwrap_or(next_housekeeping)
+                .min(next_housekeeping);
+            match work.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(item) => self.handle(item),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    self.apply_ledger();
+                    return;
+                }
+            }
+            if self
+                .batch_deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                self.flush();
+            }
+            if work.is_empty() || self.ledger_ops.len() > 4096 {
+                self.apply_ledger();
+            }
+            if Instant::now() >= next_housekeeping {
+                self.housekeeping();
+                next_housekeeping = Instant::now() + housekeeping_every;
+            }
+        }
+    }
+
+    fn handle(&mut self, item: Work) {
+        match item {
+            Work::Sample {
+                sample,
+                source,
+                record_time_ms,
+                key,
+                payload,
+            } => self.admit(sample, source, record_time_ms, key, payload),
+            Work::UseModel(scorer) => {
+                self.flush();
+                self.entities.use_model(&scorer);
+                tracing::info!(model_version = scorer.model_version(), "serving the reloaded model");
+                self.scorer = scorer;
+            }
+            Work::Revoke(partitions, done) => {
+                self.flush();
+                self.apply_ledger();
+                let dropped = self.entities.drop_partitions(&partitions);
+                tracing::info!(partitions = partitions.len(), entities = dropped, "dropped the state of revoked partitions");
+                self.metrics.entities_active.set(self.entities.len() as i64);
+                let _ = done.send(());
+            }
+            Work::Drain(done) => {
+                self.flush();
+                self.apply_ledger();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        sample: Sample,
+        source: SourceOffset,
+        record_time_ms: Option<i64>,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    ) {
+        let now = Instant::now();
+        if self.entities.would_exceed_cap(&sample.entity) {
+            // Windows in the batch belong to entities that may be evicted: score them first.
+            self.flush();
+            let evicted = self.entities.evict(now, 1, &mut self.ledger_ops);
+            self.count_evictions(evicted);
+        }
+        match self
+            .entities
+            .admit(&self.scorer, &sample, &source, now, &mut self.ledger_ops)
+        {
+            Admission::OutOfOrder { latest_ms } => {
+                let detail = format!(
+                    "event time {} is not after the entity's latest, {}",
+                    format_timestamp(sample.timestamp_ms),
+                    format_timestamp(latest_ms)
+                );
+                self.metrics
+                    .records_rejected
+                    .with_label_values(&[RejectReason::OutOfOrder.as_str()])
+                    .inc();
+                let output = dead_letter(
+                    &self.dead_letter_topic,
+                    &source,
+                    key,
+                    payload,
+                    RejectReason::OutOfOrder,
+                    &detail,
+                );
+                self.ledger_ops.holds.push(source.clone());
+                self.ledger_ops.releases.push(source);
+                // Holds must be in the ledger before the producer can release them.
+                self.apply_ledger();
+                self.sink.send(Box::new(output));
+            }
+            Admission::Accepted { window, gap } => {
+                if let Some((previous_ms, gap_ms)) = gap {
+                    self.metrics.gaps.inc();
+                    let message = GapMessage {
+                        schema_version: SCHEMA_VERSION,
+                        event: "gap",
+                        entity: &sample.entity,
+                        previous_ts: format_timestamp(previous_ms),
+                        ts: format_timestamp(sample.timestamp_ms),
+                        gap_ms,
+                        max_gap_ms: self.max_gap_ms,
+                        source: (&source).into(),
+                    };
+                    let output = self.output(
+                        OutputKind::Alerts,
+                        &sample.entity,
+                        &message,
+                        &source,
+                        record_time_ms,
+                        false,
+                    );
+                    self.ledger_ops.holds.push(source.clone());
+                    self.apply_ledger();
+                    self.sink.send(Box::new(output));
+                }
+                match window {
+                    Some(pending) => {
+                        // The sample's processing hold passes to the queued window.
+                        if self.batch.is_empty() {
+                            self.batch_deadline = Some(now + self.max_wait);
+                        }
+                        self.batch.push(Queued {
+                            entity: sample.entity,
+                            pending,
+                            source,
+                            record_time_ms,
+                        });
+                        if self.batch.len() >= self.max_batch {
+                            self.flush();
+                        }
+                    }
+                    None => self.ledger_ops.releases.push(source),
+                }
+            }
+        }
+    }
+
+    /// Scores the queued windows in one model call and emits their outputs.
+    fn flush(&mut self) {
+        self.batch_deadline = None;
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let windows: Vec<_> = batch.iter().map(|q| q.pending.window.clone()).collect();
+        let started = Instant::now();
+        let scores = match self.scorer.score_windows(&windows) {
+            Ok(scores) => scores,
+            Err(error) => {
+                // Their offsets stay held: nothing past them is committed, and
+                // a restart scores them again.
+                tracing::error!(%error, windows = windows.len(), "the model failed on a batch; its offsets stay uncommitted");
+                return;
+            }
+        };
+        self.metrics
+            .scorer_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.scorer_batch_size.observe(batch.len() as f64);
+        self.metrics.windows_scored.inc_by(batch.len() as u64);
+        let mut outputs = Vec::new();
+        for (queued, scored) in batch.iter().zip(&scores) {
+            let Some(state) = self.entities.get_mut(&queued.entity) else {
+                self.ledger_ops.releases.push(queued.source.clone());
+                continue;
+            };
+            let outcome = state.detector.decide(&self.scorer, &queued.pending, scored);
+            let calibrated = outcome.calibrated.expect("a scored window is calibrated");
+            self.metrics.window_score.observe(calibrated.score);
+            let window = &queued.pending.window;
+            if let Some(topic) = &self.scores_topic {
+                let message = ScoreMessage {
+                    schema_version: SCHEMA_VERSION,
+                    entity: &queued.entity,
+                    window_start: format_timestamp(window.start_ms),
+                    window_end: format_timestamp(window.end_ms),
+                    window_end_ms: window.end_ms,
+                    raw_score: scored.score as f64,
+                    calibrated_score: calibrated.score,
+                    calibration: match calibrated.state {
+                        CalibrationState::Ready => "ready",
+                        CalibrationState::WarmingUp { .. } => "warming_up",
+                    },
+                    decision_score: outcome.score,
+                    model_version: self.scorer.model_version(),
+                    source: (&queued.source).into(),
+                };
+                let mut output = self.output(
+                    OutputKind::Scores,
+                    &queued.entity,
+                    &message,
+                    &queued.source,
+                    queued.record_time_ms,
+                    false,
+                );
+                output.topic = topic.clone();
+                outputs.push(output);
+            }
+            if let Some(event) = &outcome.event {
+                let name = super::events::event_name(event);
+                let severity = match event.alert().severity {
+                    crate::alert::Severity::Warning => "warning",
+                    crate::alert::Severity::Critical => "critical",
+                };
+                self.metrics
+                    .alert_events
+                    .with_label_values(&[name, severity])
+                    .inc();
+                if let AlertEvent::Opened(alert) = event {
+                    tracing::info!(entity = %alert.entity, alert_id = %alert.id, score = outcome.score, "alert opened");
+                }
+                let message = AlertMessage::new(
+                    event,
+                    (window.start_ms, window.end_ms),
+                    scored.score as f64,
+                    outcome.score,
+                    self.threshold,
+                    &queued.source,
+                );
+                outputs.push(self.output(
+                    OutputKind::Alerts,
+                    &queued.entity,
+                    &message,
+                    &queued.source,
+                    queued.record_time_ms,
+                    true,
+                ));
+            }
+            self.ledger_ops.releases.push(queued.source.clone());
+        }
+        for output in &outputs {
+            self.ledger_ops.holds.push(output.source.clone());
+        }
+        self.apply_ledger();
+        for output in outputs {
+            self.sink.send(Box::new(output));
+        }
+    }
+
+    fn output<T: serde::Serialize>(
+        &self,
+        kind: OutputKind,
+        entity: &str,
+        message: &T,
+        source: &SourceOffset,
+        record_time_ms: Option<i64>,
+        is_alert: bool,
+    ) -> Output {
+        Output {
+            kind,
+            topic: self.alerts_topic.clone(),
+            key: Some(entity.as_bytes().to_vec()),
+            payload: serde_json::to_vec(message).expect("messages serialise"),
+            headers: Vec::new(),
+            source: source.clone(),
+            source_time_ms: record_time_ms,
+            is_alert,
+        }
+    }
+
+    fn apply_ledger(&mut self) {
+        self.sink.ledger().apply(&mut self.ledger_ops);
+    }
+
+    fn housekeeping(&mut self) {
+        if self.batch.is_empty() {
+            let evicted = self
+                .entities
+                .evict(Instant::now(), 0, &mut self.ledger_ops);
+            self.count_evictions(evicted);
+            self.apply_ledger();
+        }
+        self.metrics.entities_active.set(self.entities.len() as i64);
+        self.metrics.entities_warming.set(self.entities.warming() as i64);
+    }
+
+    fn count_evictions(&self, evicted: super::entities::Evicted) {
+        if evicted.ttl > 0 {
+            self.metrics
+                .entities_evicted
+                .with_label_values(&["ttl"])
+                .inc_by(evicted.ttl as u64);
+        }
+        if evicted.cap > 0 {
+            self.metrics
+                .entities_evicted
+                .with_label_values(&["cap"])
+                .inc_by(evicted.cap as u64);
+            tracing::warn!(evicted = evicted.cap, "entity cap reached: evicted the least recently seen entities");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `anomalyd demo`: the full daemon (the same code as `anomalyd run`)
+//! against an in-process Kafka-protocol broker (librdkafka's mock cluster),
+//! fed the synthetic sensor set at an accelerated rate. It prints alerts as
+//! they open and resolve, serves `/metrics`, and ends with which injected
+//! anomalies were caught or missed and how many false alarms there were.
+
+pub mod feed;
+pub mod summary;
+pub mod view;
+
+use crate::cli::run::spawn_signal_handlers;
+use crate::daemon::config::DaemonConfig;
+use crate::daemon::Daemon;
+use crate::series::timestamp::format_timestamp;
+use crate::serve::Scorer;
+use crate::synthetic::{generate, SyntheticConfig};
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The input topic of the demo.
+pub const INPUT_TOPIC: &str = "sensor-readings";
+/// Partitions of the demo's input topic.
+const INPUT_PARTITIONS: i32 = 6;
+
+/// What `anomalyd demo` was asked for.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// A model file instead of the embedded default.
+    pub model: Option<PathBuf>,
+    /// Seed of the synthetic data.
+    pub seed: u64,
+    /// Records per second.
+    pub rate: f64,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    /// Keep running after the summary until Ctrl-C.
+    pub linger: bool,
+}
+
+/// The daemon's configuration for the demo broker.
+fn demo_config(brokers: &str, admin: SocketAddr) -> anyhow::Result<DaemonConfig> {
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "anomalyd-demo"
+input_topics = ["{INPUT_TOPIC}"]
+alerts_topic = "anomalyd-alerts"
+scores_topic = "anomalyd-scores"
+dead_letter_topic = "anomalyd-dead-letter"
+commit_interval_ms = 500
+
+[admin]
+listen = "{admin}"
+
+[shutdown]
+grace_period_s = 10
+"#
+    );
+    Ok(DaemonConfig::from_toml(&text, "demo config", &|_| None)?)
+}
+
+/// Runs the demo.
+pub fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let scorer = match &options.model {
+        Some(path) => Scorer::load(path)?,
+        None => crate::serve::embedded::default_scorer()?,
+    };
+    let metadata = scorer.metadata().clone();
+    let data = generate(&SyntheticConfig {
+        channels: metadata.channels.len(),
+        seed: options.seed,
+        ..Default::default()
+    });
+    let series = data.series.clone();
+    let step_ms = series[0].timestamps[1] - series[0].timestamps[0];
+
+    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic(INPUT_TOPIC, INPUT_PARTITIONS, 1)?;
+    for topic in ["anomalyd-alerts", "anomalyd-scores", "anomalyd-dead-letter"] {
+        cluster.create_topic(topic, 1, 1)?;
+    }
+    let config = demo_config(&brokers, options.admin)?;
+    let daemon = match Daemon::start(config, scorer) {
+        Ok(daemon) => daemon,
+        Err(error) if options.admin.port() != 0 => {
+            eprintln!("({error:#}; using a free port instead)");
+            let mut any_port = options.admin;
+            any_port.set_port(0);
+            let scorer = match &options.model {
+                Some(path) => Scorer::load(path)?,
+                None => crate::serve::embedded::default_scorer()?,
+            };
+            Daemon::start(demo_config(&brokers, any_port)?, scorer)?
+        }
+        Err(error) => return Err(error),
+    };
+    spawn_signal_handlers(&daemon)?;
+
+    let records = series.iter().map(|s| s.len()).sum::<usize>() + feed::MALFORMED.len();
+    println!("anomalyd demo");
+    println!("  embedded Kafka broker  {brokers}   (e.g. kcat -b {brokers} -C -t anomalyd-alerts)");
+    println!(
+        "  topics                 {INPUT_TOPIC} ({INPUT_PARTITIONS} partitions) -> anomalyd-alerts, anomalyd-scores, anomalyd-dead-letter"
+    );
+    println!("  metrics                http://{}/metrics   (also /healthz, /readyz)", daemon.admin_address);
+    println!(
+        "  model                  {} ({} channels x {} samples)",
+        metadata.model_version,
+        metadata.channels.len(),
+        metadata.window_len
+    );
+    println!(
+        "  data                   {} machines x {} samples ({} to {}, every {} min), anomalies injected in the second half; {} malformed records mixed in",
+        series.len(),
+        series[0].len(),
+        format_timestamp(series[0].timestamps[0]),
+        format_timestamp(*series[0].timestamps.last().expect("rows")),
+        step_ms / 60_000,
+        feed::MALFORMED.len()
+    );
+    println!(
+        "  streaming {records} records at {:.0}/s; the first {} windows of each machine calibrate (warm-up)\n",
+        options.rate,
+        match &daemon_detector_warm_up() {
+            Some(n) => n.to_string(),
+            None => "few".into(),
+        }
+    );
+    let alerts = view::AlertView::start(&brokers, "anomalyd-alerts")?;
+
+    let mut next_report = records / 4;
+    let produced = feed::stream(&brokers, INPUT_TOPIC, &series, options.rate, |sent| {
+        if sent >= next_report && sent < records {
+            println!("  .. {sent} / {records} records streamed");
+            next_report += records / 4;
+        }
+    })?;
+
+    // Wait until the daemon has read everything and the scores stop moving.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = daemon.metrics.clone();
+    while (metrics.records_consumed.get() as usize) < produced && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut last = u64::MAX;
+    while metrics.windows_scored.get() != last && Instant::now() < deadline {
+        last = metrics.windows_scored.get();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    if !options.linger {
+        daemon.controller().shutdown();
+    }
+    let events = alerts.finish();
+
+    let injected = summary::injected(&data.test_part());
+    let slack_ms = metadata.window_len as i64 * step_ms;
+    let verdict = summary::judge(&injected, &events, slack_ms);
+    let rejected: Vec<String> = crate::daemon::decode::RejectReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let n = metrics.records_rejected.with_label_values(&[r.as_str()]).get();
+            (n > 0).then(|| format!("{} {n}", r.as_str()))
+        })
+        .collect();
+    let count = |event: &str| events.iter().filter(|e| e.event == event).count();
+    println!("\nsummary");
+    println!(
+        "  records    {} produced, {} consumed, {} decoded, {} dead-lettered ({})",
+        produced,
+        metrics.records_consumed.get(),
+        metrics.records_decoded.get(),
+        metrics.records_consumed.get() - metrics.records_decoded.get(),
+        rejected.join(", ")
+    );
+    println!("  windows    {} scored", metrics.windows_scored.get());
+    println!(
+        "  alerts     {} opened, {} updated, {} resolved",
+        count("opened"),
+        count("updated"),
+        count("resolved")
+    );
+    println!(
+        "  injected anomalies caught {} of {}, false alarms {}",
+        verdict.caught.len(),
+        injected.len(),
+        verdict.false_alarms.len()
+    );
+    let mut kinds: Vec<&str> = injected.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let caught = verdict.caught.iter().filter(|a| a.kind == kind).count();
+        let total = injected.iter().filter(|a| a.kind == kind).count();
+        println!("    {kind:<16} caught {caught} of {total}");
+    }
+    for missed in &verdict.missed {
+        println!(
+            "  missed     {} {} at {}",
+            missed.entity,
+            missed.kind,
+            format_timestamp(missed.start_ms)
+        );
+    }
+    for (entity, at) in &verdict.false_alarms {
+        println!("  false alarm {entity} at {at}");
+    }
+    if options.linger {
+        println!(
+            "\nstill running: broker {brokers}, metrics http://{}/metrics; Ctrl-C to stop",
+            daemon.admin_address
+        );
+    }
+    let finished = daemon.wait()?;
+    println!(
+        "\ndaemon stopped ({}), demo took {:.1} s",
+        if finished {
+            "everything in flight finished and committed"
+        } else {
+            "grace period ran out"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    drop(cluster);
+    Ok(())
+}
+
+/// The default detector's calibration warm-up, in windows.
+fn daemon_detector_warm_up() -> Option<usize> {
+    match crate::detect::DetectorConfig::default().calibration {
+        crate::calibrate::CalibrationConfig::Likelihood(c) => Some(c.warm_up),
+        crate::calibrate::CalibrationConfig::Spot(c) => Some(c.warm_up),
+    }
+}

@@ -1,0 +1,556 @@
+//! The daemon against a real Kafka-protocol broker (librdkafka's mock
+//! cluster, in this process) with the real binary as a child process:
+//! end to end, delivery across a crash, dead letters, metrics, readiness,
+//! config checking and graceful shutdown.
+
+use super::kafka_support::*;
+use anomalyd::demo::feed::record_json;
+use anomalyd::series::Series;
+use anomalyd::synthetic::{generate, SyntheticConfig, SyntheticData};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// The default model's window length.
+const WINDOW: usize = 32;
+
+fn data() -> SyntheticData {
+    generate(&SyntheticConfig::default())
+}
+
+fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
+    vec![
+        ("input", input_partitions),
+        ("alerts", 1),
+        ("scores", 1),
+        ("dead-letters", 1),
+    ]
+}
+
+/// Produces each series to its own partition (series i → partition i), in
+/// order, so the offset of row r is r.
+fn produce_series(brokers: &str, series: &[&Series]) {
+    let producer = producer(brokers);
+    let longest = series.iter().map(|s| s.len()).max().unwrap();
+    for row in 0..longest {
+        for (p, s) in series.iter().enumerate() {
+            if row < s.len() {
+                send(&producer, "input", p as i32, &s.entity, record_json(s, row).as_bytes());
+            }
+        }
+    }
+    flush(&producer);
+}
+
+/// (partition, offset) of every record that completes a window (stride 1).
+fn expected_windows(series: &[&Series]) -> BTreeSet<(i32, i64)> {
+    series
+        .iter()
+        .enumerate()
+        .flat_map(|(p, s)| (WINDOW - 1..s.len()).map(move |r| (p as i32, r as i64)))
+        .collect()
+}
+
+fn score_sources(scores: &TopicReader) -> Vec<(i32, i64)> {
+    scores
+        .json()
+        .iter()
+        .map(|m| {
+            (
+                m["source"]["partition"].as_i64().unwrap() as i32,
+                m["source"]["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
+    let data = data();
+    let clean = data.series[0].slice(0, data.clean_rows);
+    let anomalous = data.series[1].clone();
+    let broker = start_broker(&all_topics(2));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        "e2e",
+        &daemon_config(&broker.brokers, "e2e", port, ""),
+        port,
+    );
+    produce_series(&broker.brokers, &[&clean, &anomalous]);
+    let expected = expected_windows(&[&clean, &anomalous]);
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        scores.catch_up();
+        let seen: BTreeSet<_> = score_sources(&scores).into_iter().collect();
+        if expected.is_subset(&seen) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of {} windows scored", seen.len(), expected.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+
+    // The scores equal offline `anomalyd score` on the same rows.
+    let csv = dir.path().join("rows.csv");
+    let mut writer = csv::Writer::from_path(&csv).unwrap();
+    let mut header = vec!["timestamp".to_string(), "entity".to_string()];
+    header.extend(clean.channels.iter().cloned());
+    writer.write_record(&header).unwrap();
+    for s in [&clean, &anomalous] {
+        for r in 0..s.len() {
+            let mut row = vec![s.timestamps[r].to_string(), s.entity.clone()];
+            row.extend(s.row(r).iter().map(|v| v.to_string()));
+            writer.write_record(&row).unwrap();
+        }
+    }
+    writer.flush().unwrap();
+    let offline = dir.path().join("offline.csv");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["score", "--model"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.onnx"))
+        .arg("--input")
+        .arg(&csv)
+        .arg("--out")
+        .arg(&offline)
+        .args(["--entity-column", "entity"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut offline_scores: HashMap<(String, i64), f64> = HashMap::new();
+    for record in csv::Reader::from_path(&offline).unwrap().records() {
+        let record = record.unwrap();
+        if !record[2].is_empty() {
+            offline_scores.insert(
+                (record[1].to_string(), record[0].parse().unwrap()),
+                record[2].parse().unwrap(),
+            );
+        }
+    }
+    let mut compared = 0;
+    let mut worst = 0.0f64;
+    for message in scores.json() {
+        let key = (
+            message["entity"].as_str().unwrap().to_string(),
+            message["window_end_ms"].as_i64().unwrap(),
+        );
+        let online = message["raw_score"].as_f64().unwrap();
+        let offline = offline_scores[&key];
+        worst = worst.max((online - offline).abs() / offline.abs().max(1e-6));
+        compared += 1;
+    }
+    println!("compared {compared} window scores with `anomalyd score`: worst relative difference {worst:.2e}");
+    assert!(compared >= expected.len());
+    assert!(worst < 1e-4, "online and offline scores differ by {worst}");
+
+    // Alerts: on the anomalous stream during its anomalies; (almost) none on the clean one.
+    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    alerts.catch_up();
+    let opened: Vec<serde_json::Value> = alerts
+        .json()
+        .into_iter()
+        .filter(|m| m["event"] == "opened")
+        .collect();
+    let on_clean = opened.iter().filter(|m| m["entity"] == clean.entity.as_str()).count();
+    let injected = anomalyd::demo::summary::injected(&[anomalous.slice(data.clean_rows, anomalous.len())]);
+    let step = anomalous.timestamps[1] - anomalous.timestamps[0];
+    let caught = injected
+        .iter()
+        .filter(|a| {
+            opened.iter().any(|m| {
+                let at = anomalyd::series::timestamp::parse_timestamp(m["started_at"].as_str().unwrap()).unwrap();
+                m["entity"] == a.entity.as_str() && at >= a.start_ms && at <= a.end_ms + WINDOW as i64 * step
+            })
+        })
+        .count();
+    println!(
+        "alerts opened: {} on the clean stream, {} on the anomalous one; {caught} of {} injected anomalies caught",
+        on_clean,
+        opened.len() - on_clean,
+        injected.len()
+    );
+    assert!(on_clean <= 1, "{on_clean} alerts on the clean stream");
+    assert!(caught * 2 >= injected.len(), "only {caught} of {} anomalies caught", injected.len());
+    for message in &opened {
+        for key in ["alert_id", "window_start", "window_end", "raw_score", "calibrated_score", "threshold", "severity", "top_channels", "model_version"] {
+            assert!(!message[key].is_null(), "alert without {key}: {message}");
+        }
+    }
+}
+
+/// Watches committed offsets while the daemon runs: each time a commit is
+/// seen, every window completed by a record before the committed offset must
+/// already be readable on the scores topic (acknowledged). Returns the
+/// number of commits checked.
+fn check_commits_never_pass_unacknowledged_outputs(
+    brokers: &str,
+    group: &str,
+    partitions: i32,
+    expected: &BTreeSet<(i32, i64)>,
+    scores: &mut TopicReader,
+    until: impl Fn(&TopicReader) -> bool,
+) -> usize {
+    let mut checks = 0;
+    let mut last = vec![-1; partitions as usize];
+    while !until(scores) {
+        let committed = committed(brokers, group, "input", partitions);
+        if committed != last {
+            scores.catch_up();
+            let seen: BTreeSet<_> = score_sources(scores).into_iter().collect();
+            for &(p, offset) in expected {
+                if offset < committed[p as usize] {
+                    assert!(
+                        seen.contains(&(p, offset)),
+                        "offset {} of partition {p} is committed but the score of the window it completes (offset {offset}) is not acknowledged",
+                        committed[p as usize]
+                    );
+                }
+            }
+            checks += 1;
+            last = committed;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    checks
+}
+
+#[test]
+fn delivery_at_least_once_across_a_crash() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    produce_series(&broker.brokers, &series);
+    let expected = expected_windows(&series);
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+
+    // First run: killed (SIGKILL) halfway through.
+    let port = free_port();
+    let config = daemon_config(&broker.brokers, "delivery", port, "[scoring]\nmax_batch = 16\n");
+    let first = DaemonProcess::start(dir.path(), "first", &config, port);
+    let half = expected.len() as f64 / 2.0;
+    let checks_first = check_commits_never_pass_unacknowledged_outputs(
+        &broker.brokers,
+        "delivery",
+        4,
+        &expected,
+        &mut scores,
+        |_| first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) >= half,
+    );
+    first.signal(libc::SIGKILL);
+    drop(first);
+    let committed_at_crash = committed(&broker.brokers, "delivery", "input", 4);
+
+    // Second run: picks up from the committed offsets.
+    let port = free_port();
+    let config = daemon_config(&broker.brokers, "delivery", port, "[scoring]\nmax_batch = 16\n");
+    let mut second = DaemonProcess::start(dir.path(), "second", &config, port);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let checks_second = check_commits_never_pass_unacknowledged_outputs(
+        &broker.brokers,
+        "delivery",
+        4,
+        &expected,
+        &mut scores,
+        |scores| {
+            assert!(Instant::now() < deadline, "the second run did not finish; log:\n{}", second.log_text());
+            let seen: BTreeSet<(i32, i64)> = score_sources(scores).into_iter().collect();
+            expected.is_subset(&seen)
+        },
+    );
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
+    scores.catch_up();
+    let mut counts: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for source in score_sources(&scores) {
+        *counts.entry(source).or_default() += 1;
+    }
+    let missing = expected.iter().filter(|w| !counts.contains_key(w)).count();
+    let duplicates: usize = counts.values().map(|&n| n - 1).sum();
+    println!(
+        "delivery: {} windows expected, {} missing, {duplicates} scored twice; committed at the crash {committed_at_crash:?}; {} + {} commits checked",
+        expected.len(),
+        missing,
+        checks_first,
+        checks_second
+    );
+    assert_eq!(missing, 0);
+    assert!(checks_first + checks_second >= 4, "too few commits observed to check anything");
+    // Duplicates only within the uncommitted span: at most what lies past the committed offsets plus a window per entity.
+    let uncommitted: i64 = committed_at_crash
+        .iter()
+        .zip(&series)
+        .map(|(&c, s)| s.len() as i64 - c.max(0))
+        .sum();
+    assert!(duplicates as i64 <= uncommitted, "{duplicates} duplicates, {uncommitted} uncommitted records");
+}
+
+#[test]
+fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
+    let data = data();
+    let s = &data.series[0];
+    let broker = start_broker(&all_topics(1));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        "dlq",
+        &daemon_config(&broker.brokers, "dlq", port, ""),
+        port,
+    );
+    let producer = producer(&broker.brokers);
+    let bad: Vec<(&str, String)> = vec![
+        ("bad_json", "{\"entity\": ".to_string()),
+        ("not_utf8", String::from_utf8_lossy(b"\xff").into_owned()),
+        ("missing_entity", r#"{"ts": 1767225600000, "values": {}}"#.to_string()),
+        ("bad_timestamp", r#"{"entity": "x", "ts": "noon", "values": {}}"#.to_string()),
+        ("timestamp_out_of_range", r#"{"entity": "x", "ts": 12, "values": {}}"#.to_string()),
+        ("missing_channel", r#"{"entity": "x", "ts": 1767225600000, "values": {"temperature": 1}}"#.to_string()),
+        (
+            "non_numeric",
+            r#"{"entity": "x", "ts": 1767225600000, "values": {"temperature": "warm", "pressure": 1, "flow": 1, "vibration": 1, "power": 1}}"#.to_string(),
+        ),
+        (
+            "non_finite",
+            r#"{"entity": "x", "ts": 1767225600000, "values": {"temperature": "NaN", "pressure": 1, "flow": 1, "vibration": 1, "power": 1}}"#.to_string(),
+        ),
+    ];
+    let mut sent_bad: BTreeMap<&str, usize> = BTreeMap::new();
+    for row in 0..200 {
+        send(&producer, "input", 0, &s.entity, record_json(s, row).as_bytes());
+        if row % 20 == 5 {
+            let (reason, payload) = &bad[(row / 20) % bad.len()];
+            let bytes: Vec<u8> = if *reason == "not_utf8" { vec![0xff, 0xfe, b'{'] } else { payload.clone().into_bytes() };
+            send(&producer, "input", 0, "k", &bytes);
+            *sent_bad.entry(reason).or_default() += 1;
+        }
+    }
+    // A duplicate of an earlier row: out of order for its entity.
+    send(&producer, "input", 0, &s.entity, record_json(s, 10).as_bytes());
+    *sent_bad.entry("out_of_order").or_default() += 1;
+    flush(&producer);
+    let total_bad: usize = sent_bad.values().sum();
+    let mut dead = TopicReader::new(&broker.brokers, "dead-letters", 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead.records.len() < total_bad {
+        assert!(Instant::now() < deadline, "{} of {total_bad} dead letters", dead.records.len());
+        std::thread::sleep(Duration::from_millis(200));
+        dead.catch_up();
+    }
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &dead.records {
+        let reason = record
+            .headers
+            .iter()
+            .find(|(k, _)| k == "anomalyd-reason")
+            .map(|(_, v)| v.clone())
+            .expect("a reason header");
+        assert!(record.headers.iter().any(|(k, v)| k == "anomalyd-source" && v.starts_with("input/0/")));
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = sent_bad.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(by_reason, expected);
+    // The counters match, and the valid records were all decoded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let consumed = daemon.metric("anomalyd_records_consumed_total").unwrap();
+        if consumed as usize == 201 + total_bad - 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (reason, count) in &expected {
+        let metric = daemon
+            .metric(&format!("anomalyd_records_rejected_total{{reason=\"{reason}\"}}"))
+            .unwrap();
+        assert_eq!(metric as usize, *count, "{reason}");
+    }
+    assert_eq!(daemon.metric("anomalyd_records_decoded_total").unwrap() as usize, 201);
+    println!("dead letters by reason: {by_reason:?}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
+
+#[test]
+fn metrics_pass_promtool_and_readyz_follows_the_broker() {
+    let data = data();
+    let broker = start_broker(&all_topics(1));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        "ops",
+        &daemon_config(&broker.brokers, "ops", port, ""),
+        port,
+    );
+    // Until the group has assigned partitions it is not ready, and says why.
+    let (status, body) = http_get(daemon.admin, "/readyz").unwrap();
+    if status == 503 {
+        assert!(body.contains("not ready"), "{body}");
+    }
+    daemon.wait_ready(Duration::from_secs(30));
+    assert_eq!(http_get(daemon.admin, "/healthz").unwrap().0, 200);
+    produce_series(&broker.brokers, &[&data.series[0].slice(0, 300)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.metric("anomalyd_windows_scored_total").unwrap_or(0.0) < (300 - WINDOW + 1) as f64 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = http_get(daemon.admin, "/metrics").unwrap();
+    for name in [
+        "anomalyd_records_consumed_total",
+        "anomalyd_records_decoded_total",
+        "anomalyd_records_rejected_total",
+        "anomalyd_windows_scored_total",
+        "anomalyd_window_score_bucket",
+        "anomalyd_alert_events_total",
+        "anomalyd_scorer_batch_size_bucket",
+        "anomalyd_scorer_batch_seconds_bucket",
+        "anomalyd_end_to_end_latency_seconds_bucket",
+        "anomalyd_consumer_lag",
+        "anomalyd_entities_active",
+        "anomalyd_entities_warming",
+        "anomalyd_entities_evicted_total",
+        "anomalyd_model_info",
+    ] {
+        if name == "anomalyd_alert_events_total" || name == "anomalyd_consumer_lag" {
+            assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} missing");
+        } else {
+            assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+        }
+    }
+    match which("promtool") {
+        Some(promtool) => {
+            let mut child = std::process::Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "promtool check metrics failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            println!("promtool check metrics: OK");
+        }
+        None => {
+            assert!(
+                std::env::var_os("ANOMALYD_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required (ANOMALYD_REQUIRE_PROMTOOL is set) but not installed"
+            );
+            println!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`; .ci/run installs it)");
+        }
+    }
+    // The broker goes away: not ready; it comes back: ready again.
+    broker.cluster.broker_down(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(daemon.admin, "/readyz").unwrap();
+        if status == 503 {
+            assert!(body.contains("broker"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed 200 with the broker down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.cluster.broker_up(1).unwrap();
+    daemon.wait_ready(Duration::from_secs(60));
+    daemon.signal(libc::SIGTERM);
+    // While it drains, /readyz is 503; then it exits 0.
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let good = daemon_config("localhost:9092", "g", 9464, "");
+    let (code, _, stdout) = run("good.toml", &good);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("OK"));
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/anomalyd.toml");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["check-config", shipped])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    let (code, stderr, _) = run("unknown.toml", &format!("{good}\n[windows]\nstrid = 2\n"));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("strid"), "{stderr}");
+    let (code, stderr, _) = run("invalid.toml", &format!("{good}\n[scoring]\nmax_batch = 0\n"));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("scoring.max_batch"), "{stderr}");
+    let (code, stderr, _) = run("type.toml", &format!("{good}\n[windows]\nstride = \"two\"\n"));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("stride"), "{stderr}");
+}
+
+#[test]
+fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().collect();
+    let broker = start_broker(&all_topics(6));
+    let dir = tempfile::tempdir().unwrap();
+    produce_series(&broker.brokers, &series);
+    let expected = expected_windows(&series);
+    let port = free_port();
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        "term",
+        &daemon_config(&broker.brokers, "term", port, "[shutdown]\ngrace_period_s = 10\n"),
+        port,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.metric("anomalyd_windows_scored_total").unwrap_or(0.0) < 2000.0 {
+        assert!(Instant::now() < deadline, "no load; log:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("exited within the grace period");
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", daemon.log_text());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let committed = committed(&broker.brokers, "term", "input", 6);
+    let scored = {
+        let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+        scores.catch_up();
+        score_sources(&scores).into_iter().collect::<BTreeSet<_>>()
+    };
+    for &(p, offset) in &expected {
+        if offset < committed[p as usize] {
+            assert!(scored.contains(&(p, offset)), "partition {p} committed at {} without the score of {offset}", committed[p as usize]);
+        }
+    }
+    assert!(committed.iter().all(|&c| c > 0), "offsets not committed: {committed:?}");
+    assert!(daemon.log_text().contains("anomalyd stopped"));
+    println!("SIGTERM under load: exit 0 after {took:?}; committed {committed:?}; {} windows scored", scored.len());
+}

@@ -1,0 +1,338 @@
+//! Helpers for the daemon tests: an in-process Kafka-protocol broker
+//! (librdkafka's mock cluster), the real `anomalyd` binary as a child
+//! process, and plain Kafka clients to produce input and read outputs.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker started by the test.
+pub struct Broker {
+    /// The mock cluster (kept alive as long as the test needs it).
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    /// Its bootstrap address.
+    pub brokers: String,
+}
+
+/// Starts a one-broker cluster with `topics` (name, partitions).
+pub fn start_broker(topics: &[(&str, i32)]) -> Broker {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for (topic, partitions) in topics {
+        cluster.create_topic(topic, *partitions, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    Broker { cluster, brokers }
+}
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon config for `brokers`; `extra` is appended (more tables).
+pub fn daemon_config(brokers: &str, group: &str, admin_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["input"]
+alerts_topic = "alerts"
+scores_topic = "scores"
+dead_letter_topic = "dead-letters"
+commit_interval_ms = 200
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+{extra}
+"#
+    )
+}
+
+/// The `anomalyd` binary running as a child process.
+pub struct DaemonProcess {
+    /// The process.
+    pub child: Child,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    /// Its log (stderr).
+    pub log: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Starts `anomalyd run --config` with `config` written into `dir`.
+    pub fn start(dir: &Path, name: &str, config: &str, admin_port: u16) -> Self {
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("ANOMALYD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the anomalyd binary starts");
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let process = Self { child, admin, log };
+        process.wait_for_http(Duration::from_secs(30));
+        process
+    }
+
+    fn wait_for_http(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if http_get(self.admin, "/healthz").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon's admin listener did not come up; log:\n{}", self.log_text());
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if matches!(http_get(self.admin, "/readyz"), Some((200, _))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not become ready; log:\n{}", self.log_text());
+    }
+
+    /// The value of a metric sample (name with labels, as in the text format), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = http_get(self.admin, "/metrics")?;
+        metric_value(&body, sample)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one sample in Prometheus text format.
+pub fn metric_value(body: &str, sample: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A minimal HTTP/1.1 GET: `(status, body)`, or `None` when nothing answers.
+pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// A producer for test input.
+pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .create()
+        .unwrap()
+}
+
+/// Sends one record to an explicit partition (waits while the queue is full).
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+) {
+    let mut record = BaseRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// Flushes a producer.
+pub fn flush(producer: &ThreadedProducer<DefaultProducerContext>) {
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<String>,
+    /// Value.
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A consumer that reads a topic from the beginning, without a group commit.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+    /// Everything read so far.
+    pub records: Vec<ReadRecord>,
+}
+
+impl TopicReader {
+    /// Reads `topic` (with `partitions`) from offset 0.
+    pub fn new(brokers: &str, topic: &str, partitions: i32) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("reader-{topic}-{}", free_port()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        Self {
+            consumer,
+            topic: topic.to_string(),
+            partitions,
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads until the reader is at the end of every partition (as of now).
+    pub fn catch_up(&mut self) {
+        let ends: Vec<i64> = (0..self.partitions)
+            .map(|p| {
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = (0..self.partitions).all(|p| {
+                let next = self
+                    .records
+                    .iter()
+                    .filter(|r| r.partition == p)
+                    .map(|r| r.offset + 1)
+                    .max()
+                    .unwrap_or(0);
+                next >= ends[p as usize]
+            });
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not read {} to its end", self.topic);
+            if let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
+                let message = message.unwrap();
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.records.push(ReadRecord {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+    }
+
+    /// The records read so far, parsed as JSON.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.records
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).expect("JSON output"))
+            .collect()
+    }
+}
+
+/// The committed offsets of `group` on `topic`'s partitions (`-1` where none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let list = consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
