@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// Admin listener (/metrics, /healthz, /readyz); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub admin: SocketAddr,
+    /// Calibration and alert settings (JSON, the keys of config/detector.json)
+    /// instead of the daemon's defaults.
+    #[arg(long)]
+    pub detector_config: Option<PathBuf>,
     /// Keep the broker and daemon running after the summary until Ctrl-C
     /// (to look at the topics and metrics at leisure).
     #[arg(long)]
@@ -37,5 +41,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         rate: args.rate,
         admin: args.admin,
         linger: args.linger,
+        detector: args
+            .detector_config
+            .as_deref()
+            .map(crate::cli::eval::read_detector_config)
+            .transpose()?,
     })
 }

@@ -2,7 +2,7 @@
 
 mod ablation;
 mod demo;
-mod eval;
+pub mod eval;
 mod generate;
 pub mod run;
 mod score;

@@ -36,7 +36,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         .ready
         .set(state.health.readiness().is_ok() as i64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }

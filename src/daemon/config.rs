@@ -309,8 +309,8 @@ impl DaemonConfig {
             key,
             message,
         };
-        self.kafka.brokers = resolve(&self.kafka.brokers, env)
-            .map_err(|m| invalid("kafka.brokers".into(), m))?;
+        self.kafka.brokers =
+            resolve(&self.kafka.brokers, env).map_err(|m| invalid("kafka.brokers".into(), m))?;
         for (table, properties) in [
             ("properties", &mut self.kafka.properties),
             ("consumer_properties", &mut self.kafka.consumer_properties),
@@ -333,7 +333,10 @@ impl DaemonConfig {
         };
         let kafka = &self.kafka;
         if kafka.brokers.trim().is_empty() {
-            return Err(invalid("kafka.brokers", "must name at least one broker".into()));
+            return Err(invalid(
+                "kafka.brokers",
+                "must name at least one broker".into(),
+            ));
         }
         if kafka.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id", "must not be empty".into()));
@@ -363,7 +366,10 @@ impl DaemonConfig {
             }
         }
         if kafka.commit_interval_ms == 0 {
-            return Err(invalid("kafka.commit_interval_ms", "must be at least 1".into()));
+            return Err(invalid(
+                "kafka.commit_interval_ms",
+                "must be at least 1".into(),
+            ));
         }
         for (table, properties) in [
             ("properties", &kafka.properties),
@@ -391,7 +397,10 @@ impl DaemonConfig {
             }
         }
         if input.max_record_bytes == 0 {
-            return Err(invalid("input.max_record_bytes", "must be at least 1".into()));
+            return Err(invalid(
+                "input.max_record_bytes",
+                "must be at least 1".into(),
+            ));
         }
         parse_timestamp(&input.min_timestamp).map_err(|m| invalid("input.min_timestamp", m))?;
         if self.windows.stride == 0 {
@@ -410,13 +419,22 @@ impl DaemonConfig {
             return Err(invalid("scoring.max_batch", "must be at least 1".into()));
         }
         if self.scoring.queue_capacity == 0 {
-            return Err(invalid("scoring.queue_capacity", "must be at least 1".into()));
+            return Err(invalid(
+                "scoring.queue_capacity",
+                "must be at least 1".into(),
+            ));
         }
         if self.admin.stall_timeout_s == 0 {
-            return Err(invalid("admin.stall_timeout_s", "must be at least 1".into()));
+            return Err(invalid(
+                "admin.stall_timeout_s",
+                "must be at least 1".into(),
+            ));
         }
         if self.shutdown.grace_period_s == 0 {
-            return Err(invalid("shutdown.grace_period_s", "must be at least 1".into()));
+            return Err(invalid(
+                "shutdown.grace_period_s",
+                "must be at least 1".into(),
+            ));
         }
         self.detector.validate().map_err(|message| {
             let key = message.split_whitespace().next().unwrap_or("").to_string();
@@ -582,16 +600,18 @@ input_topics = ["readings"]
         ))
         .unwrap_err()
         .to_string();
-        assert!(error.contains("sasl.password") && error.contains("MISSING"), "{error}");
+        assert!(
+            error.contains("sasl.password") && error.contains("MISSING"),
+            "{error}"
+        );
     }
 
     #[test]
     fn output_topic_may_not_be_an_input() {
-        let error = parse(
-            "[kafka]\nbrokers = \"b:1\"\ninput_topics = [\"a\"]\nalerts_topic = \"a\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let error =
+            parse("[kafka]\nbrokers = \"b:1\"\ninput_topics = [\"a\"]\nalerts_topic = \"a\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("kafka.alerts_topic"), "{error}");
     }
 }

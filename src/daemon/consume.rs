@@ -80,7 +80,11 @@ impl ConsumerEvents {
                 continue;
             }
             if list
-                .add_partition_offset(&partition.topic, partition.partition, Offset::Offset(position))
+                .add_partition_offset(
+                    &partition.topic,
+                    partition.partition,
+                    Offset::Offset(position),
+                )
                 .is_ok()
             {
                 moved.push((partition.clone(), position));
@@ -241,7 +245,10 @@ impl ConsumerLoop {
                 last_commit = Instant::now();
             }
         }
-        tracing::info!(grace_s = self.grace.as_secs(), "shutting down: finishing the windows in flight");
+        tracing::info!(
+            grace_s = self.grace.as_secs(),
+            "shutting down: finishing the windows in flight"
+        );
         self.health.set_shutting_down();
         let deadline = Instant::now() + self.grace;
         let (done, finished) = crossbeam_channel::bounded(1);
@@ -282,7 +289,10 @@ impl ConsumerLoop {
         let ledger = self.sink.ledger();
         ledger.hold(&source);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match self.decoder.decode(message.payload(), message.key(), now_ms) {
+        match self
+            .decoder
+            .decode(message.payload(), message.key(), now_ms)
+        {
             Ok(sample) => {
                 self.metrics.records_decoded.inc();
                 let mut item = Work::Sample {

@@ -192,7 +192,10 @@ impl Decoder {
             EntitySource::Key => match key.map(std::str::from_utf8) {
                 Some(Ok(k)) if !k.is_empty() => k.to_string(),
                 Some(Ok(_)) | None => {
-                    return Err(Rejection::new(MissingEntity, "the record key is missing or empty"))
+                    return Err(Rejection::new(
+                        MissingEntity,
+                        "the record key is missing or empty",
+                    ))
                 }
                 Some(Err(_)) => {
                     return Err(Rejection::new(MissingEntity, "the record key is not UTF-8"))
@@ -218,7 +221,10 @@ impl Decoder {
             Some(other) => {
                 return Err(Rejection::new(
                     BadTimestamp,
-                    format!("{}: {other} is neither a string nor a number", self.timestamp_field),
+                    format!(
+                        "{}: {other} is neither a string nor a number",
+                        self.timestamp_field
+                    ),
                 ))
             }
             None => {
@@ -342,16 +348,31 @@ mod tests {
         assert_eq!(reason(b"\xff\xfe{}"), NotUtf8);
         assert_eq!(reason(b"{not json"), BadJson);
         assert_eq!(reason(b"[1,2]"), BadJson);
-        assert_eq!(reason(br#"{"ts":1767225600000,"values":{}}"#), MissingEntity);
-        assert_eq!(reason(br#"{"entity":7,"ts":1767225600000,"values":{}}"#), MissingEntity);
+        assert_eq!(
+            reason(br#"{"ts":1767225600000,"values":{}}"#),
+            MissingEntity
+        );
+        assert_eq!(
+            reason(br#"{"entity":7,"ts":1767225600000,"values":{}}"#),
+            MissingEntity
+        );
         assert_eq!(reason(br#"{"entity":"p","values":{}}"#), BadTimestamp);
-        assert_eq!(reason(br#"{"entity":"p","ts":"yesterday","values":{}}"#), BadTimestamp);
-        assert_eq!(reason(br#"{"entity":"p","ts":5,"values":{}}"#), TimestampOutOfRange);
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":"yesterday","values":{}}"#),
+            BadTimestamp
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":5,"values":{}}"#),
+            TimestampOutOfRange
+        );
         assert_eq!(
             reason(br#"{"entity":"p","ts":4000000000000,"values":{}}"#),
             TimestampOutOfRange
         );
-        assert_eq!(reason(br#"{"entity":"p","ts":1767225600000}"#), MissingChannel);
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":1767225600000}"#),
+            MissingChannel
+        );
         assert_eq!(
             reason(br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":1}}"#),
             MissingChannel
@@ -376,8 +397,10 @@ mod tests {
 
     #[test]
     fn entity_can_come_from_the_key() {
-        let mut input = InputConfig::default();
-        input.entity_from = EntitySource::Key;
+        let input = InputConfig {
+            entity_from: EntitySource::Key,
+            ..Default::default()
+        };
         let decoder = Decoder::new(&input, 0, &["a".to_string()]);
         let payload = br#"{"ts":1767225600000,"values":{"a":1}}"#;
         let sample = decoder.decode(Some(payload), Some(b"pump-7"), NOW).unwrap();
@@ -388,11 +411,18 @@ mod tests {
 
     #[test]
     fn details_are_bounded() {
-        let long = format!(r#"{{"entity":"p","ts":"{}","values":{{}}}}"#, "x".repeat(300));
-        let mut input = InputConfig::default();
-        input.max_record_bytes = 10_000;
+        let long = format!(
+            r#"{{"entity":"p","ts":"{}","values":{{}}}}"#,
+            "x".repeat(300)
+        );
+        let input = InputConfig {
+            max_record_bytes: 10_000,
+            ..Default::default()
+        };
         let decoder = Decoder::new(&input, 0, &["a".to_string()]);
-        let rejection = decoder.decode(Some(long.as_bytes()), None, NOW).unwrap_err();
+        let rejection = decoder
+            .decode(Some(long.as_bytes()), None, NOW)
+            .unwrap_err();
         assert!(rejection.detail.len() <= 204, "{}", rejection.detail.len());
     }
 }

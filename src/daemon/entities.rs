@@ -94,9 +94,7 @@ impl EntityTable {
     pub fn warming(&self) -> usize {
         self.entities
             .values()
-            .filter(|e| {
-                e.detector.calibration_state() != crate::calibrate::CalibrationState::Ready
-            })
+            .filter(|e| e.detector.calibration_state() != crate::calibrate::CalibrationState::Ready)
             .count()
     }
 

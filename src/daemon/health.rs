@@ -58,7 +58,8 @@ impl Health {
 
     /// The consumer loop went round once.
     pub fn consumer_beat(&self) {
-        self.consumer_beat_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.consumer_beat_ms
+            .store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// The scorer loop went round once.
@@ -124,6 +125,9 @@ mod tests {
         assert!(health.readiness().is_err());
         health.set_broker_up(true);
         health.set_shutting_down();
-        assert_eq!(health.readiness().unwrap_err(), vec!["shutting down".to_string()]);
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            vec!["shutting down".to_string()]
+        );
     }
 }

@@ -140,12 +140,7 @@ fn release(map: &mut HashMap<Partition, PartitionHolds>, source: &SourceOffset) 
 }
 
 fn safe_position(holds: &PartitionHolds) -> i64 {
-    holds
-        .holds
-        .keys()
-        .next()
-        .copied()
-        .unwrap_or(holds.next)
+    holds.holds.keys().next().copied().unwrap_or(holds.next)
 }
 
 #[cfg(test)]

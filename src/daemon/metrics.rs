@@ -89,8 +89,8 @@ impl Metrics {
             metric
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let metric =
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("unique metric");
@@ -187,11 +187,18 @@ impl Metrics {
             registry,
         };
         for reason in RejectReason::ALL {
-            metrics.records_rejected.with_label_values(&[reason.as_str()]);
+            metrics
+                .records_rejected
+                .with_label_values(&[reason.as_str()]);
         }
         for output in ["alerts", "scores", "dead_letter"] {
             metrics.produced.with_label_values(&[output]);
             metrics.produce_retries.with_label_values(&[output]);
+        }
+        for event in ["opened", "updated", "resolved"] {
+            for severity in ["warning", "critical"] {
+                metrics.alert_events.with_label_values(&[event, severity]);
+            }
         }
         for cause in ["ttl", "cap"] {
             metrics.entities_evicted.with_label_values(&[cause]);

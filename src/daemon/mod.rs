@@ -80,7 +80,9 @@ impl Daemon {
     /// `scorer` is the loaded, checked model.
     pub fn start(config: DaemonConfig, scorer: Scorer) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let health = Arc::new(Health::new(Duration::from_secs(config.admin.stall_timeout_s)));
+        let health = Arc::new(Health::new(Duration::from_secs(
+            config.admin.stall_timeout_s,
+        )));
         let ledger = Ledger::default();
         let scorer = Arc::new(scorer);
         metrics.set_model_version(scorer.model_version());
@@ -118,8 +120,13 @@ impl Daemon {
             .chain(config.kafka.producer_properties.clone())
             .collect();
         let sink = Arc::new(
-            Sink::new(&config.kafka.brokers, &producer_properties, ledger, metrics.clone())
-                .context("cannot create the Kafka producer")?,
+            Sink::new(
+                &config.kafka.brokers,
+                &producer_properties,
+                ledger,
+                metrics.clone(),
+            )
+            .context("cannot create the Kafka producer")?,
         );
 
         let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);
@@ -153,12 +160,23 @@ impl Daemon {
                 grace,
             ))
             .context("cannot create the Kafka consumer")?;
-        let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = config
+            .kafka
+            .input_topics
+            .iter()
+            .map(String::as_str)
+            .collect();
         consumer
             .subscribe(&topics)
             .context("cannot subscribe to kafka.input_topics")?;
 
-        let worker = ScoringWorker::new(&config, scorer.clone(), sink.clone(), metrics.clone(), health.clone());
+        let worker = ScoringWorker::new(
+            &config,
+            scorer.clone(),
+            sink.clone(),
+            metrics.clone(),
+            health.clone(),
+        );
         let scorer_thread = std::thread::Builder::new()
             .name("anomalyd-scorer".into())
             .spawn(move || worker.run(work_rx))?;
@@ -177,7 +195,11 @@ impl Daemon {
         };
         let consumer_loop = ConsumerLoop {
             consumer,
-            decoder: decode::Decoder::new(&config.input, config.min_timestamp_ms(), &scorer.metadata().channels),
+            decoder: decode::Decoder::new(
+                &config.input,
+                config.min_timestamp_ms(),
+                &scorer.metadata().channels,
+            ),
             work: work_tx,
             sink,
             metrics: metrics.clone(),
@@ -309,7 +331,11 @@ fn reload_loop(
         }
         metrics.model_reloads.with_label_values(&["ok"]).inc();
         metrics.set_model_version(candidate.model_version());
-        tracing::info!(from = current.model_version(), to = candidate.model_version(), "model reloaded");
+        tracing::info!(
+            from = current.model_version(),
+            to = candidate.model_version(),
+            "model reloaded"
+        );
         current = candidate;
     }
 }

@@ -113,9 +113,7 @@ impl Sink {
         metrics: Metrics,
     ) -> Result<Self, KafkaError> {
         let mut config = ClientConfig::new();
-        config
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        config.set("linger.ms", "5").set("compression.type", "lz4");
         for (name, value) in properties {
             config.set(name, value);
         }
@@ -220,7 +218,10 @@ pub fn dead_letter(
         key,
         payload,
         headers: vec![
-            ("anomalyd-reason".into(), reason.as_str().as_bytes().to_vec()),
+            (
+                "anomalyd-reason".into(),
+                reason.as_str().as_bytes().to_vec(),
+            ),
             ("anomalyd-detail".into(), detail.as_bytes().to_vec()),
             (
                 "anomalyd-source".into(),

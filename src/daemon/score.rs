@@ -4,18 +4,18 @@
 //! outputs to the producer. It runs on its own OS thread, so the model never
 //! blocks the async runtime and the consumer keeps reading while it works.
 
+use super::config::DaemonConfig;
 use super::decode::{RejectReason, Sample};
 use super::entities::{Admission, EntityTable};
 use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
 use super::health::Health;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
+use super::produce::dead_letter;
 use super::produce::{Output, OutputKind, Sink};
-use super::config::DaemonConfig;
 use crate::alert::AlertEvent;
 use crate::calibrate::CalibrationState;
 use crate::detect::PendingWindow;
-use super::produce::dead_letter;
 use crate::series::timestamp::format_timestamp;
 use crate::serve::Scorer;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -149,14 +149,21 @@ impl ScoringWorker {
             Work::UseModel(scorer) => {
                 self.flush();
                 self.entities.use_model(&scorer);
-                tracing::info!(model_version = scorer.model_version(), "serving the reloaded model");
+                tracing::info!(
+                    model_version = scorer.model_version(),
+                    "serving the reloaded model"
+                );
                 self.scorer = scorer;
             }
             Work::Revoke(partitions, done) => {
                 self.flush();
                 self.apply_ledger();
                 let dropped = self.entities.drop_partitions(&partitions);
-                tracing::info!(partitions = partitions.len(), entities = dropped, "dropped the state of revoked partitions");
+                tracing::info!(
+                    partitions = partitions.len(),
+                    entities = dropped,
+                    "dropped the state of revoked partitions"
+                );
                 self.metrics.entities_active.set(self.entities.len() as i64);
                 let _ = done.send(());
             }
@@ -387,14 +394,14 @@ impl ScoringWorker {
 
     fn housekeeping(&mut self) {
         if self.batch.is_empty() {
-            let evicted = self
-                .entities
-                .evict(Instant::now(), 0, &mut self.ledger_ops);
+            let evicted = self.entities.evict(Instant::now(), 0, &mut self.ledger_ops);
             self.count_evictions(evicted);
             self.apply_ledger();
         }
         self.metrics.entities_active.set(self.entities.len() as i64);
-        self.metrics.entities_warming.set(self.entities.warming() as i64);
+        self.metrics
+            .entities_warming
+            .set(self.entities.warming() as i64);
     }
 
     fn count_evictions(&self, evicted: super::entities::Evicted) {
@@ -409,7 +416,10 @@ impl ScoringWorker {
                 .entities_evicted
                 .with_label_values(&["cap"])
                 .inc_by(evicted.cap as u64);
-            tracing::warn!(evicted = evicted.cap, "entity cap reached: evicted the least recently seen entities");
+            tracing::warn!(
+                evicted = evicted.cap,
+                "entity cap reached: evicted the least recently seen entities"
+            );
         }
     }
 }

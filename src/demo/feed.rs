@@ -55,7 +55,12 @@ pub fn stream(
     let mut order: Vec<(i64, usize, usize)> = series
         .iter()
         .enumerate()
-        .flat_map(|(e, s)| s.timestamps.iter().enumerate().map(move |(r, &t)| (t, e, r)))
+        .flat_map(|(e, s)| {
+            s.timestamps
+                .iter()
+                .enumerate()
+                .map(move |(r, &t)| (t, e, r))
+        })
         .collect();
     order.sort_unstable();
     let started = Instant::now();
@@ -65,14 +70,24 @@ pub fn stream(
     for (i, &(_, e, r)) in order.iter().enumerate() {
         if i > 0 && i % malformed_every == 0 {
             if let Some((payload, _)) = malformed.next() {
-                send(&producer, topic, series[e].entity.as_bytes(), payload.as_bytes());
+                send(
+                    &producer,
+                    topic,
+                    series[e].entity.as_bytes(),
+                    payload.as_bytes(),
+                );
                 sent += 1;
             }
         }
         let json = record_json(&series[e], r);
-        send(&producer, topic, series[e].entity.as_bytes(), json.as_bytes());
+        send(
+            &producer,
+            topic,
+            series[e].entity.as_bytes(),
+            json.as_bytes(),
+        );
         sent += 1;
-        if sent % 200 == 0 {
+        if sent.is_multiple_of(200) {
             progress(sent);
             let due = Duration::from_secs_f64(sent as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -89,7 +104,12 @@ pub fn stream(
     Ok(sent)
 }
 
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
     loop {
         match producer.send(record) {

@@ -38,6 +38,8 @@ pub struct DemoOptions {
     pub admin: SocketAddr,
     /// Keep running after the summary until Ctrl-C.
     pub linger: bool,
+    /// Detector settings instead of the defaults.
+    pub detector: Option<crate::detect::DetectorConfig>,
 }
 
 /// The daemon's configuration for the demo broker.
@@ -58,6 +60,13 @@ listen = "{admin}"
 
 [shutdown]
 grace_period_s = 10
+
+# The synthetic machines follow daily cycles: calibrate on a week of
+# 15-minute samples instead of the default 100 windows (measured on seed 7:
+# 8 false alarms instead of 19, the same 28 of 42 anomalies caught).
+[detector.calibration]
+method = "likelihood"
+warm_up = 672
 "#
     );
     Ok(DaemonConfig::from_toml(&text, "demo config", &|_| None)?)
@@ -85,8 +94,11 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     for topic in ["anomalyd-alerts", "anomalyd-scores", "anomalyd-dead-letter"] {
         cluster.create_topic(topic, 1, 1)?;
     }
-    let config = demo_config(&brokers, options.admin)?;
-    let daemon = match Daemon::start(config, scorer) {
+    let mut config = demo_config(&brokers, options.admin)?;
+    if let Some(detector) = &options.detector {
+        config.detector = detector.clone();
+    }
+    let daemon = match Daemon::start(config.clone(), scorer) {
         Ok(daemon) => daemon,
         Err(error) if options.admin.port() != 0 => {
             eprintln!("({error:#}; using a free port instead)");
@@ -96,7 +108,8 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
                 Some(path) => Scorer::load(path)?,
                 None => crate::serve::embedded::default_scorer()?,
             };
-            Daemon::start(demo_config(&brokers, any_port)?, scorer)?
+            config.admin.listen = any_port;
+            Daemon::start(config.clone(), scorer)?
         }
         Err(error) => return Err(error),
     };
@@ -108,7 +121,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  topics                 {INPUT_TOPIC} ({INPUT_PARTITIONS} partitions) -> anomalyd-alerts, anomalyd-scores, anomalyd-dead-letter"
     );
-    println!("  metrics                http://{}/metrics   (also /healthz, /readyz)", daemon.admin_address);
+    println!(
+        "  metrics                http://{}/metrics   (also /healthz, /readyz)",
+        daemon.admin_address
+    );
     println!(
         "  model                  {} ({} channels x {} samples)",
         metadata.model_version,
@@ -127,9 +143,9 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  streaming {records} records at {:.0}/s; the first {} windows of each machine calibrate (warm-up)\n",
         options.rate,
-        match &daemon_detector_warm_up() {
-            Some(n) => n.to_string(),
-            None => "few".into(),
+        match &config.detector.calibration {
+            crate::calibrate::CalibrationConfig::Likelihood(c) => c.warm_up,
+            crate::calibrate::CalibrationConfig::Spot(c) => c.warm_up,
         }
     );
     let alerts = view::AlertView::start(&brokers, "anomalyd-alerts")?;
@@ -164,7 +180,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     let rejected: Vec<String> = crate::daemon::decode::RejectReason::ALL
         .iter()
         .filter_map(|r| {
-            let n = metrics.records_rejected.with_label_values(&[r.as_str()]).get();
+            let n = metrics
+                .records_rejected
+                .with_label_values(&[r.as_str()])
+                .get();
             (n > 0).then(|| format!("{} {n}", r.as_str()))
         })
         .collect();
@@ -228,12 +247,4 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     drop(cluster);
     Ok(())
-}
-
-/// The default detector's calibration warm-up, in windows.
-fn daemon_detector_warm_up() -> Option<usize> {
-    match crate::detect::DetectorConfig::default().calibration {
-        crate::calibrate::CalibrationConfig::Likelihood(c) => Some(c.warm_up),
-        crate::calibrate::CalibrationConfig::Spot(c) => Some(c.warm_up),
-    }
 }

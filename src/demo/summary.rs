@@ -63,8 +63,15 @@ pub fn judge(injected: &[Injected], events: &[SeenEvent], slack_ms: i64) -> Verd
         .iter()
         .filter(|e| e.event == "opened")
         .filter_map(|e| {
-            let started = e.started_at.as_deref().and_then(|t| parse_timestamp(t).ok())?;
-            Some((e.entity.clone(), started, e.started_at.clone().unwrap_or_default()))
+            let started = e
+                .started_at
+                .as_deref()
+                .and_then(|t| parse_timestamp(t).ok())?;
+            Some((
+                e.entity.clone(),
+                started,
+                e.started_at.clone().unwrap_or_default(),
+            ))
         })
         .collect();
     let mut verdict = Verdict::default();

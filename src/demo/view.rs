@@ -75,7 +75,9 @@ impl AlertView {
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(message)) => {
                             quiet_since = Instant::now();
-                            let Some(payload) = message.payload() else { continue };
+                            let Some(payload) = message.payload() else {
+                                continue;
+                            };
                             match serde_json::from_slice::<SeenEvent>(payload) {
                                 Ok(event) => {
                                     print_event(&event);
@@ -88,13 +90,19 @@ impl AlertView {
                         None => {}
                     }
                     // After the stop request, read until the topic is quiet.
-                    if stop.load(Ordering::Relaxed) && quiet_since.elapsed() > Duration::from_secs(2) {
+                    if stop.load(Ordering::Relaxed)
+                        && quiet_since.elapsed() > Duration::from_secs(2)
+                    {
                         return;
                     }
                 }
             })
         };
-        Ok(Self { events, stop, thread })
+        Ok(Self {
+            events,
+            stop,
+            thread,
+        })
     }
 
     /// Reads what is left, then returns every event seen.

@@ -100,7 +100,10 @@ impl DaemonProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the daemon's admin listener did not come up; log:\n{}", self.log_text());
+        panic!(
+            "the daemon's admin listener did not come up; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// Waits until `/readyz` answers 200.
@@ -154,15 +157,24 @@ impl Drop for DaemonProcess {
 
 /// The value of one sample in Prometheus text format.
 pub fn metric_value(body: &str, sample: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    body.lines().find_map(|line| {
+        line.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// A minimal HTTP/1.1 GET: `(status, body)`, or `None` when nothing answers.
 pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -242,7 +254,8 @@ impl TopicReader {
             .unwrap();
         let mut list = TopicPartitionList::new();
         for p in 0..partitions {
-            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&list).unwrap();
         Self {
@@ -278,7 +291,11 @@ impl TopicReader {
             if done {
                 return;
             }
-            assert!(Instant::now() < deadline, "could not read {} to its end", self.topic);
+            assert!(
+                Instant::now() < deadline,
+                "could not read {} to its end",
+                self.topic
+            );
             if let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
                 let message = message.unwrap();
                 let headers = message
@@ -288,7 +305,8 @@ impl TopicReader {
                             .map(|h| {
                                 (
                                     h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -297,7 +315,9 @@ impl TopicReader {
                 self.records.push(ReadRecord {
                     partition: message.partition(),
                     offset: message.offset(),
-                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
                     payload: message.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
@@ -330,9 +350,11 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .committed_offsets(list, Duration::from_secs(5))
         .unwrap();
     (0..partitions)
-        .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
+        .map(
+            |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
         .collect()
 }

@@ -29,3 +29,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalTarget::Nab(args) => nab::run(args),
     }
 }
+
+/// Reads and checks detector settings (the JSON of `config/detector.json`).
+pub fn read_detector_config(
+    path: &std::path::Path,
+) -> anyhow::Result<crate::detect::DetectorConfig> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = serde_json::from_str::<crate::detect::DetectorConfig>(&text)
+        .with_context(|| format!("{}: invalid detector settings", path.display()))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: detector settings: {e}", path.display()))?;
+    Ok(config)
+}

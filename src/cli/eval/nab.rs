@@ -1,6 +1,5 @@
 //! `anomalyd eval nab`: runs the detector over the NAB corpus and scores it.
 
-use crate::detect::DetectorConfig;
 use crate::evaluate::nab::report::{summarise, write_report, write_results};
 use crate::evaluate::nab::run::{run_corpus, NabOptions};
 use crate::evaluate::nab::Corpus;
@@ -66,15 +65,8 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         options.recipe.max_epochs = epochs;
     }
     if let Some(path) = &args.detector_config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        options.detector = serde_json::from_str::<DetectorConfig>(&text)
-            .with_context(|| format!("{}: invalid detector settings", path.display()))?;
+        options.detector = super::read_detector_config(path)?;
     }
-    options
-        .detector
-        .validate()
-        .map_err(|e| anyhow::anyhow!("detector settings: {e}"))?;
     let started = Instant::now();
     let bar = ProgressBar::new(corpus.files.len() as u64).with_style(
         ProgressStyle::with_template(
