@@ -220,3 +220,147 @@ impl EntityTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::embedded::default_scorer;
+
+    fn source(offset: i64) -> SourceOffset {
+        SourceOffset {
+            partition: Partition {
+                topic: "in".into(),
+                partition: 0,
+            },
+            offset,
+        }
+    }
+
+    fn sample(entity: &str, ms: i64) -> Sample {
+        Sample {
+            entity: entity.into(),
+            timestamp_ms: ms,
+            values: vec![50.0; 5],
+        }
+    }
+
+    fn table(config: WindowConfig) -> (EntityTable, Scorer) {
+        let scorer = default_scorer().unwrap();
+        let window_len = scorer.metadata().window_len;
+        (
+            EntityTable::new(config, DetectorConfig::default(), window_len),
+            scorer,
+        )
+    }
+
+    #[test]
+    fn windows_come_every_stride_and_hold_only_what_a_future_window_needs() {
+        let (mut table, scorer) = table(WindowConfig {
+            stride: 4,
+            ..Default::default()
+        });
+        let len = scorer.metadata().window_len;
+        let now = Instant::now();
+        let mut ledger = LedgerBatch::default();
+        let mut windows = Vec::new();
+        for i in 0..(len + 8) as i64 {
+            let admission = table.admit(
+                &scorer,
+                &sample("a", 1000 * i),
+                &source(i),
+                now,
+                &mut ledger,
+            );
+            if let Admission::Accepted {
+                window: Some(_), ..
+            } = admission
+            {
+                windows.push(i);
+            }
+        }
+        assert_eq!(
+            windows,
+            vec![len as i64 - 1, len as i64 + 3, len as i64 + 7]
+        );
+        // Every row was held once and all but the newest len - 1 released.
+        assert_eq!(ledger.holds.len(), len + 8);
+        assert_eq!(ledger.releases.len(), len + 8 - (len - 1));
+        assert_eq!(ledger.releases[0], source(0));
+    }
+
+    #[test]
+    fn out_of_order_samples_are_refused_and_gaps_restart_the_window() {
+        let (mut table, scorer) = table(WindowConfig {
+            max_gap_ms: 5_000,
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let mut ledger = LedgerBatch::default();
+        for i in 0..10 {
+            table.admit(
+                &scorer,
+                &sample("a", 1000 * i),
+                &source(i),
+                now,
+                &mut ledger,
+            );
+        }
+        let late = table.admit(&scorer, &sample("a", 9000), &source(10), now, &mut ledger);
+        assert!(matches!(late, Admission::OutOfOrder { latest_ms: 9000 }));
+        let held_before = ledger.holds.len() - ledger.releases.len();
+        let after_gap = table.admit(&scorer, &sample("a", 20_000), &source(11), now, &mut ledger);
+        match after_gap {
+            Admission::Accepted {
+                window: None,
+                gap: Some((9000, 11_000)),
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        // The gap released the held rows; only the new one is held.
+        assert_eq!(ledger.holds.len() - ledger.releases.len(), 1);
+        assert_eq!(held_before, 10);
+    }
+
+    #[test]
+    fn idle_entities_expire_and_the_cap_evicts_the_least_recently_seen() {
+        let (mut table, scorer) = table(WindowConfig {
+            entity_ttl_s: 60,
+            max_entities: 3,
+            ..Default::default()
+        });
+        let start = Instant::now();
+        let mut ledger = LedgerBatch::default();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let at = start + Duration::from_secs(i as u64);
+            table.admit(
+                &scorer,
+                &sample(name, 0),
+                &source(i as i64),
+                at,
+                &mut ledger,
+            );
+        }
+        assert!(table.would_exceed_cap("d"));
+        assert!(!table.would_exceed_cap("a"));
+        let evicted = table.evict(start + Duration::from_secs(5), 1, &mut ledger);
+        assert_eq!(evicted, Evicted { ttl: 0, cap: 1 });
+        assert!(table.get_mut("a").is_none(), "the oldest goes first");
+        let evicted = table.evict(start + Duration::from_millis(61_500), 0, &mut ledger);
+        assert_eq!(evicted, Evicted { ttl: 1, cap: 0 });
+        assert_eq!(table.len(), 1);
+        // Evicted entities released their held rows.
+        assert_eq!(ledger.holds.len() - ledger.releases.len(), 1);
+    }
+
+    #[test]
+    fn revoked_partitions_drop_their_entities_but_keep_their_holds() {
+        let (mut table, scorer) = table(WindowConfig::default());
+        let now = Instant::now();
+        let mut ledger = LedgerBatch::default();
+        table.admit(&scorer, &sample("a", 0), &source(0), now, &mut ledger);
+        let dropped = table.drop_partitions(&[source(0).partition]);
+        assert_eq!(dropped, 1);
+        assert!(table.is_empty());
+        assert!(ledger.releases.is_empty());
+    }
+}

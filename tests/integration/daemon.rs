@@ -713,3 +713,68 @@ fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed(
         scored.len()
     );
 }
+
+#[test]
+fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
+    let data = data();
+    let broker = start_broker(&all_topics(1));
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    std::fs::copy(format!("{models}/default.onnx"), &model).unwrap();
+    std::fs::copy(
+        format!("{models}/default.json"),
+        dir.path().join("model.json"),
+    )
+    .unwrap();
+    let port = free_port();
+    let extra = format!("[model]\npath = \"{}\"\n", model.display());
+    let mut daemon = DaemonProcess::start(
+        dir.path(),
+        "reload",
+        &daemon_config(&broker.brokers, "reload", port, &extra),
+        port,
+    );
+    daemon.wait_ready(Duration::from_secs(30));
+    let version = "anomalyd_model_info{version=\"sha256:fd4e3ff9000b2068\"}";
+    assert_eq!(daemon.metric(version), Some(1.0));
+    let wait_for = |sample: &str, value: f64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.metric(sample).unwrap_or(-1.0) < value {
+            assert!(
+                Instant::now() < deadline,
+                "{sample} never reached {value}; log:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let s = &data.series[0];
+    produce_series(&broker.brokers, &[&s.slice(0, 200)]);
+    wait_for("anomalyd_windows_scored_total", (200 - WINDOW + 1) as f64);
+
+    daemon.signal(libc::SIGHUP);
+    wait_for("anomalyd_model_reloads_total{result=\"ok\"}", 1.0);
+
+    // A truncated model file: refused, the old model keeps serving.
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for("anomalyd_model_reloads_total{result=\"refused\"}", 1.0);
+    assert_eq!(daemon.metric(version), Some(1.0));
+    let producer = producer(&broker.brokers);
+    for row in 200..300 {
+        send(
+            &producer,
+            "input",
+            0,
+            &s.entity,
+            record_json(s, row).as_bytes(),
+        );
+    }
+    flush(&producer);
+    wait_for("anomalyd_windows_scored_total", (300 - WINDOW + 1) as f64);
+    assert!(daemon.log_text().contains("model reload refused"));
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
