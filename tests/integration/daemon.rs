@@ -213,6 +213,9 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
         "only {caught} of {} anomalies caught",
         injected.len()
     );
+    if let Some(first) = opened.first() {
+        println!("example alert: {first}");
+    }
     for message in &opened {
         for key in [
             "alert_id",
