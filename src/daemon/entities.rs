@@ -98,6 +98,20 @@ impl EntityTable {
             .count()
     }
 
+    /// Open alerts: (warning, critical).
+    pub fn open_alerts(&self) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for state in self.entities.values() {
+            if let Some(alert) = state.detector.alerts().current() {
+                match alert.severity {
+                    crate::alert::Severity::Warning => counts.0 += 1,
+                    crate::alert::Severity::Critical => counts.1 += 1,
+                }
+            }
+        }
+        counts
+    }
+
     /// The entity's state, if held.
     pub fn get_mut(&mut self, entity: &str) -> Option<&mut EntityState> {
         self.entities.get_mut(entity)

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub window_score: Histogram,
     /// Alert events produced, by event and severity.
     pub alert_events: IntCounterVec,
+    /// Alerts open now, by severity.
+    pub alerts_open: IntGaugeVec,
     /// Gaps that reset an entity's window.
     pub gaps: IntCounter,
     /// Windows per model call.
@@ -124,6 +126,11 @@ impl Metrics {
                 "Alert events produced, by event (opened, updated, resolved) and severity.",
                 &["event", "severity"],
             ),
+            alerts_open: gauge_vec(
+                "anomalyd_alerts_open",
+                "Alerts open now (opened, not yet resolved), by severity.",
+                &["severity"],
+            ),
             gaps: counter(
                 "anomalyd_gaps_total",
                 "Gaps in an entity's event time longer than windows.max_gap_ms (its window restarts).",
@@ -199,6 +206,9 @@ impl Metrics {
             for severity in ["warning", "critical"] {
                 metrics.alert_events.with_label_values(&[event, severity]);
             }
+        }
+        for severity in ["warning", "critical"] {
+            metrics.alerts_open.with_label_values(&[severity]);
         }
         for cause in ["ttl", "cap"] {
             metrics.entities_evicted.with_label_values(&[cause]);

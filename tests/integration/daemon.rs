@@ -530,6 +530,7 @@ fn metrics_pass_promtool_and_readyz_follows_the_broker() {
         "anomalyd_entities_active",
         "anomalyd_entities_warming",
         "anomalyd_entities_evicted_total",
+        "anomalyd_alerts_open",
         "anomalyd_model_info",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
