@@ -15,7 +15,7 @@ use super::produce::{dead_letter, Sink};
 use super::score::Work;
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -67,44 +67,41 @@ impl ConsumerEvents {
             .collect()
     }
 
-    /// Commits the safe position of each of `partitions` that moved since its last commit.
-    fn commit(&self, consumer: &BaseConsumer<Self>, partitions: &[Partition], mode: CommitMode) {
+    /// Commits the safe position of each of `partitions` (with `force`, even
+    /// where it equals the last confirmed commit). The outcome arrives in
+    /// [`ConsumerContext::commit_callback`], which counts it and records what
+    /// the broker confirmed.
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[Partition],
+        mode: CommitMode,
+        force: bool,
+    ) {
         let mut list = TopicPartitionList::new();
-        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut moved = Vec::new();
-        for partition in partitions {
-            let Some(position) = self.ledger.position(partition) else {
-                continue;
-            };
-            if committed.get(partition) == Some(&position) {
-                continue;
-            }
-            if list
-                .add_partition_offset(
+        {
+            let confirmed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            for partition in partitions {
+                let Some(position) = self.ledger.position(partition) else {
+                    continue;
+                };
+                if !force && confirmed.get(partition) == Some(&position) {
+                    continue;
+                }
+                let _ = list.add_partition_offset(
                     &partition.topic,
                     partition.partition,
                     Offset::Offset(position),
-                )
-                .is_ok()
-            {
-                moved.push((partition.clone(), position));
+                );
             }
         }
-        if moved.is_empty() {
+        if list.count() == 0 {
             return;
         }
-        match consumer.commit(&list, mode) {
-            Ok(()) => {
-                self.metrics.commits.with_label_values(&["ok"]).inc();
-                for (partition, position) in moved {
-                    tracing::debug!(topic = %partition.topic, partition = partition.partition, position, "committed");
-                    committed.insert(partition, position);
-                }
-            }
-            Err(error) => {
-                self.metrics.commits.with_label_values(&["error"]).inc();
-                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
-            }
+        if let Err(error) = consumer.commit(&list, mode) {
+            // Async commits report their failures in the callback; this is a
+            // failure to even send the request (or a failed sync commit).
+            tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
         }
     }
 
@@ -124,7 +121,7 @@ impl ConsumerEvents {
         if !(drained && flushed) {
             tracing::warn!(drained, flushed, "revoked partitions were not finished within the grace period; their unfinished records will be read again by the next owner");
         }
-        self.commit(consumer, partitions, CommitMode::Sync);
+        self.commit(consumer, partitions, CommitMode::Sync, true);
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         for partition in partitions {
@@ -192,6 +189,36 @@ impl ConsumerContext for ConsumerEvents {
         }
     }
 
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.metrics.commits.with_label_values(&["ok"]).inc();
+                let mut confirmed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+                for element in offsets.elements() {
+                    if let Offset::Offset(position) = element.offset() {
+                        tracing::debug!(
+                            topic = element.topic(),
+                            partition = element.partition(),
+                            position,
+                            "committed"
+                        );
+                        confirmed.insert(
+                            Partition {
+                                topic: element.topic().into(),
+                                partition: element.partition(),
+                            },
+                            position,
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let partitions = partitions_of(list);
@@ -241,7 +268,12 @@ impl ConsumerLoop {
                 Some(Ok(message)) => self.take(&message, &mut topics, &shutdown),
             }
             if last_commit.elapsed() >= self.commit_interval {
-                context.commit(&self.consumer, &context.assigned(), CommitMode::Async);
+                context.commit(
+                    &self.consumer,
+                    &context.assigned(),
+                    CommitMode::Async,
+                    false,
+                );
                 last_commit = Instant::now();
             }
         }
@@ -255,7 +287,7 @@ impl ConsumerLoop {
         let drained = self.work.send_deadline(Work::Drain(done), deadline).is_ok()
             && finished.recv_deadline(deadline).is_ok();
         let flushed = self.sink.flush(deadline);
-        context.commit(&self.consumer, &context.assigned(), CommitMode::Sync);
+        context.commit(&self.consumer, &context.assigned(), CommitMode::Sync, true);
         if !(drained && flushed) {
             tracing::warn!(drained, flushed, "the grace period ended before everything was finished; unfinished records are read again at the next start");
         }

@@ -782,3 +782,99 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
 }
+
+#[test]
+fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    // Stream the input at about 800 records/s, so the rebalance happens mid-stream.
+    let feeder = {
+        let brokers = broker.brokers.clone();
+        let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
+        std::thread::spawn(move || {
+            let producer = producer(&brokers);
+            for row in 0..owned[0].len() {
+                for (p, s) in owned.iter().enumerate() {
+                    send(
+                        &producer,
+                        "input",
+                        p as i32,
+                        &s.entity,
+                        record_json(s, row).as_bytes(),
+                    );
+                }
+                if row % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+            flush(&producer);
+        })
+    };
+    let expected = expected_windows(&series);
+    // A short session timeout, so the group notices membership changes quickly.
+    let extra = "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
+    let port_a = free_port();
+    let mut first = DaemonProcess::start(
+        dir.path(),
+        "a",
+        &daemon_config(&broker.brokers, "pair", port_a, extra),
+        port_a,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) < 500.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress; log:\n{}",
+            first.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second instance joins: the group rebalances and the first hands partitions over.
+    let port_b = free_port();
+    let mut second = DaemonProcess::start(
+        dir.path(),
+        "b",
+        &daemon_config(&broker.brokers, "pair", port_b, extra),
+        port_b,
+    );
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    feeder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        scores.catch_up();
+        let seen: BTreeSet<(i32, i64)> = score_sources(&scores).into_iter().collect();
+        if expected.is_subset(&seen) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} windows scored; logs:\n{}\n{}",
+            seen.len(),
+            expected.len(),
+            first.log_text(),
+            second.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let by_second = second.metric("anomalyd_windows_scored_total").unwrap();
+    let duplicates = score_sources(&scores).len() - expected.len();
+    println!(
+        "rebalance: {} windows, none missing, {duplicates} scored twice; the second instance scored {by_second}",
+        expected.len()
+    );
+    if std::env::var_os("SHOW_LOGS").is_some() {
+        println!(
+            "first:\n{}\nsecond:\n{}",
+            first.log_text(),
+            second.log_text()
+        );
+    }
+    assert!(by_second > 0.0, "the second instance got no partitions");
+    assert!(first.log_text().contains("partitions revoked"));
+    for daemon in [&mut first, &mut second] {
+        daemon.signal(libc::SIGTERM);
+        assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    }
+}
