@@ -233,24 +233,48 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     }
 }
 
+/// What the alerts topic held when a commit was observed.
+struct CommitSnapshot {
+    committed: Vec<i64>,
+    alerts: BTreeSet<(i32, i64, String)>,
+}
+
+/// The (partition, offset, event) of every alert message read so far.
+fn alert_keys(alerts: &TopicReader) -> BTreeSet<(i32, i64, String)> {
+    alerts
+        .json()
+        .iter()
+        .map(|m| {
+            (
+                m["source"]["partition"].as_i64().unwrap() as i32,
+                m["source"]["offset"].as_i64().unwrap(),
+                m["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Watches committed offsets while the daemon runs: each time a commit is
 /// seen, every window completed by a record before the committed offset must
-/// already be readable on the scores topic (acknowledged). Returns the
-/// number of commits checked.
+/// already be readable on the scores topic (acknowledged). The alerts topic
+/// is snapshotted at the same moment, for [`check_alert_snapshots`]. Returns
+/// the snapshots.
 fn check_commits_never_pass_unacknowledged_outputs(
     brokers: &str,
     group: &str,
     partitions: i32,
     expected: &BTreeSet<(i32, i64)>,
     scores: &mut TopicReader,
+    alerts: &mut TopicReader,
     until: impl Fn(&TopicReader) -> bool,
-) -> usize {
-    let mut checks = 0;
+) -> Vec<CommitSnapshot> {
+    let mut snapshots = Vec::new();
     let mut last = vec![-1; partitions as usize];
     while !until(scores) {
         let committed = committed(brokers, group, "input", partitions);
         if committed != last {
             scores.catch_up();
+            alerts.catch_up();
             let seen: BTreeSet<_> = score_sources(scores).into_iter().collect();
             for &(p, offset) in expected {
                 if offset < committed[p as usize] {
@@ -261,12 +285,39 @@ fn check_commits_never_pass_unacknowledged_outputs(
                     );
                 }
             }
-            checks += 1;
+            snapshots.push(CommitSnapshot {
+                committed: committed.clone(),
+                alerts: alert_keys(alerts),
+            });
             last = committed;
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    checks
+    snapshots
+}
+
+/// Every alert in the final alerts topic whose source record lies before a
+/// commit observed earlier must already have been on the topic at that moment.
+/// Returns the number of (snapshot, alert) pairs checked.
+fn check_alert_snapshots(
+    snapshots: &[CommitSnapshot],
+    all_alerts: &BTreeSet<(i32, i64, String)>,
+) -> usize {
+    let mut checked = 0;
+    for snapshot in snapshots {
+        for alert in all_alerts {
+            let (p, offset, _) = alert;
+            if *offset < snapshot.committed[*p as usize] {
+                assert!(
+                    snapshot.alerts.contains(alert),
+                    "offset {} of partition {p} was committed before the alert {alert:?} derived from offset {offset} was acknowledged",
+                    snapshot.committed[*p as usize]
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
 }
 
 #[test]
@@ -278,6 +329,7 @@ fn delivery_at_least_once_across_a_crash() {
     produce_series(&broker.brokers, &series);
     let expected = expected_windows(&series);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
 
     // First run: killed (SIGKILL) halfway through.
     let port = free_port();
@@ -295,6 +347,7 @@ fn delivery_at_least_once_across_a_crash() {
         4,
         &expected,
         &mut scores,
+        &mut alerts,
         |_| first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) >= half,
     );
     first.signal(libc::SIGKILL);
@@ -317,6 +370,7 @@ fn delivery_at_least_once_across_a_crash() {
         4,
         &expected,
         &mut scores,
+        &mut alerts,
         |scores| {
             assert!(
                 Instant::now() < deadline,
@@ -330,6 +384,9 @@ fn delivery_at_least_once_across_a_crash() {
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
     scores.catch_up();
+    alerts.catch_up();
+    let snapshots: Vec<CommitSnapshot> = checks_first.into_iter().chain(checks_second).collect();
+    let alert_pairs = check_alert_snapshots(&snapshots, &alert_keys(&alerts));
     let mut counts: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for source in score_sources(&scores) {
         *counts.entry(source).or_default() += 1;
@@ -337,16 +394,20 @@ fn delivery_at_least_once_across_a_crash() {
     let missing = expected.iter().filter(|w| !counts.contains_key(w)).count();
     let duplicates: usize = counts.values().map(|&n| n - 1).sum();
     println!(
-        "delivery: {} windows expected, {} missing, {duplicates} scored twice; committed at the crash {committed_at_crash:?}; {} + {} commits checked",
+        "delivery: {} windows expected, {} missing, {duplicates} scored twice; committed at the crash {committed_at_crash:?}; {} commits checked against scores, {alert_pairs} (commit, alert) pairs against alerts ({} alert events)",
         expected.len(),
         missing,
-        checks_first,
-        checks_second
+        snapshots.len(),
+        alerts.records.len()
     );
     assert_eq!(missing, 0);
     assert!(
-        checks_first + checks_second >= 4,
+        snapshots.len() >= 4,
         "too few commits observed to check anything"
+    );
+    assert!(
+        alert_pairs > 0,
+        "no alert lay before an observed commit: nothing was checked"
     );
     // Duplicates only within the uncommitted span: at most what lies past the committed offsets plus a window per entity.
     let uncommitted: i64 = committed_at_crash
