@@ -62,17 +62,16 @@ fn expected_windows(series: &[&Series]) -> BTreeSet<(i32, i64)> {
         .collect()
 }
 
+/// The input (partition, offset) an output message names in its `source`.
+fn source_of(message: &serde_json::Value) -> (i32, i64) {
+    (
+        message["source"]["partition"].as_i64().unwrap() as i32,
+        message["source"]["offset"].as_i64().unwrap(),
+    )
+}
+
 fn score_sources(scores: &TopicReader) -> Vec<(i32, i64)> {
-    scores
-        .json()
-        .iter()
-        .map(|m| {
-            (
-                m["source"]["partition"].as_i64().unwrap() as i32,
-                m["source"]["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
+    scores.json().iter().map(source_of).collect()
 }
 
 #[test]
@@ -82,19 +81,9 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     let anomalous = data.series[1].clone();
     let broker = start_broker(&all_topics(2));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut daemon = DaemonProcess::start(
-        dir.path(),
-        "e2e",
-        &daemon_config(
-            &broker.brokers,
-            "e2e",
-            port,
-            // A week of 15-minute samples, as in the demo (the data has daily cycles).
-            "[detector.calibration]\nmethod = \"likelihood\"\nwarm_up = 672\n",
-        ),
-        port,
-    );
+    // A week of 15-minute samples, as in the demo (the data has daily cycles).
+    let calibration = "[detector.calibration]\nmethod = \"likelihood\"\nwarm_up = 672\n";
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "e2e", "e2e", calibration);
     produce_series(&broker.brokers, &[&clean, &anomalous]);
     let expected = expected_windows(&[&clean, &anomalous]);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
@@ -245,11 +234,8 @@ fn alert_keys(alerts: &TopicReader) -> BTreeSet<(i32, i64, String)> {
         .json()
         .iter()
         .map(|m| {
-            (
-                m["source"]["partition"].as_i64().unwrap() as i32,
-                m["source"]["offset"].as_i64().unwrap(),
-                m["event"].as_str().unwrap().to_string(),
-            )
+            let (partition, offset) = source_of(m);
+            (partition, offset, m["event"].as_str().unwrap().to_string())
         })
         .collect()
 }
@@ -332,14 +318,8 @@ fn delivery_at_least_once_across_a_crash() {
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
 
     // First run: killed (SIGKILL) halfway through.
-    let port = free_port();
-    let config = daemon_config(
-        &broker.brokers,
-        "delivery",
-        port,
-        "[scoring]\nmax_batch = 16\n",
-    );
-    let first = DaemonProcess::start(dir.path(), "first", &config, port);
+    let extra = "[scoring]\nmax_batch = 16\n";
+    let first = DaemonProcess::launch(dir.path(), &broker.brokers, "first", "delivery", extra);
     let half = expected.len() as f64 / 2.0;
     let checks_first = check_commits_never_pass_unacknowledged_outputs(
         &broker.brokers,
@@ -355,14 +335,8 @@ fn delivery_at_least_once_across_a_crash() {
     let committed_at_crash = committed(&broker.brokers, "delivery", "input", 4);
 
     // Second run: picks up from the committed offsets.
-    let port = free_port();
-    let config = daemon_config(
-        &broker.brokers,
-        "delivery",
-        port,
-        "[scoring]\nmax_batch = 16\n",
-    );
-    let mut second = DaemonProcess::start(dir.path(), "second", &config, port);
+    let mut second =
+        DaemonProcess::launch(dir.path(), &broker.brokers, "second", "delivery", extra);
     let deadline = Instant::now() + Duration::from_secs(120);
     let checks_second = check_commits_never_pass_unacknowledged_outputs(
         &broker.brokers,
@@ -427,13 +401,7 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     let s = &data.series[0];
     let broker = start_broker(&all_topics(1));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut daemon = DaemonProcess::start(
-        dir.path(),
-        "dlq",
-        &daemon_config(&broker.brokers, "dlq", port, ""),
-        port,
-    );
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "dlq", "dlq", "");
     let producer = producer(&broker.brokers);
     let bad: Vec<(&str, String)> = vec![
         ("bad_json", "{\"entity\": ".to_string()),
@@ -544,13 +512,7 @@ fn metrics_pass_promtool_and_readyz_follows_the_broker() {
     let data = data();
     let broker = start_broker(&all_topics(1));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut daemon = DaemonProcess::start(
-        dir.path(),
-        "ops",
-        &daemon_config(&broker.brokers, "ops", port, ""),
-        port,
-    );
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "ops", "ops", "");
     // Until the group has assigned partitions it is not ready, and says why.
     let (status, body) = http_get(daemon.admin, "/readyz").unwrap();
     if status == 503 {
@@ -716,18 +678,8 @@ fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed(
     let dir = tempfile::tempdir().unwrap();
     produce_series(&broker.brokers, &series);
     let expected = expected_windows(&series);
-    let port = free_port();
-    let mut daemon = DaemonProcess::start(
-        dir.path(),
-        "term",
-        &daemon_config(
-            &broker.brokers,
-            "term",
-            port,
-            "[shutdown]\ngrace_period_s = 10\n",
-        ),
-        port,
-    );
+    let grace = "[shutdown]\ngrace_period_s = 10\n";
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "term", "term", grace);
     let deadline = Instant::now() + Duration::from_secs(60);
     while daemon
         .metric("anomalyd_windows_scored_total")
@@ -792,14 +744,8 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
         dir.path().join("model.json"),
     )
     .unwrap();
-    let port = free_port();
     let extra = format!("[model]\npath = \"{}\"\n", model.display());
-    let mut daemon = DaemonProcess::start(
-        dir.path(),
-        "reload",
-        &daemon_config(&broker.brokers, "reload", port, &extra),
-        port,
-    );
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "reload", "reload", &extra);
     daemon.wait_ready(Duration::from_secs(30));
     let version = "anomalyd_model_info{version=\"sha256:fd4e3ff9000b2068\"}";
     assert_eq!(daemon.metric(version), Some(1.0));
@@ -876,13 +822,7 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
     let expected = expected_windows(&series);
     // A short session timeout, so the group notices membership changes quickly.
     let extra = "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
-    let port_a = free_port();
-    let mut first = DaemonProcess::start(
-        dir.path(),
-        "a",
-        &daemon_config(&broker.brokers, "pair", port_a, extra),
-        port_a,
-    );
+    let mut first = DaemonProcess::launch(dir.path(), &broker.brokers, "a", "pair", extra);
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) < 500.0 {
         assert!(
@@ -893,13 +833,7 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // A second instance joins: the group rebalances and the first hands partitions over.
-    let port_b = free_port();
-    let mut second = DaemonProcess::start(
-        dir.path(),
-        "b",
-        &daemon_config(&broker.brokers, "pair", port_b, extra),
-        port_b,
-    );
+    let mut second = DaemonProcess::launch(dir.path(), &broker.brokers, "b", "pair", extra);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     feeder.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);

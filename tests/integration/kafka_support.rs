@@ -92,6 +92,13 @@ impl DaemonProcess {
         process
     }
 
+    /// Starts the binary on a free admin port with [`daemon_config`] for
+    /// `brokers`, consumer group `group` and the `extra` tables.
+    pub fn launch(dir: &Path, brokers: &str, name: &str, group: &str, extra: &str) -> Self {
+        let port = free_port();
+        Self::start(dir, name, &daemon_config(brokers, group, port, extra), port)
+    }
+
     fn wait_for_http(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
