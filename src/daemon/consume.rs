@@ -160,8 +160,11 @@ impl ClientContext for ConsumerEvents {
                 .topics
                 .get(&*partition.topic)
                 .and_then(|t| t.partitions.get(&partition.partition))
-                .map(|p| p.consumer_lag)
-                .filter(|&lag| lag >= 0);
+                // Records between what the consumer has read and the end of
+                // the partition (librdkafka's own `consumer_lag` counts from
+                // the committed offset, which by design stays a window behind).
+                .filter(|p| p.hi_offset >= 0 && p.app_offset >= 0)
+                .map(|p| (p.hi_offset - p.app_offset).max(0));
             if let Some(lag) = lag {
                 self.metrics
                     .consumer_lag
