@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so that the heavy dependencies link once.
 
+mod bounded_fuzz;
 mod common;
 mod daemon;
 mod kafka_support;
