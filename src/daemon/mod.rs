@@ -126,6 +126,7 @@ impl Daemon {
                 ledger,
                 metrics.clone(),
             )
+            .map_err(without_secrets)
             .context("cannot create the Kafka producer")?,
         );
 
@@ -159,6 +160,7 @@ impl Daemon {
                 health.clone(),
                 grace,
             ))
+            .map_err(without_secrets)
             .context("cannot create the Kafka consumer")?;
         let topics: Vec<&str> = config
             .kafka
@@ -253,6 +255,22 @@ impl Daemon {
         self.admin_stop.send_replace(true);
         self.runtime.shutdown_timeout(Duration::from_secs(2));
         Ok(finished)
+    }
+}
+
+/// A Kafka client error fit to print: librdkafka's configuration errors
+/// repeat the offending property's value, which may be a password.
+fn without_secrets(error: rdkafka::error::KafkaError) -> anyhow::Error {
+    match error {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, value) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, "********")
+            };
+            anyhow::anyhow!("client configuration: property {key:?}: {description}")
+        }
+        other => other.into(),
     }
 }
 

@@ -873,3 +873,96 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
         assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
     }
 }
+
+#[test]
+fn secrets_from_the_environment_never_reach_output_or_logs() {
+    const SECRET: &str = "s3cret-Pa55word-do-not-print";
+    let broker = start_broker(&all_topics(1));
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("token");
+    std::fs::write(&secret_file, format!("{SECRET}-file\n")).unwrap();
+    let extra = format!(
+        "[kafka.properties]\n\"sasl.password\" = \"${{ANOMALYD_TEST_SECRET}}\"\n\"sasl.oauthbearer.client.secret\" = \"${{file:{}}}\"\n",
+        secret_file.display()
+    );
+    let config = daemon_config(&broker.brokers, "secrets", free_port(), &extra);
+    let path = dir.path().join("secrets.toml");
+    std::fs::write(&path, &config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .arg("check-config")
+        .arg(&path)
+        .env("ANOMALYD_TEST_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("sasl.password = ********"), "{shown}");
+    assert!(
+        !shown.contains(SECRET),
+        "check-config printed a secret:\n{shown}"
+    );
+    // Without the variable, the error names the key and the variable, not a value.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .arg("check-config")
+        .arg(&path)
+        .env_remove("ANOMALYD_TEST_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("sasl.password") && stderr.contains("ANOMALYD_TEST_SECRET"),
+        "{stderr}"
+    );
+
+    // librdkafka refuses the OAuth property in this build (no libcurl), and
+    // its error repeats the value: the daemon's message must not.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("ANOMALYD_TEST_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("sasl.oauthbearer.client.secret"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(SECRET),
+        "the error holds a secret:\n{stderr}"
+    );
+
+    // The daemon's own log at debug level, with a property librdkafka takes.
+    let extra = "[kafka.properties]\n\"sasl.password\" = \"${ANOMALYD_TEST_SECRET}\"\n";
+    std::fs::write(
+        &path,
+        daemon_config(&broker.brokers, "secrets", free_port(), extra),
+    )
+    .unwrap();
+    let log = dir.path().join("secrets.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("ANOMALYD_TEST_SECRET", SECRET)
+        .env("ANOMALYD_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("sasl.password"),
+        "the log should show the key (masked):\n{text}"
+    );
+    assert!(!text.contains(SECRET), "the log holds a secret:\n{text}");
+}
