@@ -44,6 +44,7 @@ pub fn load_model(config: &DaemonConfig) -> anyhow::Result<Scorer> {
 /// Runs `anomalyd check-config`: parses and validates, loads the model, prints a summary.
 pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
+    crate::daemon::clients::check(&config).map_err(|e| BadConfig(format!("{e:#}")))?;
     let scorer = load_model(&config).map_err(|e| BadConfig(format!("model: {e:#}")))?;
     println!("{}: OK", args.config.display());
     println!("{}", config.describe());

@@ -11,6 +11,7 @@
 //! everything derived from it is acknowledged.
 
 pub mod admin;
+pub mod clients;
 pub mod config;
 pub mod consume;
 pub mod decode;
@@ -24,6 +25,7 @@ pub mod score;
 
 use crate::serve::Scorer;
 use anyhow::Context;
+use clients::without_secrets;
 use config::DaemonConfig;
 use consume::{ConsumerEvents, ConsumerLoop};
 use crossbeam_channel::{Receiver, Sender};
@@ -32,7 +34,6 @@ use ledger::Ledger;
 use metrics::Metrics;
 use produce::Sink;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use score::{ScoringWorker, Work};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,51 +109,15 @@ impl Daemon {
             admin_stopped,
         ));
 
-        let common: Vec<(String, String)> = config
-            .kafka
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let producer_properties: Vec<(String, String)> = common
-            .iter()
-            .cloned()
-            .chain(config.kafka.producer_properties.clone())
-            .collect();
         let sink = Arc::new(
-            Sink::new(
-                &config.kafka.brokers,
-                &producer_properties,
-                ledger,
-                metrics.clone(),
-            )
-            .map_err(without_secrets)
-            .context("cannot create the Kafka producer")?,
+            Sink::new(clients::producer_config(&config), ledger, metrics.clone())
+                .map_err(without_secrets)
+                .context("cannot create the Kafka producer")?,
         );
 
         let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);
         let grace = Duration::from_secs(config.shutdown.grace_period_s);
-        let mut client = ClientConfig::new();
-        client
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "1000");
-        for (name, value) in common.iter().chain(
-            config
-                .kafka
-                .consumer_properties
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>()
-                .iter(),
-        ) {
-            client.set(name, value);
-        }
-        client
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("group.id", &config.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer<ConsumerEvents> = client
+        let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(&config)
             .create_with_context(ConsumerEvents::new(
                 work_tx.clone(),
                 sink.clone(),
@@ -255,22 +220,6 @@ impl Daemon {
         self.admin_stop.send_replace(true);
         self.runtime.shutdown_timeout(Duration::from_secs(2));
         Ok(finished)
-    }
-}
-
-/// A Kafka client error fit to print: librdkafka's configuration errors
-/// repeat the offending property's value, which may be a password.
-fn without_secrets(error: rdkafka::error::KafkaError) -> anyhow::Error {
-    match error {
-        rdkafka::error::KafkaError::ClientConfig(_, description, key, value) => {
-            let description = if value.is_empty() {
-                description
-            } else {
-                description.replace(&value, "********")
-            };
-            anyhow::anyhow!("client configuration: property {key:?}: {description}")
-        }
-        other => other.into(),
     }
 }
 

@@ -105,22 +105,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// An idempotent producer with `properties` (already merged, without the reserved ones).
-    pub fn new(
-        brokers: &str,
-        properties: &[(String, String)],
-        ledger: Ledger,
-        metrics: Metrics,
-    ) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
-        config.set("linger.ms", "5").set("compression.type", "lz4");
-        for (name, value) in properties {
-            config.set(name, value);
-        }
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all");
+    /// A producer with `config` (see [`super::clients::producer_config`]).
+    pub fn new(config: ClientConfig, ledger: Ledger, metrics: Metrics) -> Result<Self, KafkaError> {
         let (retry, retries) = crossbeam_channel::unbounded();
         let producer = config.create_with_context(DeliveryReports {
             ledger: ledger.clone(),

@@ -879,70 +879,82 @@ fn secrets_from_the_environment_never_reach_output_or_logs() {
     const SECRET: &str = "s3cret-Pa55word-do-not-print";
     let broker = start_broker(&all_topics(1));
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("token");
-    std::fs::write(&secret_file, format!("{SECRET}-file\n")).unwrap();
-    let extra = format!(
-        "[kafka.properties]\n\"sasl.password\" = \"${{ANOMALYD_TEST_SECRET}}\"\n\"sasl.oauthbearer.client.secret\" = \"${{file:{}}}\"\n",
-        secret_file.display()
-    );
-    let config = daemon_config(&broker.brokers, "secrets", free_port(), &extra);
     let path = dir.path().join("secrets.toml");
-    std::fs::write(&path, &config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .arg("check-config")
-        .arg(&path)
-        .env("ANOMALYD_TEST_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{shown}");
+    let anomalyd = |command: &str, with_secret: bool| {
+        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+        if command == "run" {
+            process.args(["run", "--config"]);
+        } else {
+            process.arg(command);
+        }
+        process.arg(&path);
+        if with_secret {
+            process.env("ANOMALYD_TEST_SECRET", SECRET);
+        } else {
+            process.env_remove("ANOMALYD_TEST_SECRET");
+        }
+        let output = process.output().unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), shown)
+    };
+    let password = "[kafka.properties]\n\"sasl.password\" = \"${ANOMALYD_TEST_SECRET}\"\n";
+    std::fs::write(
+        &path,
+        daemon_config(&broker.brokers, "secrets", free_port(), password),
+    )
+    .unwrap();
+    let (code, shown) = anomalyd("check-config", true);
+    assert_eq!(code, Some(0), "{shown}");
     assert!(shown.contains("sasl.password = ********"), "{shown}");
     assert!(
         !shown.contains(SECRET),
         "check-config printed a secret:\n{shown}"
     );
     // Without the variable, the error names the key and the variable, not a value.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .arg("check-config")
-        .arg(&path)
-        .env_remove("ANOMALYD_TEST_SECRET")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let (code, shown) = anomalyd("check-config", false);
+    assert_eq!(code, Some(64), "{shown}");
     assert!(
-        stderr.contains("sasl.password") && stderr.contains("ANOMALYD_TEST_SECRET"),
-        "{stderr}"
+        shown.contains("sasl.password") && shown.contains("ANOMALYD_TEST_SECRET"),
+        "{shown}"
     );
 
-    // librdkafka refuses the OAuth property in this build (no libcurl), and
-    // its error repeats the value: the daemon's message must not.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("ANOMALYD_TEST_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("sasl.oauthbearer.client.secret"),
-        "{stderr}"
+    // librdkafka refuses this OAuth property in this build (no libcurl), and
+    // its error repeats the value: check-config and run must not.
+    let secret_file = dir.path().join("token");
+    std::fs::write(&secret_file, format!("{SECRET}-file\n")).unwrap();
+    let oauth = format!(
+        "[kafka.properties]\n\"sasl.oauthbearer.client.secret\" = \"${{file:{}}}\"\n",
+        secret_file.display()
     );
-    assert!(
-        !stderr.contains(SECRET),
-        "the error holds a secret:\n{stderr}"
-    );
-
-    // The daemon's own log at debug level, with a property librdkafka takes.
-    let extra = "[kafka.properties]\n\"sasl.password\" = \"${ANOMALYD_TEST_SECRET}\"\n";
     std::fs::write(
         &path,
-        daemon_config(&broker.brokers, "secrets", free_port(), extra),
+        daemon_config(&broker.brokers, "secrets", free_port(), &oauth),
+    )
+    .unwrap();
+    for command in ["check-config", "run"] {
+        let (code, shown) = anomalyd(command, true);
+        assert_ne!(code, Some(0), "{command}: {shown}");
+        assert!(
+            shown.contains("sasl.oauthbearer.client.secret"),
+            "{command}: {shown}"
+        );
+        assert!(
+            !shown.contains(SECRET),
+            "{command} printed a secret:\n{shown}"
+        );
+        if command == "check-config" {
+            assert_eq!(code, Some(64), "{shown}");
+        }
+    }
+
+    // The daemon's own log at debug level, with a property librdkafka takes.
+    std::fs::write(
+        &path,
+        daemon_config(&broker.brokers, "secrets", free_port(), password),
     )
     .unwrap();
     let log = dir.path().join("secrets.log");

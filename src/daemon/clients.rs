@@ -1,0 +1,111 @@
+//! The librdkafka client configurations of the daemon, built in one place so
+//! that `anomalyd check-config` validates exactly what `anomalyd run` uses,
+//! without connecting to anything.
+
+use super::config::DaemonConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+
+/// The consumer's configuration: defaults, then the configured properties,
+/// then what the delivery guarantee requires (which cannot be overridden).
+pub fn consumer_config(config: &DaemonConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000");
+    for (name, value) in config
+        .kafka
+        .properties
+        .iter()
+        .chain(&config.kafka.consumer_properties)
+    {
+        client.set(name, value);
+    }
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    client
+}
+
+/// The producer's configuration: defaults, the configured properties, then
+/// an idempotent producer with `acks=all`.
+pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("linger.ms", "5").set("compression.type", "lz4");
+    for (name, value) in config
+        .kafka
+        .properties
+        .iter()
+        .chain(&config.kafka.producer_properties)
+    {
+        client.set(name, value);
+    }
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    client
+}
+
+/// Checks both configurations with librdkafka itself (unknown properties,
+/// bad values, features missing from this build) without creating a client.
+pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
+    consumer_config(config)
+        .create_native_config()
+        .map_err(without_secrets)
+        .map_err(|e| e.context("the Kafka consumer settings"))?;
+    producer_config(config)
+        .create_native_config()
+        .map_err(without_secrets)
+        .map_err(|e| e.context("the Kafka producer settings"))?;
+    Ok(())
+}
+
+/// A Kafka client error fit to print: librdkafka's configuration errors
+/// repeat the offending property's value, which may be a password.
+pub fn without_secrets(error: KafkaError) -> anyhow::Error {
+    match error {
+        KafkaError::ClientConfig(_, description, key, value) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, "********")
+            };
+            anyhow::anyhow!("property {key:?}: {description}")
+        }
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> DaemonConfig {
+        let text = format!("[kafka]\nbrokers = \"b:1\"\ninput_topics = [\"in\"]\n{extra}");
+        DaemonConfig::from_toml(&text, "test", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn reserved_settings_win_and_passthrough_reaches_the_client() {
+        let config = config("[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n");
+        let consumer = consumer_config(&config);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(
+            producer_config(&config).get("enable.idempotence"),
+            Some("true")
+        );
+        assert!(check(&config).is_ok());
+    }
+
+    #[test]
+    fn librdkafka_rejections_name_the_property_but_not_the_value() {
+        let config = config("[kafka.properties]\n\"sasl.passwrd\" = \"hunter2\"\n");
+        let error = format!("{:#}", check(&config).unwrap_err());
+        assert!(error.contains("sasl.passwrd"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
