@@ -95,6 +95,16 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The name in messages and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
 /// One channel's part in an alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelEvidence {

@@ -103,6 +103,17 @@ pub struct KafkaConfig {
     pub producer_properties: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The three property tables with their key names.
+    pub fn property_tables(&self) -> [(&'static str, &BTreeMap<String, String>); 3] {
+        [
+            ("properties", &self.properties),
+            ("consumer_properties", &self.consumer_properties),
+            ("producer_properties", &self.producer_properties),
+        ]
+    }
+}
+
 /// Where a record's entity comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -371,11 +382,7 @@ impl DaemonConfig {
                 "must be at least 1".into(),
             ));
         }
-        for (table, properties) in [
-            ("properties", &kafka.properties),
-            ("consumer_properties", &kafka.consumer_properties),
-            ("producer_properties", &kafka.producer_properties),
-        ] {
+        for (table, properties) in kafka.property_tables() {
             for name in properties.keys() {
                 if RESERVED_PROPERTIES.contains(&name.as_str()) {
                     return Err(invalid(
@@ -480,11 +487,7 @@ impl DaemonConfig {
             ),
             format!("admin: http://{}", self.admin.listen),
         ];
-        for (table, properties) in [
-            ("properties", &self.kafka.properties),
-            ("consumer_properties", &self.kafka.consumer_properties),
-            ("producer_properties", &self.kafka.producer_properties),
-        ] {
+        for (table, properties) in self.kafka.property_tables() {
             for (name, value) in properties {
                 let shown = if is_secret_property(name) {
                     "********"

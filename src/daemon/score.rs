@@ -328,10 +328,7 @@ impl ScoringWorker {
             }
             if let Some(event) = &outcome.event {
                 let name = super::events::event_name(event);
-                let severity = match event.alert().severity {
-                    crate::alert::Severity::Warning => "warning",
-                    crate::alert::Severity::Critical => "critical",
-                };
+                let severity = event.alert().severity.as_str();
                 self.metrics
                     .alert_events
                     .with_label_values(&[name, severity])
