@@ -513,9 +513,7 @@ fn resolve(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             .ok_or_else(|| "unclosed `${` reference".to_string())?;
         let reference = &after[..end];
         let value = match reference.strip_prefix("file:") {
-            Some(path) => std::fs::read_to_string(path)
-                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read the secret file {path:?}: {e}"))?,
+            Some(path) => read_secret_file(path)?,
             None => env(reference)
                 .ok_or_else(|| format!("environment variable {reference} is not set"))?,
         };
@@ -524,6 +522,30 @@ fn resolve(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The most a `${file:PATH}` secret may hold: a password, a token or a PEM
+/// bundle fits; `/dev/zero` or a mistyped log file does not fill memory.
+const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a secret file (at most [`MAX_SECRET_FILE_BYTES`]), without its trailing newline.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read the secret file {path:?}: {e}");
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "the secret file {path:?} holds more than {MAX_SECRET_FILE_BYTES} bytes"
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("the secret file {path:?} is not UTF-8 text"))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[cfg(test)]
@@ -605,6 +627,31 @@ input_topics = ["readings"]
         .to_string();
         assert!(
             error.contains("sasl.password") && error.contains("MISSING"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_trimmed_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("password");
+        std::fs::write(&good, "from-a-file\n").unwrap();
+        let config = parse(&format!(
+            "{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"${{file:{}}}\"\n",
+            good.display()
+        ))
+        .unwrap();
+        assert_eq!(config.kafka.properties["sasl.password"], "from-a-file");
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+        let error = parse(&format!(
+            "{MINIMAL}\n[kafka.properties]\n\"sasl.password\" = \"${{file:{}}}\"\n",
+            huge.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("sasl.password") && error.contains("more than 1048576 bytes"),
             "{error}"
         );
     }

@@ -396,6 +396,62 @@ mod tests {
     }
 
     #[test]
+    fn wrong_types_infinities_and_foreign_channels_are_refused_with_a_reason() {
+        use RejectReason::*;
+        let record = |values: &str| {
+            format!(r#"{{"entity":"p","ts":1767225600000,"values":{values}}}"#).into_bytes()
+        };
+        // Values of the wrong type, or no values at all.
+        assert_eq!(reason(&record("[1, 2]")), MissingChannel);
+        assert_eq!(reason(&record("7")), MissingChannel);
+        assert_eq!(reason(&record("{}")), MissingChannel);
+        assert_eq!(
+            reason(&record(r#"{"temp_c":true,"pressure":1}"#)),
+            NonNumeric
+        );
+        assert_eq!(
+            reason(&record(r#"{"temp_c":[1],"pressure":1}"#)),
+            NonNumeric
+        );
+        assert_eq!(
+            reason(&record(r#"{"temp_c":{"v":1},"pressure":1}"#)),
+            NonNumeric
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":true,"values":{}}"#),
+            BadTimestamp
+        );
+        assert_eq!(
+            reason(br#"{"entity":"p","ts":[1],"values":{}}"#),
+            BadTimestamp
+        );
+        assert_eq!(
+            reason(br#"{"entity":"","ts":1767225600000,"values":{}}"#),
+            MissingEntity
+        );
+        // Infinities, as strings or as numbers beyond f32.
+        for value in [r#""inf""#, r#""-Infinity""#, "-1e39", "1e39"] {
+            let payload = record(&format!(r#"{{"temp_c":{value},"pressure":1}}"#));
+            assert_eq!(reason(&payload), NonFinite, "{value}");
+        }
+        // A record written for a model with other channels names what is missing.
+        let foreign = decoder()
+            .decode(Some(&record(r#"{"rpm":1200,"torque":31}"#)), None, NOW)
+            .unwrap_err();
+        assert_eq!(foreign.reason, MissingChannel);
+        assert!(foreign.detail.contains("temp_c"), "{}", foreign.detail);
+        // Extra channels beside the model's are ignored.
+        let extra = decoder()
+            .decode(
+                Some(&record(r#"{"temp_c":1,"pressure":2,"rpm":1200}"#)),
+                None,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(extra.values, vec![1.0, 2.0]);
+    }
+
+    #[test]
     fn entity_can_come_from_the_key() {
         let input = InputConfig {
             entity_from: EntitySource::Key,

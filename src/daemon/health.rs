@@ -2,7 +2,8 @@
 //!
 //! Ready means: a model is loaded, partitions are assigned, a broker is up
 //! (from the client statistics), the consumer loop and the scorer made
-//! progress within `admin.stall_timeout_s`, and no shutdown is under way.
+//! progress within `admin.stall_timeout_s`, outputs waiting for the broker
+//! were acknowledged within that time too, and no shutdown is under way.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,10 @@ pub struct Health {
     broker_up: AtomicI64,
     consumer_beat_ms: AtomicU64,
     scorer_beat_ms: AtomicU64,
+    /// Outputs handed to the producer and not yet acknowledged.
+    awaiting_delivery: AtomicI64,
+    /// When an output was last acknowledged (or the first one sent).
+    delivery_beat_ms: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -32,6 +37,8 @@ impl Health {
             broker_up: AtomicI64::new(-1),
             consumer_beat_ms: AtomicU64::new(0),
             scorer_beat_ms: AtomicU64::new(0),
+            awaiting_delivery: AtomicI64::new(0),
+            delivery_beat_ms: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -67,6 +74,22 @@ impl Health {
         self.scorer_beat_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// An output was handed to the producer.
+    pub fn output_sent(&self) {
+        if self.awaiting_delivery.fetch_add(1, Ordering::Relaxed) == 0 {
+            // Nothing was waiting: the wait starts now.
+            self.delivery_beat_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The broker acknowledged an output.
+    pub fn output_delivered(&self) {
+        self.awaiting_delivery.fetch_sub(1, Ordering::Relaxed);
+        self.delivery_beat_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
     /// A shutdown started: no longer ready.
     pub fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
@@ -98,6 +121,13 @@ impl Health {
                 reasons.push(format!("{name} made no progress for {} ms", age));
             }
         }
+        let waiting = self.awaiting_delivery.load(Ordering::Relaxed);
+        let age = now.saturating_sub(self.delivery_beat_ms.load(Ordering::Relaxed));
+        if waiting > 0 && age > limit {
+            reasons.push(format!(
+                "{waiting} outputs wait for the broker; none was acknowledged for {age} ms"
+            ));
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -109,6 +139,27 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_the_broker_does_not_acknowledge_make_it_not_ready() {
+        let health = Health::new(Duration::from_millis(30));
+        health.set_model_loaded();
+        health.set_assigned_partitions(1);
+        health.output_sent();
+        health.output_sent();
+        health.output_delivered();
+        std::thread::sleep(Duration::from_millis(60));
+        health.consumer_beat();
+        health.scorer_beat();
+        let reasons = health.readiness().unwrap_err();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("1 outputs wait for the broker"),
+            "{reasons:?}"
+        );
+        health.output_delivered();
+        assert!(health.readiness().is_ok());
+    }
 
     #[test]
     fn ready_only_when_everything_holds() {
@@ -124,6 +175,7 @@ mod tests {
         health.set_broker_up(false);
         assert!(health.readiness().is_err());
         health.set_broker_up(true);
+        assert!(health.readiness().is_ok());
         health.set_shutting_down();
         assert_eq!(
             health.readiness().unwrap_err(),

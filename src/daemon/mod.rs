@@ -110,9 +110,14 @@ impl Daemon {
         ));
 
         let sink = Arc::new(
-            Sink::new(clients::producer_config(&config), ledger, metrics.clone())
-                .map_err(without_secrets)
-                .context("cannot create the Kafka producer")?,
+            Sink::new(
+                clients::producer_config(&config),
+                ledger,
+                metrics.clone(),
+                health.clone(),
+            )
+            .map_err(without_secrets)
+            .context("cannot create the Kafka producer")?,
         );
 
         let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);

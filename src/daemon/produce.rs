@@ -3,6 +3,7 @@
 //! broker acknowledges it. A failed delivery is sent again, never dropped, so
 //! its source offset stays held and cannot be committed.
 
+use super::health::Health;
 use super::ledger::{Ledger, SourceOffset};
 use super::metrics::Metrics;
 use crossbeam_channel::{Receiver, Sender};
@@ -10,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which output a message goes to.
@@ -59,6 +61,7 @@ pub struct Output {
 pub struct DeliveryReports {
     ledger: Ledger,
     metrics: Metrics,
+    health: Arc<Health>,
     retry: Sender<Box<Output>>,
 }
 
@@ -83,6 +86,7 @@ impl ProducerContext for DeliveryReports {
                     }
                 }
                 self.ledger.release(&output.source);
+                self.health.output_delivered();
             }
             Err((error, _)) => {
                 tracing::warn!(output = output.kind.as_str(), topic = %output.topic, %error, "delivery failed; sending again");
@@ -101,21 +105,29 @@ impl ProducerContext for DeliveryReports {
 pub struct Sink {
     producer: ThreadedProducer<DeliveryReports>,
     ledger: Ledger,
+    health: Arc<Health>,
     retries: Receiver<Box<Output>>,
 }
 
 impl Sink {
     /// A producer with `config` (see [`super::clients::producer_config`]).
-    pub fn new(config: ClientConfig, ledger: Ledger, metrics: Metrics) -> Result<Self, KafkaError> {
+    pub fn new(
+        config: ClientConfig,
+        ledger: Ledger,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<Self, KafkaError> {
         let (retry, retries) = crossbeam_channel::unbounded();
         let producer = config.create_with_context(DeliveryReports {
             ledger: ledger.clone(),
             metrics,
+            health: health.clone(),
             retry,
         })?;
         Ok(Self {
             producer,
             ledger,
+            health,
             retries,
         })
     }
@@ -123,6 +135,12 @@ impl Sink {
     /// Sends `output`; its source offset must already be held for it. Waits
     /// while the producer's queue is full (back-pressure), never drops.
     pub fn send(&self, output: Box<Output>) {
+        self.health.output_sent();
+        self.enqueue(output);
+    }
+
+    /// Hands `output` to the producer, waiting while its queue is full.
+    fn enqueue(&self, output: Box<Output>) {
         let mut output = output;
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
@@ -159,7 +177,8 @@ impl Sink {
     /// Sends again every message whose delivery failed so far.
     pub fn resend_failed(&self) {
         while let Ok(output) = self.retries.try_recv() {
-            self.send(output);
+            // Still counted as awaiting delivery since its first send.
+            self.enqueue(output);
         }
     }
 

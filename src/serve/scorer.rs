@@ -53,7 +53,20 @@ impl Scorer {
             path: onnx_path.display().to_string(),
             source,
         })?;
-        Self::from_parts(&bytes, metadata, &onnx_path.display().to_string())
+        let origin = onnx_path.display().to_string();
+        let version = metadata.compute_version(&bytes);
+        let scorer = Self::from_parts(&bytes, metadata, &origin)?;
+        // Last, so that a broken file gets the more specific message above.
+        if version != scorer.metadata.model_version {
+            return Err(ModelError::Contract {
+                path: origin,
+                reason: format!(
+                    "its content hashes to {version} but the metadata names {}: the ONNX file or its metadata changed after export",
+                    scorer.metadata.model_version
+                ),
+            });
+        }
+        Ok(scorer)
     }
 
     /// Builds a scorer from ONNX bytes and metadata; `origin` names the model in errors.

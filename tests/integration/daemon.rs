@@ -3,75 +3,17 @@
 //! end to end, delivery across a crash, dead letters, metrics, readiness,
 //! config checking and graceful shutdown.
 
+use super::delivery_support::*;
 use super::kafka_support::*;
 use anomalyd::demo::feed::record_json;
 use anomalyd::series::Series;
-use anomalyd::synthetic::{generate, SyntheticConfig, SyntheticData};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
-
-/// The default model's window length (64 samples).
-const WINDOW: usize = 64;
 
 #[test]
 fn the_embedded_model_has_the_window_these_tests_assume() {
     let scorer = anomalyd::serve::embedded::default_scorer().unwrap();
     assert_eq!(scorer.metadata().window_len, WINDOW);
-}
-
-fn data() -> SyntheticData {
-    generate(&SyntheticConfig::default())
-}
-
-fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
-    vec![
-        ("input", input_partitions),
-        ("alerts", 1),
-        ("scores", 1),
-        ("dead-letters", 1),
-    ]
-}
-
-/// Produces each series to its own partition (series i → partition i), in
-/// order, so the offset of row r is r.
-fn produce_series(brokers: &str, series: &[&Series]) {
-    let producer = producer(brokers);
-    let longest = series.iter().map(|s| s.len()).max().unwrap();
-    for row in 0..longest {
-        for (p, s) in series.iter().enumerate() {
-            if row < s.len() {
-                send(
-                    &producer,
-                    "input",
-                    p as i32,
-                    &s.entity,
-                    record_json(s, row).as_bytes(),
-                );
-            }
-        }
-    }
-    flush(&producer);
-}
-
-/// (partition, offset) of every record that completes a window (stride 1).
-fn expected_windows(series: &[&Series]) -> BTreeSet<(i32, i64)> {
-    series
-        .iter()
-        .enumerate()
-        .flat_map(|(p, s)| (WINDOW - 1..s.len()).map(move |r| (p as i32, r as i64)))
-        .collect()
-}
-
-/// The input (partition, offset) an output message names in its `source`.
-fn source_of(message: &serde_json::Value) -> (i32, i64) {
-    (
-        message["source"]["partition"].as_i64().unwrap() as i32,
-        message["source"]["offset"].as_i64().unwrap(),
-    )
-}
-
-fn score_sources(scores: &TopicReader) -> Vec<(i32, i64)> {
-    scores.json().iter().map(source_of).collect()
 }
 
 #[test]
@@ -222,90 +164,6 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     }
 }
 
-/// What the alerts topic held when a commit was observed.
-struct CommitSnapshot {
-    committed: Vec<i64>,
-    alerts: BTreeSet<(i32, i64, String)>,
-}
-
-/// The (partition, offset, event) of every alert message read so far.
-fn alert_keys(alerts: &TopicReader) -> BTreeSet<(i32, i64, String)> {
-    alerts
-        .json()
-        .iter()
-        .map(|m| {
-            let (partition, offset) = source_of(m);
-            (partition, offset, m["event"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
-/// Watches committed offsets while the daemon runs: each time a commit is
-/// seen, every window completed by a record before the committed offset must
-/// already be readable on the scores topic (acknowledged). The alerts topic
-/// is snapshotted at the same moment, for [`check_alert_snapshots`]. Returns
-/// the snapshots.
-fn check_commits_never_pass_unacknowledged_outputs(
-    brokers: &str,
-    group: &str,
-    partitions: i32,
-    expected: &BTreeSet<(i32, i64)>,
-    scores: &mut TopicReader,
-    alerts: &mut TopicReader,
-    until: impl Fn(&TopicReader) -> bool,
-) -> Vec<CommitSnapshot> {
-    let mut snapshots = Vec::new();
-    let mut last = vec![-1; partitions as usize];
-    while !until(scores) {
-        let committed = committed(brokers, group, "input", partitions);
-        if committed != last {
-            scores.catch_up();
-            alerts.catch_up();
-            let seen: BTreeSet<_> = score_sources(scores).into_iter().collect();
-            for &(p, offset) in expected {
-                if offset < committed[p as usize] {
-                    assert!(
-                        seen.contains(&(p, offset)),
-                        "offset {} of partition {p} is committed but the score of the window it completes (offset {offset}) is not acknowledged",
-                        committed[p as usize]
-                    );
-                }
-            }
-            snapshots.push(CommitSnapshot {
-                committed: committed.clone(),
-                alerts: alert_keys(alerts),
-            });
-            last = committed;
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    snapshots
-}
-
-/// Every alert in the final alerts topic whose source record lies before a
-/// commit observed earlier must already have been on the topic at that moment.
-/// Returns the number of (snapshot, alert) pairs checked.
-fn check_alert_snapshots(
-    snapshots: &[CommitSnapshot],
-    all_alerts: &BTreeSet<(i32, i64, String)>,
-) -> usize {
-    let mut checked = 0;
-    for snapshot in snapshots {
-        for alert in all_alerts {
-            let (p, offset, _) = alert;
-            if *offset < snapshot.committed[*p as usize] {
-                assert!(
-                    snapshot.alerts.contains(alert),
-                    "offset {} of partition {p} was committed before the alert {alert:?} derived from offset {offset} was acknowledged",
-                    snapshot.committed[*p as usize]
-                );
-                checked += 1;
-            }
-        }
-    }
-    checked
-}
-
 #[test]
 fn delivery_at_least_once_across_a_crash() {
     let data = data();
@@ -401,10 +259,18 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     let s = &data.series[0];
     let broker = start_broker(&all_topics(1));
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "dlq", "dlq", "");
+    let mut daemon = DaemonProcess::launch(
+        dir.path(),
+        &broker.brokers,
+        "dlq",
+        "dlq",
+        "[input]\nmax_record_bytes = 4096\n",
+    );
     let producer = producer(&broker.brokers);
     let bad: Vec<(&str, String)> = vec![
         ("bad_json", "{\"entity\": ".to_string()),
+        ("too_large", format!("{{\"entity\": \"{}\"}}", "x".repeat(5000))),
+        ("empty_payload", String::new()),
         ("not_utf8", String::from_utf8_lossy(b"\xff").into_owned()),
         ("missing_entity", r#"{"ts": 1767225600000, "values": {}}"#.to_string()),
         ("bad_timestamp", r#"{"entity": "x", "ts": "noon", "values": {}}"#.to_string()),
@@ -428,6 +294,17 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
             &s.entity,
             record_json(s, row).as_bytes(),
         );
+        if row == 150 {
+            // The same event time again: a duplicate, set aside as out of order.
+            send(
+                &producer,
+                "input",
+                0,
+                &s.entity,
+                record_json(s, row).as_bytes(),
+            );
+            *sent_bad.entry("out_of_order").or_default() += 1;
+        }
         if row % 20 == 5 {
             let (reason, payload) = &bad[(row / 20) % bad.len()];
             let bytes: Vec<u8> = if *reason == "not_utf8" {
@@ -485,7 +362,7 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let consumed = daemon.metric("anomalyd_records_consumed_total").unwrap();
-        if consumed as usize == 201 + total_bad - 1 || Instant::now() > deadline {
+        if consumed as usize == 200 + total_bad || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -498,9 +375,10 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
             .unwrap();
         assert_eq!(metric as usize, *count, "{reason}");
     }
+    // Duplicates and out-of-order records decode; the entity sets them aside.
     assert_eq!(
         daemon.metric("anomalyd_records_decoded_total").unwrap() as usize,
-        201
+        200 + sent_bad["out_of_order"]
     );
     println!("dead letters by reason: {by_reason:?}");
     daemon.signal(libc::SIGTERM);

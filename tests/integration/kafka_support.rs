@@ -131,6 +131,28 @@ impl DaemonProcess {
         metric_value(&body, sample)
     }
 
+    /// The sum of every sample of `name` (all label sets); 0 when absent.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let Some((_, body)) = http_get(self.admin, "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The process's peak resident set size so far, in bytes (Linux `VmHWM`).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Sends a signal.
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };

@@ -3,6 +3,8 @@
 mod bounded_fuzz;
 mod common;
 mod daemon;
+mod delivery_support;
+mod faults;
 mod kafka_support;
 mod model_refusal;
 mod nab_golden;

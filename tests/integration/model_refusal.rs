@@ -65,18 +65,10 @@ fn metadata_that_disagrees_with_the_graph_is_refused() {
 
 #[test]
 fn nan_weights_are_refused() {
-    use prost::Message;
     let (_dir, path) = written_model();
-    let mut model =
-        tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
-    let graph = model.graph.as_mut().unwrap();
-    let bias = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "decoder.output.bias")
-        .expect("the output bias is an initializer");
-    bias.float_data[0] = f32::NAN;
-    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    edit_initializer(&path, "decoder.output.bias", |bias| {
+        bias.float_data[0] = f32::NAN
+    });
     let message = refusal(&path);
     assert!(message.contains("NaN or infinity"), "{message}");
 }
@@ -98,4 +90,47 @@ fn input_without_a_model_channel_is_refused() {
         message.contains("channel mismatch") && message.contains("\"vibration\""),
         "{message}"
     );
+}
+
+/// Rewrites the initializer `name` of the ONNX file at `path` with `edit`.
+fn edit_initializer(
+    path: &std::path::Path,
+    name: &str,
+    edit: impl FnOnce(&mut tract_onnx::pb::TensorProto),
+) {
+    use prost::Message;
+    let mut model =
+        tract_onnx::pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    let tensor = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == name)
+        .expect("the initializer exists");
+    edit(tensor);
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn weights_of_the_wrong_shape_are_refused() {
+    let (_dir, path) = written_model();
+    edit_initializer(&path, "decoder.output.bias", |bias| {
+        bias.dims[0] += 3;
+        bias.float_data.extend([0.0; 3]);
+    });
+    let message = refusal(&path);
+    assert!(message.contains("is not a usable ONNX model"), "{message}");
+}
+
+#[test]
+fn a_model_changed_after_export_is_refused() {
+    // Valid weights, but not the ones the metadata's version was computed from.
+    let (_dir, path) = written_model();
+    edit_initializer(&path, "decoder.output.bias", |bias| {
+        bias.float_data[0] += 0.01
+    });
+    let message = refusal(&path);
+    assert!(message.contains("changed after export"), "{message}");
 }

@@ -1,0 +1,157 @@
+//! Shared by the daemon and fault tests: the synthetic input produced one
+//! series per partition, the windows it must yield, and the delivery checks
+//! (every committed window's outputs already acknowledged).
+
+use super::kafka_support::*;
+use anomalyd::demo::feed::record_json;
+use anomalyd::series::Series;
+use anomalyd::synthetic::{generate, SyntheticConfig, SyntheticData};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The default model's window length (64 samples).
+pub const WINDOW: usize = 64;
+
+/// The synthetic data set (6 machines, 2,688 rows each, anomalies in the second half).
+pub fn data() -> SyntheticData {
+    generate(&SyntheticConfig::default())
+}
+
+/// The topics of a daemon test: `input` with `input_partitions`, one partition for each output.
+pub fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
+    vec![
+        ("input", input_partitions),
+        ("alerts", 1),
+        ("scores", 1),
+        ("dead-letters", 1),
+    ]
+}
+
+/// Produces each series to its own partition (series i → partition i), in
+/// order, so the offset of row r is r.
+pub fn produce_series(brokers: &str, series: &[&Series]) {
+    let producer = producer(brokers);
+    let longest = series.iter().map(|s| s.len()).max().unwrap();
+    for row in 0..longest {
+        for (p, s) in series.iter().enumerate() {
+            if row < s.len() {
+                send(
+                    &producer,
+                    "input",
+                    p as i32,
+                    &s.entity,
+                    record_json(s, row).as_bytes(),
+                );
+            }
+        }
+    }
+    flush(&producer);
+}
+
+/// (partition, offset) of every record that completes a window (stride 1).
+pub fn expected_windows(series: &[&Series]) -> BTreeSet<(i32, i64)> {
+    series
+        .iter()
+        .enumerate()
+        .flat_map(|(p, s)| (WINDOW - 1..s.len()).map(move |r| (p as i32, r as i64)))
+        .collect()
+}
+
+/// The input (partition, offset) an output message names in its `source`.
+pub fn source_of(message: &serde_json::Value) -> (i32, i64) {
+    (
+        message["source"]["partition"].as_i64().unwrap() as i32,
+        message["source"]["offset"].as_i64().unwrap(),
+    )
+}
+
+/// The input (partition, offset) of every score message read so far.
+pub fn score_sources(scores: &TopicReader) -> Vec<(i32, i64)> {
+    scores.json().iter().map(source_of).collect()
+}
+
+/// What the alerts topic held when a commit was observed.
+pub struct CommitSnapshot {
+    /// Committed offsets per partition.
+    pub committed: Vec<i64>,
+    /// (partition, offset, event) of the alerts on the topic then.
+    pub alerts: BTreeSet<(i32, i64, String)>,
+}
+
+/// The (partition, offset, event) of every alert message read so far.
+pub fn alert_keys(alerts: &TopicReader) -> BTreeSet<(i32, i64, String)> {
+    alerts
+        .json()
+        .iter()
+        .map(|m| {
+            let (partition, offset) = source_of(m);
+            (partition, offset, m["event"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Watches committed offsets while the daemon runs: each time a commit is
+/// seen, every window completed by a record before the committed offset must
+/// already be readable on the scores topic (acknowledged). The alerts topic
+/// is snapshotted at the same moment, for [`check_alert_snapshots`]. Returns
+/// the snapshots.
+pub fn check_commits_never_pass_unacknowledged_outputs(
+    brokers: &str,
+    group: &str,
+    partitions: i32,
+    expected: &BTreeSet<(i32, i64)>,
+    scores: &mut TopicReader,
+    alerts: &mut TopicReader,
+    until: impl Fn(&TopicReader) -> bool,
+) -> Vec<CommitSnapshot> {
+    let mut snapshots = Vec::new();
+    let mut last = vec![-1; partitions as usize];
+    while !until(scores) {
+        let committed = committed(brokers, group, "input", partitions);
+        if committed != last {
+            scores.catch_up();
+            alerts.catch_up();
+            let seen: BTreeSet<_> = score_sources(scores).into_iter().collect();
+            for &(p, offset) in expected {
+                if offset < committed[p as usize] {
+                    assert!(
+                        seen.contains(&(p, offset)),
+                        "offset {} of partition {p} is committed but the score of the window it completes (offset {offset}) is not acknowledged",
+                        committed[p as usize]
+                    );
+                }
+            }
+            snapshots.push(CommitSnapshot {
+                committed: committed.clone(),
+                alerts: alert_keys(alerts),
+            });
+            last = committed;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    snapshots
+}
+
+/// Every alert in the final alerts topic whose source record lies before a
+/// commit observed earlier must already have been on the topic at that moment.
+/// Returns the number of (snapshot, alert) pairs checked.
+pub fn check_alert_snapshots(
+    snapshots: &[CommitSnapshot],
+    all_alerts: &BTreeSet<(i32, i64, String)>,
+) -> usize {
+    let mut checked = 0;
+    for snapshot in snapshots {
+        for alert in all_alerts {
+            let (p, offset, _) = alert;
+            if *offset < snapshot.committed[*p as usize] {
+                assert!(
+                    snapshot.alerts.contains(alert),
+                    "offset {} of partition {p} was committed before the alert {alert:?} derived from offset {offset} was acknowledged",
+                    snapshot.committed[*p as usize]
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}

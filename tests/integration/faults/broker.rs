@@ -1,0 +1,199 @@
+//! Faults at the broker: every broker down for seconds, produce requests
+//! failing, offset commits failing. The daemon keeps running throughout.
+
+use super::*;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+#[test]
+fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    let expected = expected_windows(&series);
+    let daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "outage", "outage", "");
+    daemon.wait_ready(Duration::from_secs(30));
+    let feeder = stream_series(&broker.brokers, &series, 100, Duration::from_millis(100));
+    wait_for_metric(
+        &daemon,
+        "anomalyd_windows_scored_total",
+        1_500.0,
+        Duration::from_secs(60),
+    );
+
+    // Every broker goes away for 6 seconds.
+    broker.cluster.broker_down(1).unwrap();
+    let down_at = Instant::now();
+    let mut not_ready_after = None;
+    let mut reason = String::new();
+    while down_at.elapsed() < Duration::from_secs(6) {
+        if not_ready_after.is_none() {
+            if let Some((503, body)) = http_get(daemon.admin, "/readyz") {
+                not_ready_after = Some(down_at.elapsed());
+                reason = body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scored_during = daemon.metric("anomalyd_windows_scored_total").unwrap();
+    broker.cluster.broker_up(1).unwrap();
+    let up_at = Instant::now();
+    daemon.wait_ready(Duration::from_secs(60));
+    let ready_after = up_at.elapsed();
+    let not_ready_after = not_ready_after.expect("/readyz never answered 503 during the outage");
+    assert!(reason.contains("no broker is up"), "{reason}");
+
+    feeder.join().unwrap();
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&daemon]);
+    assert_every_alert_event_delivered(&daemon, &mut alerts);
+    let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    let mut daemon = daemon;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited during the outage"
+    );
+    tally.report(
+        "all brokers down 6 s mid-stream",
+        &format!(
+            "/readyz 503 ({}) {:.1} s after the outage began, 200 again {:.1} s after it ended; {scored_during} windows scored by then",
+            reason.trim(),
+            not_ready_after.as_secs_f64(),
+            ready_after.as_secs_f64()
+        ),
+    );
+    assert_eq!(tally.missing, 0);
+    // Nothing restarted, so nothing is scored twice.
+    assert_eq!(tally.duplicates, 0);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
+
+#[test]
+fn failed_produce_requests_are_retried_and_never_committed_past() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    produce_series(&broker.brokers, &series);
+    let expected = expected_windows(&series);
+    // The next produce requests fail: first with errors librdkafka retries by
+    // itself, then with ones it reports as failed deliveries.
+    let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 20];
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 20]);
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10]);
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 10]);
+    broker
+        .cluster
+        .request_errors(RDKafkaApiKey::Produce, &errors);
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let daemon = DaemonProcess::launch(
+        dir.path(),
+        &broker.brokers,
+        "produce",
+        "produce",
+        "[scoring]\nmax_batch = 16\n",
+    );
+    let snapshots = check_commits_never_pass_unacknowledged_outputs(
+        &broker.brokers,
+        "produce",
+        4,
+        &expected,
+        &mut scores,
+        &mut alerts,
+        |scores| {
+            let seen: BTreeSet<(i32, i64)> = score_sources(scores).into_iter().collect();
+            expected.is_subset(&seen)
+        },
+    );
+    let pairs = check_alert_snapshots(&snapshots, &alert_keys(&alerts));
+    assert_every_alert_event_delivered(&daemon, &mut alerts);
+    let retried = daemon.metric_sum("anomalyd_produce_retries_total");
+    let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    tally.report(
+        "60 produce requests fail (4 error kinds)",
+        &format!(
+            "{retried} deliveries failed and were sent again; {} commits and {pairs} (commit, alert) pairs checked: none passed an unacknowledged output",
+            snapshots.len()
+        ),
+    );
+    assert_eq!(tally.missing, 0);
+    assert!(retried > 0.0, "no delivery failed: the fault did not bite");
+    assert!(snapshots.len() >= 3, "too few commits observed");
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
+
+#[test]
+fn failed_offset_commits_lose_nothing_and_bound_the_replay() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    produce_series(&broker.brokers, &series);
+    let expected = expected_windows(&series);
+    let extra = "[scoring]\nmax_batch = 16\n";
+    let first = DaemonProcess::launch(dir.path(), &broker.brokers, "commit-a", "commit", extra);
+    wait_for_metric(
+        &first,
+        "anomalyd_offset_commits_total{result=\"ok\"}",
+        2.0,
+        Duration::from_secs(60),
+    );
+    // The next 25 commits fail, with three kinds of error.
+    let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 10];
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 5]);
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 10]);
+    broker
+        .cluster
+        .request_errors(RDKafkaApiKey::OffsetCommit, &errors);
+    wait_for_metric(
+        &first,
+        "anomalyd_offset_commits_total{result=\"error\"}",
+        5.0,
+        Duration::from_secs(60),
+    );
+    let failed = first
+        .metric("anomalyd_offset_commits_total{result=\"error\"}")
+        .unwrap();
+    // Then the process dies while commits fail: the replay starts at the last good commit.
+    first.signal(libc::SIGKILL);
+    drop(first);
+    broker
+        .cluster
+        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    let committed_at_crash = committed(&broker.brokers, "commit", "input", 4);
+    let second = DaemonProcess::launch(dir.path(), &broker.brokers, "commit-b", "commit", extra);
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&second]);
+    let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    let uncommitted = uncommitted_records(&series, &committed_at_crash);
+    tally.report(
+        "25 offset commits fail, then kill -9",
+        &format!(
+            "{failed} commits failed; committed at the kill {committed_at_crash:?}; {uncommitted} records past them"
+        ),
+    );
+    assert_eq!(tally.missing, 0);
+    assert!(
+        tally.duplicates <= uncommitted,
+        "{} duplicates, {uncommitted} uncommitted records",
+        tally.duplicates
+    );
+    let mut second = second;
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
+}
+
+/// Records of `series` (series i on partition i) at or past `committed`.
+pub fn uncommitted_records(series: &[&Series], committed: &[i64]) -> usize {
+    committed
+        .iter()
+        .zip(series)
+        .map(|(&c, s)| s.len() - c.max(0) as usize)
+        .sum()
+}

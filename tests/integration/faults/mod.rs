@@ -1,0 +1,200 @@
+//! Fault tests: the real binary under broker outages, failing produce and
+//! commit requests, `kill -9`, rebalances, overload and hot reloads, each
+//! against librdkafka's mock cluster. Every test asserts that no window and
+//! no alert is lost, counts the duplicates, and prints one `reliability |`
+//! line: the figures in docs/reliability.md come from those lines.
+
+mod broker;
+mod load;
+mod process;
+
+use super::delivery_support::*;
+use super::kafka_support::*;
+use anomalyd::demo::feed::record_json;
+use anomalyd::series::Series;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// What a fault run found: one row of the reliability table.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Input records produced.
+    pub records: usize,
+    /// Windows the input must yield.
+    pub windows: usize,
+    /// Windows with no score on the scores topic.
+    pub missing: usize,
+    /// Score messages beyond the first for a window.
+    pub duplicates: usize,
+    /// Distinct alert ids opened.
+    pub alerts: usize,
+    /// Alert messages beyond the first for the same (window, event).
+    pub duplicate_alerts: usize,
+}
+
+impl Tally {
+    /// Counts the scores and alerts topics against the windows `expected`.
+    /// Asserts that a window's alert, when sent more than once, kept its id.
+    pub fn count(
+        records: usize,
+        expected: &BTreeSet<(i32, i64)>,
+        scores: &mut TopicReader,
+        alerts: &mut TopicReader,
+    ) -> Self {
+        scores.catch_up();
+        alerts.catch_up();
+        let mut counts: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+        for source in score_sources(scores) {
+            *counts.entry(source).or_default() += 1;
+        }
+        let missing = expected.iter().filter(|w| !counts.contains_key(w)).count();
+        let duplicates = counts.values().map(|&n| n - 1).sum();
+        let mut ids: BTreeMap<(i32, i64, String), Vec<String>> = BTreeMap::new();
+        let mut opened = BTreeSet::new();
+        for message in alerts.json() {
+            let (partition, offset) = source_of(&message);
+            let event = message["event"].as_str().unwrap().to_string();
+            let Some(id) = message["alert_id"].as_str() else {
+                continue; // a gap event
+            };
+            if event == "opened" {
+                opened.insert(id.to_string());
+            }
+            ids.entry((partition, offset, event))
+                .or_default()
+                .push(id.to_string());
+        }
+        let mut duplicate_alerts = 0;
+        for (key, ids) in &ids {
+            assert!(
+                ids.iter().all(|id| id == &ids[0]),
+                "the alert of {key:?} was sent with different ids: {ids:?}"
+            );
+            duplicate_alerts += ids.len() - 1;
+        }
+        Self {
+            records,
+            windows: expected.len(),
+            missing,
+            duplicates,
+            alerts: opened.len(),
+            duplicate_alerts,
+        }
+    }
+
+    /// Prints the table row.
+    pub fn report(&self, fault: &str, extra: &str) {
+        println!(
+            "reliability | {fault} | records {} | windows {} | missing {} | duplicate scores {} | alerts opened {} | duplicate alert messages {} | {extra}",
+            self.records, self.windows, self.missing, self.duplicates, self.alerts, self.duplicate_alerts
+        );
+    }
+}
+
+/// Waits until every expected window has a score, at most `limit`.
+pub fn wait_for_every_window(
+    scores: &mut TopicReader,
+    expected: &BTreeSet<(i32, i64)>,
+    limit: Duration,
+    daemons: &[&DaemonProcess],
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        scores.catch_up();
+        let seen: BTreeSet<(i32, i64)> = score_sources(scores).into_iter().collect();
+        if expected.is_subset(&seen) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = daemons.iter().map(|d| d.log_text()).collect();
+            panic!(
+                "{} of {} windows scored after {limit:?}; logs:\n{}",
+                expected.intersection(&seen).count(),
+                expected.len(),
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `metric` (a full sample) reaches `value` on `daemon`.
+pub fn wait_for_metric(daemon: &DaemonProcess, metric: &str, value: f64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while daemon.metric(metric).unwrap_or(-1.0) < value {
+        assert!(
+            Instant::now() < deadline,
+            "{metric} never reached {value}; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// For a daemon that ran without a restart: every alert event it decided
+/// (its `anomalyd_alert_events_total`) reached the alerts topic.
+pub fn assert_every_alert_event_delivered(daemon: &DaemonProcess, alerts: &mut TopicReader) {
+    let decided = daemon.metric_sum("anomalyd_alert_events_total");
+    // Delivery is asynchronous: give the last events a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        alerts.catch_up();
+        let delivered: BTreeSet<(String, String)> = alerts
+            .json()
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m["alert_id"].as_str()?.to_string(),
+                    format!("{}@{}", m["event"], m["source"]["offset"]),
+                ))
+            })
+            .collect();
+        if delivered.len() as f64 >= decided || Instant::now() > deadline {
+            assert_eq!(
+                delivered.len() as f64,
+                decided,
+                "alert events decided by the daemon vs distinct ones on the alerts topic"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Streams `series` (series i → partition i) in a thread, pausing `pause`
+/// every `every` rows, so faults land mid-stream.
+pub fn stream_series(
+    brokers: &str,
+    series: &[&Series],
+    every: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let brokers = brokers.to_string();
+    let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
+    std::thread::spawn(move || {
+        let producer = producer(&brokers);
+        let longest = owned.iter().map(|s| s.len()).max().unwrap_or(0);
+        for row in 0..longest {
+            for (p, s) in owned.iter().enumerate() {
+                if row < s.len() {
+                    send(
+                        &producer,
+                        "input",
+                        p as i32,
+                        &s.entity,
+                        record_json(s, row).as_bytes(),
+                    );
+                }
+            }
+            if row % every == 0 {
+                std::thread::sleep(pause);
+            }
+        }
+        flush(&producer);
+    })
+}
+
+/// Records in `series`.
+pub fn record_count(series: &[&Series]) -> usize {
+    series.iter().map(|s| s.len()).sum()
+}
