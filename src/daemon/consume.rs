@@ -25,6 +25,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Commits `list` without waiting; the outcome arrives as an offset-commit
+/// event on the consumer queue, which `poll` hands to
+/// [`ConsumerContext::commit_callback`].
+///
+/// rdkafka 0.39's `commit(…, CommitMode::Async)` gives librdkafka no reply
+/// queue, so that callback never runs (fede1024/rust-rdkafka#856): the
+/// commit counts and confirmed positions would stay empty. This passes the
+/// consumer queue, as the proposed fix (#857) does.
+fn commit_async(consumer: &BaseConsumer<ConsumerEvents>, list: &TopicPartitionList) {
+    use rdkafka::bindings as rd;
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` is the live handle `consumer` owns; the queue handle is
+    // a new reference to its consumer queue, destroyed after the call, which
+    // takes its own reference for the reply; `list` is copied by librdkafka.
+    let error = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(client);
+        let error =
+            rd::rd_kafka_commit_queue(client, list.ptr(), queue, None, std::ptr::null_mut());
+        if !queue.is_null() {
+            rd::rd_kafka_queue_destroy(queue);
+        }
+        error
+    };
+    if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let error = KafkaError::ConsumerCommit(error.into());
+        consumer.context().record_commit(Err(error), list);
+    }
+}
+
 /// Consumer callbacks: statistics (lag, broker state) and rebalances.
 pub struct ConsumerEvents {
     work: Sender<Work>,
@@ -98,10 +127,40 @@ impl ConsumerEvents {
         if list.count() == 0 {
             return;
         }
-        if let Err(error) = consumer.commit(&list, mode) {
-            // Async commits report their failures in the callback; this is a
-            // failure to even send the request (or a failed sync commit).
-            tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
+        match mode {
+            CommitMode::Sync => self.record_commit(consumer.commit(&list, mode), &list),
+            CommitMode::Async => commit_async(consumer, &list),
+        }
+    }
+
+    /// Counts a commit's outcome and records the positions the broker confirmed.
+    fn record_commit(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.metrics.commits.with_label_values(&["ok"]).inc();
+                let mut confirmed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+                for element in offsets.elements() {
+                    if let Offset::Offset(position) = element.offset() {
+                        tracing::debug!(
+                            topic = element.topic(),
+                            partition = element.partition(),
+                            position,
+                            "committed"
+                        );
+                        confirmed.insert(
+                            Partition {
+                                topic: element.topic().into(),
+                                partition: element.partition(),
+                            },
+                            position,
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
+            }
         }
     }
 
@@ -193,33 +252,7 @@ impl ConsumerContext for ConsumerEvents {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                self.metrics.commits.with_label_values(&["ok"]).inc();
-                let mut confirmed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-                for element in offsets.elements() {
-                    if let Offset::Offset(position) = element.offset() {
-                        tracing::debug!(
-                            topic = element.topic(),
-                            partition = element.partition(),
-                            position,
-                            "committed"
-                        );
-                        confirmed.insert(
-                            Partition {
-                                topic: element.topic().into(),
-                                partition: element.partition(),
-                            },
-                            position,
-                        );
-                    }
-                }
-            }
-            Err(error) => {
-                self.metrics.commits.with_label_values(&["error"]).inc();
-                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
-            }
-        }
+        self.record_commit(result, offsets);
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

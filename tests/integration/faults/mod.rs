@@ -124,7 +124,8 @@ pub fn wait_for_metric(daemon: &DaemonProcess, metric: &str, value: f64, limit: 
     while daemon.metric(metric).unwrap_or(-1.0) < value {
         assert!(
             Instant::now() < deadline,
-            "{metric} never reached {value}; log:\n{}",
+            "{metric} never reached {value}; metrics:\n{}\nlog:\n{}",
+            http_get(daemon.admin, "/metrics").unwrap_or_default().1,
             daemon.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
