@@ -28,7 +28,8 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
         let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
         let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
         let group = format!("crash-{run}");
-        let extra = "[scoring]\nmax_batch = 16\n";
+        // A short session timeout: the killed members leave the group quickly.
+        let extra = "[scoring]\nmax_batch = 16\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
         let mut uncommitted = 0;
         let mut snapshots = Vec::new();
         for kill in 0..2 {
@@ -39,10 +40,24 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
                 &group,
                 extra,
             );
-            // A random moment from 0.2 s to 4 s after the admin port answers:
-            // during the group join, the first fetches or the steady state.
-            let delay = Duration::from_millis(rng.random_range(200..4_000));
-            let until = Instant::now() + delay;
+            // The first kill comes at a random time, 0.2 s to 4 s after the
+            // admin port answers: during the group join, the first fetches or
+            // the steady state. The second comes mid-stream, after a random
+            // number of windows.
+            let started = Instant::now();
+            let kill_time = started + Duration::from_millis(rng.random_range(200..4_000));
+            let kill_after_windows = rng.random_range(200..5_000) as f64;
+            let until = |_: &TopicReader| {
+                if kill == 0 {
+                    Instant::now() >= kill_time
+                } else {
+                    daemon
+                        .metric("anomalyd_windows_scored_total")
+                        .unwrap_or(0.0)
+                        >= kill_after_windows
+                        || started.elapsed() > Duration::from_secs(60)
+                }
+            };
             snapshots.extend(check_commits_never_pass_unacknowledged_outputs(
                 &broker.brokers,
                 &group,
@@ -50,8 +65,9 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
                 &expected,
                 &mut scores,
                 &mut alerts,
-                |_| Instant::now() >= until,
+                until,
             ));
+            let delay = started.elapsed();
             let scored = daemon
                 .metric("anomalyd_windows_scored_total")
                 .unwrap_or(0.0);
