@@ -753,7 +753,7 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
 }
 
 #[test]
-fn secrets_from_the_environment_never_reach_output_or_logs() {
+fn secrets_and_record_contents_never_reach_output_logs_or_metrics() {
     const SECRET: &str = "s3cret-Pa55word-do-not-print";
     let broker = start_broker(&all_topics(1));
     let dir = tempfile::tempdir().unwrap();
@@ -830,9 +830,10 @@ fn secrets_from_the_environment_never_reach_output_or_logs() {
     }
 
     // The daemon's own log at debug level, with a property librdkafka takes.
+    let port = free_port();
     std::fs::write(
         &path,
-        daemon_config(&broker.brokers, "secrets", free_port(), password),
+        daemon_config(&broker.brokers, "secrets", port, password),
     )
     .unwrap();
     let log = dir.path().join("secrets.log");
@@ -845,7 +846,53 @@ fn secrets_from_the_environment_never_reach_output_or_logs() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(admin, "/readyz"), Some((200, _))) {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A record whose entity and values must not reach /metrics.
+    let producer = producer(&broker.brokers);
+    let record = r#"{"entity": "private-entity-7731", "ts": 1767225600000, "values": {"temperature": 1234.5678, "pressure": 1, "flow": 1, "vibration": 1, "power": 1}}"#;
+    send(&producer, "input", 0, "private-key-7731", record.as_bytes());
+    flush(&producer);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let (_, body) = http_get(admin, "/metrics").unwrap();
+        if metric_value(&body, "anomalyd_records_decoded_total") == Some(1.0) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record was not decoded:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for private in [
+        SECRET,
+        "private-entity-7731",
+        "private-key-7731",
+        "1234.5678",
+    ] {
+        assert!(!metrics.contains(private), "/metrics shows {private}");
+    }
+    // The admin listener is bound to the configured address only (loopback
+    // here, not every interface), and nothing it serves changes state.
+    assert!(
+        listening_sockets(port).iter().all(|a| a == "0100007F"),
+        "bound to {:?}",
+        listening_sockets(port)
+    );
+    for (request, status) in [
+        ("POST /metrics", 405),
+        ("PUT /readyz", 405),
+        ("DELETE /healthz", 405),
+        ("POST /reload", 404),
+        ("GET /debug", 404),
+    ] {
+        assert_eq!(http_status(admin, request), Some(status), "{request}");
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -855,4 +902,35 @@ fn secrets_from_the_environment_never_reach_output_or_logs() {
         "the log should show the key (masked):\n{text}"
     );
     assert!(!text.contains(SECRET), "the log holds a secret:\n{text}");
+}
+
+/// The local IPv4 addresses (as /proc/net/tcp writes them) listening on `port`.
+fn listening_sockets(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let wanted = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, local_port) = fields.get(1)?.split_once(':')?;
+            // State 0A is LISTEN.
+            (local_port == wanted && fields.get(3) == Some(&"0A")).then(|| address.to_string())
+        })
+        .collect()
+}
+
+/// The status of a request line such as `POST /metrics`, sent with an empty body.
+fn http_status(address: std::net::SocketAddr, request: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{request} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
 }
