@@ -934,3 +934,61 @@ fn http_status(address: std::net::SocketAddr, request: &str) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+#[test]
+fn tls_and_sasl_configs_pass_check_config() {
+    // The shipped example, with its password file and brokers supplied.
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("kafka-password");
+    std::fs::write(&password, "scram-secret-4412\n").unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/kafka-tls-sasl.toml"
+    ))
+    .unwrap()
+    .replace("/run/secrets/kafka-password", &password.display().to_string());
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+            .arg("check-config")
+            .arg(&path)
+            .env("KAFKA_BROKERS", "kafka-1:9093,kafka-2:9093")
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), shown)
+    };
+    let (code, shown) = check("tls-sasl.toml", &example);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("SASL_SSL"), "{shown}");
+    assert!(!shown.contains("scram-secret-4412"), "{shown}");
+    // Mutual TLS and the other SASL mechanisms are accepted too.
+    for (mechanism, protocol) in [
+        ("PLAIN", "SASL_SSL"),
+        ("SCRAM-SHA-256", "SASL_SSL"),
+        ("SCRAM-SHA-512", "SASL_PLAINTEXT"),
+    ] {
+        let text = example
+            .replace("SCRAM-SHA-512", mechanism)
+            .replace("\"SASL_SSL\"", &format!("\"{protocol}\""));
+        let (code, shown) = check("variant.toml", &text);
+        assert_eq!(code, Some(0), "{mechanism} over {protocol}: {shown}");
+    }
+    let mutual = daemon_config(
+        "kafka-1:9093",
+        "g",
+        9464,
+        "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.endpoint.identification.algorithm\" = \"https\"\n",
+    );
+    let (code, shown) = check("mtls.toml", &mutual);
+    assert_eq!(code, Some(0), "{shown}");
+    // A misspelt mechanism is named.
+    let (code, shown) = check("bad.toml", &example.replace("SCRAM-SHA-512", "SCRAM-SHA-1"));
+    assert_eq!(code, Some(64), "{shown}");
+    assert!(shown.contains("sasl.mechanisms"), "{shown}");
+}
