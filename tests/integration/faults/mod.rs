@@ -64,12 +64,17 @@ impl Tally {
                 .or_default()
                 .push(id.to_string());
         }
+        // An alert opened by the same window is the same alert: same id. (A
+        // resolve at the same window may belong to another alert after a
+        // restart, whose warm-up moved where that alert opened.)
         let mut duplicate_alerts = 0;
         for (key, ids) in &ids {
-            assert!(
-                ids.iter().all(|id| id == &ids[0]),
-                "the alert of {key:?} was sent with different ids: {ids:?}"
-            );
+            if key.2 == "opened" {
+                assert!(
+                    ids.iter().all(|id| id == &ids[0]),
+                    "the alert opened by {key:?} was sent with different ids: {ids:?}"
+                );
+            }
             duplicate_alerts += ids.len() - 1;
         }
         Self {
@@ -135,10 +140,10 @@ pub fn wait_for_metric(daemon: &DaemonProcess, metric: &str, value: f64, limit: 
 /// For a daemon that ran without a restart: every alert event it decided
 /// (its `anomalyd_alert_events_total`) reached the alerts topic.
 pub fn assert_every_alert_event_delivered(daemon: &DaemonProcess, alerts: &mut TopicReader) {
-    let decided = daemon.metric_sum("anomalyd_alert_events_total");
-    // Delivery is asynchronous: give the last events a moment.
+    // Decisions and deliveries trail the scores a little: wait until they agree.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        let decided = daemon.metric_sum("anomalyd_alert_events_total");
         alerts.catch_up();
         let delivered: BTreeSet<(String, String)> = alerts
             .json()
@@ -150,7 +155,7 @@ pub fn assert_every_alert_event_delivered(daemon: &DaemonProcess, alerts: &mut T
                 ))
             })
             .collect();
-        if delivered.len() as f64 >= decided || Instant::now() > deadline {
+        if delivered.len() as f64 == decided || Instant::now() > deadline {
             assert_eq!(
                 delivered.len() as f64,
                 decided,
