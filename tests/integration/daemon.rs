@@ -675,28 +675,7 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
     let broker = start_broker(&all_topics(4));
     let dir = tempfile::tempdir().unwrap();
     // Stream the input at about 800 records/s, so the rebalance happens mid-stream.
-    let feeder = {
-        let brokers = broker.brokers.clone();
-        let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
-        std::thread::spawn(move || {
-            let producer = producer(&brokers);
-            for row in 0..owned[0].len() {
-                for (p, s) in owned.iter().enumerate() {
-                    send(
-                        &producer,
-                        "input",
-                        p as i32,
-                        &s.entity,
-                        record_json(s, row).as_bytes(),
-                    );
-                }
-                if row % 50 == 0 {
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-            flush(&producer);
-        })
-    };
+    let feeder = stream_series(&broker.brokers, &series, 50, Duration::from_millis(250));
     let expected = expected_windows(&series);
     // A short session timeout, so the group notices membership changes quickly.
     let extra = "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";

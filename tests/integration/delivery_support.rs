@@ -30,8 +30,29 @@ pub fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
 /// Produces each series to its own partition (series i → partition i), in
 /// order, so the offset of row r is r.
 pub fn produce_series(brokers: &str, series: &[&Series]) {
+    produce_rows(brokers, series, usize::MAX, Duration::ZERO);
+}
+
+/// Like [`produce_series`], but in a thread, pausing `pause` every `every`
+/// rows, so faults and membership changes land mid-stream.
+pub fn stream_series(
+    brokers: &str,
+    series: &[&Series],
+    every: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let brokers = brokers.to_string();
+    let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
+    std::thread::spawn(move || {
+        let borrowed: Vec<&Series> = owned.iter().collect();
+        produce_rows(&brokers, &borrowed, every, pause);
+    })
+}
+
+/// Sends row after row of every series, pausing `pause` every `every` rows.
+fn produce_rows(brokers: &str, series: &[&Series], every: usize, pause: Duration) {
     let producer = producer(brokers);
-    let longest = series.iter().map(|s| s.len()).max().unwrap();
+    let longest = series.iter().map(|s| s.len()).max().unwrap_or(0);
     for row in 0..longest {
         for (p, s) in series.iter().enumerate() {
             if row < s.len() {
@@ -43,6 +64,9 @@ pub fn produce_series(brokers: &str, series: &[&Series]) {
                     record_json(s, row).as_bytes(),
                 );
             }
+        }
+        if row % every == 0 && !pause.is_zero() {
+            std::thread::sleep(pause);
         }
     }
     flush(&producer);

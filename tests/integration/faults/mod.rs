@@ -10,7 +10,6 @@ mod process;
 
 use super::delivery_support::*;
 use super::kafka_support::*;
-use anomalyd::demo::feed::record_json;
 use anomalyd::series::Series;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -165,39 +164,6 @@ pub fn assert_every_alert_event_delivered(daemon: &DaemonProcess, alerts: &mut T
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Streams `series` (series i → partition i) in a thread, pausing `pause`
-/// every `every` rows, so faults land mid-stream.
-pub fn stream_series(
-    brokers: &str,
-    series: &[&Series],
-    every: usize,
-    pause: Duration,
-) -> std::thread::JoinHandle<()> {
-    let brokers = brokers.to_string();
-    let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
-    std::thread::spawn(move || {
-        let producer = producer(&brokers);
-        let longest = owned.iter().map(|s| s.len()).max().unwrap_or(0);
-        for row in 0..longest {
-            for (p, s) in owned.iter().enumerate() {
-                if row < s.len() {
-                    send(
-                        &producer,
-                        "input",
-                        p as i32,
-                        &s.entity,
-                        record_json(s, row).as_bytes(),
-                    );
-                }
-            }
-            if row % every == 0 {
-                std::thread::sleep(pause);
-            }
-        }
-        flush(&producer);
-    })
 }
 
 /// Records in `series`.
