@@ -86,7 +86,7 @@ impl AlertPolicy {
 }
 
 /// How bad an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Above the threshold.
@@ -106,7 +106,7 @@ impl Severity {
 }
 
 /// One channel's part in an alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEvidence {
     /// Channel name.
     pub channel: String,
@@ -119,7 +119,7 @@ pub struct ChannelEvidence {
 }
 
 /// An alert as users see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Deterministic id: see [`alert_id`].
     pub id: String,
@@ -181,7 +181,7 @@ pub fn alert_id(entity: &str, started_ms: i64, model_version: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum State {
     Quiet { recent: VecDeque<bool> },
     Open { alert: Alert, low_run: usize },
@@ -189,7 +189,7 @@ enum State {
 }
 
 /// One entity's alert decisions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertMachine {
     entity: String,
     model_version: String,
@@ -208,6 +208,22 @@ impl AlertMachine {
                 recent: VecDeque::new(),
             },
         }
+    }
+
+    /// Decides from now on with `policy` (a restored machine takes the
+    /// configured policy; an open alert stays open).
+    pub fn set_policy(&mut self, policy: AlertPolicy) {
+        self.policy = policy;
+    }
+
+    /// The policy it decides with.
+    pub fn policy(&self) -> &AlertPolicy {
+        &self.policy
+    }
+
+    /// The model version new alerts name.
+    pub fn model_version(&self) -> &str {
+        &self.model_version
     }
 
     /// Names the model version of alerts opened from now on.

@@ -71,7 +71,7 @@ impl LikelihoodConfig {
 }
 
 /// One entity's Gaussian-tail calibrator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Likelihood {
     config: LikelihoodConfig,
     average: MovingAverage,
@@ -83,6 +83,11 @@ pub struct Likelihood {
 }
 
 impl Likelihood {
+    /// Its settings.
+    pub fn config(&self) -> &LikelihoodConfig {
+        &self.config
+    }
+
     /// A calibrator with no history.
     pub fn new(config: LikelihoodConfig) -> Self {
         Self {

@@ -26,7 +26,7 @@ pub use spot::{Spot, SpotConfig};
 use serde::{Deserialize, Serialize};
 
 /// Whether a calibrator has enough history to mean anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum CalibrationState {
     /// Too little history: scores are reported as 0; `seen` of `needed` raw scores so far.
@@ -115,7 +115,7 @@ impl CalibrationConfig {
 }
 
 /// One entity's calibrator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Calibrator {
     /// See [`Likelihood`].
     Likelihood(Likelihood),
@@ -148,7 +148,7 @@ pub(crate) fn fitted_value(raw: f64, log_scores: bool) -> Option<f64> {
 }
 
 /// A fixed-size moving average of the last `len` values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct MovingAverage {
     values: std::collections::VecDeque<f64>,
     len: usize,

@@ -6,10 +6,11 @@
 //! false positive) wants the rising edges only. The gate looks only at past
 //! scores, so it is streaming.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Sliding-maximum gate over the previous `rows` scores.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NoveltyGate {
     rows: usize,
     /// (row index, score), scores decreasing: the sliding maximum's candidates.
@@ -25,6 +26,11 @@ impl NoveltyGate {
             candidates: VecDeque::new(),
             index: 0,
         }
+    }
+
+    /// The number of previous scores it compares with.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 
     /// Takes the next score; returns it if it beats every one of the previous `rows`, else 0.

@@ -73,7 +73,7 @@ impl SpotConfig {
 }
 
 /// One entity's peaks-over-threshold calibrator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spot {
     config: SpotConfig,
     average: MovingAverage,
@@ -96,6 +96,11 @@ pub struct Spot {
 }
 
 impl Spot {
+    /// Its settings.
+    pub fn config(&self) -> &SpotConfig {
+        &self.config
+    }
+
     /// A calibrator with no history.
     pub fn new(config: SpotConfig) -> Self {
         Self {

@@ -67,6 +67,9 @@ pub struct DaemonConfig {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Entity-state checkpoints.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// `[kafka]`.
@@ -250,6 +253,35 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[state]`: entity-state checkpoints (ARCHITECTURE.md, "Delivery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Checkpoint entity state to `topic` and restore it on assignment; off =
+    /// entities warm up again after every restart or rebalance.
+    pub checkpoints: bool,
+    /// The compacted topic the checkpoints go to; created if missing, with as
+    /// many partitions as the largest input topic.
+    pub topic: String,
+    /// How often changed entities are checkpointed (ms). Committed input
+    /// offsets trail by about this much.
+    pub checkpoint_interval_ms: u64,
+    /// Longest the restore of newly assigned partitions may take (s); beyond
+    /// it the daemon stops with an error rather than carry on without state.
+    pub restore_timeout_s: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            checkpoints: true,
+            topic: "anomalyd-state".into(),
+            checkpoint_interval_ms: 10_000,
+            restore_timeout_s: 60,
+        }
+    }
+}
+
 fn default_group_id() -> String {
     "anomalyd".into()
 }
@@ -365,6 +397,9 @@ impl DaemonConfig {
         if let Some(scores) = &kafka.scores_topic {
             outputs.push(("kafka.scores_topic", scores));
         }
+        if self.state.checkpoints {
+            outputs.push(("state.topic", &self.state.topic));
+        }
         for (key, topic) in outputs {
             if topic.is_empty() {
                 return Err(invalid(key, "must not be empty".into()));
@@ -437,6 +472,29 @@ impl DaemonConfig {
                 "must be at least 1".into(),
             ));
         }
+        if self.state.checkpoints {
+            let others = [&kafka.alerts_topic, &kafka.dead_letter_topic];
+            if others.contains(&&self.state.topic)
+                || kafka.scores_topic.as_ref() == Some(&self.state.topic)
+            {
+                return Err(invalid(
+                    "state.topic",
+                    format!("{:?} is also an output topic", self.state.topic),
+                ));
+            }
+            if self.state.checkpoint_interval_ms == 0 {
+                return Err(invalid(
+                    "state.checkpoint_interval_ms",
+                    "must be at least 1".into(),
+                ));
+            }
+            if self.state.restore_timeout_s == 0 {
+                return Err(invalid(
+                    "state.restore_timeout_s",
+                    "must be at least 1".into(),
+                ));
+            }
+        }
         if self.shutdown.grace_period_s == 0 {
             return Err(invalid(
                 "shutdown.grace_period_s",
@@ -470,6 +528,14 @@ impl DaemonConfig {
                 self.kafka.scores_topic.as_deref().unwrap_or("(off)"),
                 self.kafka.dead_letter_topic
             ),
+            if self.state.checkpoints {
+                format!(
+                    "entity state: checkpointed to {} every {} ms",
+                    self.state.topic, self.state.checkpoint_interval_ms
+                )
+            } else {
+                "entity state: not checkpointed (entities warm up again after a restart)".into()
+            },
             format!(
                 "model: {}",
                 self.model

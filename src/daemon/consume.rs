@@ -3,10 +3,13 @@
 //! the dead-letter topic, and commits the ledger's safe positions.
 //!
 //! Rebalance: before partitions are revoked, everything queued for them is
-//! scored, the producer is flushed and their safe positions are committed;
-//! then their entity state is dropped. A new owner replays from there, so it
-//! rebuilds the windows (ARCHITECTURE.md, "Delivery").
+//! scored, their entities are checkpointed, the producer is flushed and
+//! their safe positions are committed; then their entity state is dropped.
+//! When partitions are assigned, their checkpoints are read back before any
+//! of their records, so the new owner carries on where the last one stopped
+//! (ARCHITECTURE.md, "Delivery").
 
+use super::checkpoint;
 use super::decode::Decoder;
 use super::health::Health;
 use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
@@ -19,7 +22,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +57,16 @@ fn commit_async(consumer: &BaseConsumer<ConsumerEvents>, list: &TopicPartitionLi
     }
 }
 
+/// Where assigned partitions' checkpoints are read from.
+pub struct RestoreSettings {
+    /// The reader's client settings ([`checkpoint::restore_config`]).
+    pub client: ClientConfig,
+    /// The state topic.
+    pub topic: String,
+    /// `state.restore_timeout_s`.
+    pub timeout: Duration,
+}
+
 /// Consumer callbacks: statistics (lag, broker state) and rebalances.
 pub struct ConsumerEvents {
     work: Sender<Work>,
@@ -62,18 +75,23 @@ pub struct ConsumerEvents {
     metrics: Metrics,
     health: Arc<Health>,
     grace: Duration,
+    restore: Option<RestoreSettings>,
     assigned: Mutex<BTreeSet<Partition>>,
     committed: Mutex<HashMap<Partition, i64>>,
+    /// An error the daemon cannot carry on after; the loop stops on it.
+    fatal: Mutex<Option<String>>,
 }
 
 impl ConsumerEvents {
-    /// Callbacks that hand revoked partitions back within `grace`.
+    /// Callbacks that hand revoked partitions back within `grace` and, with
+    /// `restore`, read assigned partitions' checkpoints.
     pub fn new(
         work: Sender<Work>,
         sink: Arc<Sink>,
         metrics: Metrics,
         health: Arc<Health>,
         grace: Duration,
+        restore: Option<RestoreSettings>,
     ) -> Self {
         Self {
             work,
@@ -82,8 +100,53 @@ impl ConsumerEvents {
             metrics,
             health,
             grace,
+            restore,
             assigned: Mutex::new(BTreeSet::new()),
             committed: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    /// The error that stopped the daemon, if one did.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the checkpoints of `partitions` and queues them for the scorer
+    /// ahead of any of their records. A failure stops the daemon: scoring
+    /// without the state would miss the windows its buffers held.
+    fn restore(&self, partitions: &[Partition]) {
+        let Some(settings) = &self.restore else {
+            return;
+        };
+        let started = Instant::now();
+        match checkpoint::read(
+            &settings.client,
+            &settings.topic,
+            partitions,
+            settings.timeout,
+        ) {
+            Ok(restored) => {
+                self.metrics
+                    .state_restored
+                    .with_label_values(&["unreadable"])
+                    .inc_by(restored.unreadable as u64);
+                tracing::info!(
+                    entities = restored.checkpoints.len(),
+                    records = restored.records,
+                    unreadable = restored.unreadable,
+                    ms = started.elapsed().as_millis() as u64,
+                    "entity state restored"
+                );
+                if !restored.checkpoints.is_empty() {
+                    let _ = self.work.send(Work::Restore(restored.checkpoints));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot restore the entity state of assigned partitions; stopping");
+                let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                fatal.get_or_insert(error.to_string());
+            }
         }
     }
 
@@ -173,7 +236,7 @@ impl ConsumerEvents {
         let (done, finished) = crossbeam_channel::bounded(1);
         let drained = self
             .work
-            .send_deadline(Work::Revoke(partitions.to_vec(), done), deadline)
+            .send_deadline(Work::Revoke(partitions.to_vec(), deadline, done), deadline)
             .is_ok()
             && finished.recv_deadline(deadline).is_ok();
         let flushed = self.sink.flush(deadline);
@@ -258,7 +321,8 @@ impl ConsumerContext for ConsumerEvents {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let partitions = partitions_of(list);
-            tracing::info!(partitions = ?partitions.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(), "partitions assigned: their entities start warming up");
+            tracing::info!(partitions = ?partitions.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(), "partitions assigned");
+            self.restore(&partitions);
             let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
             assigned.extend(partitions);
             self.health.set_assigned_partitions(assigned.len());
@@ -289,13 +353,14 @@ pub struct ConsumerLoop {
 }
 
 impl ConsumerLoop {
-    /// Consumes until `shutdown` turns true, then drains, flushes and commits
-    /// within the grace period. Returns whether everything was finished in time.
-    pub fn run(self, shutdown: watch::Receiver<bool>) -> bool {
+    /// Consumes until `shutdown` turns true (or a fatal error), then drains,
+    /// flushes and commits within the grace period. Returns whether everything
+    /// was finished in time, and the fatal error if there was one.
+    pub fn run(self, shutdown: watch::Receiver<bool>) -> (bool, Option<String>) {
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
         let mut last_commit = Instant::now();
         let context = self.consumer.context().clone();
-        while !*shutdown.borrow() {
+        while !*shutdown.borrow() && context.fatal().is_none() {
             self.health.consumer_beat();
             self.sink.resend_failed();
             match self.consumer.poll(Duration::from_millis(100)) {
@@ -320,7 +385,10 @@ impl ConsumerLoop {
         self.health.set_shutting_down();
         let deadline = Instant::now() + self.grace;
         let (done, finished) = crossbeam_channel::bounded(1);
-        let drained = self.work.send_deadline(Work::Drain(done), deadline).is_ok()
+        let drained = self
+            .work
+            .send_deadline(Work::Drain(deadline, done), deadline)
+            .is_ok()
             && finished.recv_deadline(deadline).is_ok();
         let flushed = self.sink.flush(deadline);
         context.commit(&self.consumer, &context.assigned(), CommitMode::Sync, true);
@@ -329,7 +397,7 @@ impl ConsumerLoop {
         }
         // Leaving the group revokes the partitions: nothing is left to finish.
         self.consumer.unsubscribe();
-        drained && flushed
+        (drained && flushed, context.fatal())
     }
 
     fn take(

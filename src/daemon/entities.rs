@@ -10,16 +10,22 @@
 //! - an entity with no sample for `windows.entity_ttl_s` (wall clock) is
 //!   evicted; beyond `windows.max_entities` the least recently seen are evicted.
 //!
-//! The offsets of the last `window_len - 1` samples stay held in the ledger,
-//! so a restart or a new owner of the partition replays them and rebuilds
-//! the window: every window is scored at least once.
+//! Offset holds: with checkpoints (`state.checkpoints`), an entity holds the
+//! offset of its first sample since its last checkpoint was taken, until that
+//! checkpoint is acknowledged; a restart restores the checkpoint and skips
+//! the replayed samples it covers. Without, the offsets of the last
+//! `window_len - 1` samples stay held, so a restart or a new owner of the
+//! partition replays them and rebuilds the window. Either way every window
+//! is scored at least once.
 
+use super::checkpoint::{self, Checkpoint};
 use super::config::WindowConfig;
 use super::decode::Sample;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
 use crate::serve::Scorer;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One entity.
@@ -30,8 +36,30 @@ pub struct EntityState {
     last_seen: Instant,
     /// The partition of its latest sample.
     partition: Option<Partition>,
-    /// Offsets of the newest samples in the window buffer, oldest first.
+    /// Without checkpoints: offsets of the newest samples in the window buffer, oldest first.
     held: VecDeque<SourceOffset>,
+    /// With checkpoints: the first sample of each partition since the last
+    /// checkpoint was taken (held until a checkpoint covering it is acknowledged).
+    unsaved: Vec<SourceOffset>,
+    /// The latest sample admitted.
+    through: Option<SourceOffset>,
+    /// Restored from a checkpoint covering samples up to this one: replayed
+    /// samples at or before it are skipped.
+    restored_through: Option<SourceOffset>,
+}
+
+/// A checkpoint or tombstone to write for an entity, with the holds its
+/// acknowledgement releases.
+#[derive(Debug)]
+pub struct StateWrite {
+    /// The entity (the record key).
+    pub entity: String,
+    /// The input partition number (the checkpoint goes to the same-numbered state partition).
+    pub partition: i32,
+    /// The encoded checkpoint; `None` for a tombstone (the entity was evicted).
+    pub payload: Option<Vec<u8>>,
+    /// Offsets held until it is acknowledged.
+    pub holds: Vec<SourceOffset>,
 }
 
 /// What admitting a sample did.
@@ -50,6 +78,17 @@ pub enum Admission {
         /// The entity's latest event time.
         latest_ms: i64,
     },
+    /// Replayed, and already part of the entity's restored checkpoint.
+    AlreadyCheckpointed,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreCounts {
+    /// Entities restored.
+    pub restored: usize,
+    /// Checkpoints refused (another window shape).
+    pub refused: usize,
 }
 
 /// Counts from one eviction pass.
@@ -67,16 +106,130 @@ pub struct EntityTable {
     config: WindowConfig,
     detector: DetectorConfig,
     window_len: usize,
+    checkpoints: bool,
 }
 
 impl EntityTable {
-    /// An empty table.
-    pub fn new(config: WindowConfig, detector: DetectorConfig, window_len: usize) -> Self {
+    /// An empty table; `checkpoints` chooses how offsets are held (module docs).
+    pub fn new(
+        config: WindowConfig,
+        detector: DetectorConfig,
+        window_len: usize,
+        checkpoints: bool,
+    ) -> Self {
         Self {
             entities: HashMap::new(),
             config,
             detector,
             window_len,
+            checkpoints,
+        }
+    }
+
+    fn fresh_detector(&self, entity: &str, scorer: &Scorer) -> EntityDetector {
+        EntityDetector::with_stride(entity, scorer, &self.detector, self.config.stride)
+    }
+
+    /// Takes restored checkpoints (replacing any state of those entities).
+    pub fn restore(
+        &mut self,
+        checkpoints: Vec<Checkpoint>,
+        scorer: &Scorer,
+        now: Instant,
+    ) -> RestoreCounts {
+        let mut counts = RestoreCounts::default();
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        for checkpoint in checkpoints {
+            let mut detector = checkpoint.detector;
+            match detector.adopt_settings(self.fresh_detector(&checkpoint.entity, scorer)) {
+                Ok(reset) => {
+                    if !reset.is_empty() {
+                        tracing::info!(entity = %checkpoint.entity, reset = ?reset, "restored with changed settings: these start afresh");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(entity = %checkpoint.entity, %error, "checkpoint not restored; the entity warms up again");
+                    counts.refused += 1;
+                    continue;
+                }
+            }
+            let topic = topics
+                .entry(checkpoint.topic.clone())
+                .or_insert_with(|| checkpoint.topic.as_str().into())
+                .clone();
+            let through = SourceOffset {
+                partition: Partition {
+                    topic,
+                    partition: checkpoint.partition,
+                },
+                offset: checkpoint.through_offset,
+            };
+            self.entities.insert(
+                checkpoint.entity,
+                EntityState {
+                    detector,
+                    last_ms: checkpoint.last_ms,
+                    last_seen: now,
+                    partition: Some(through.partition.clone()),
+                    held: VecDeque::new(),
+                    unsaved: Vec::new(),
+                    through: Some(through.clone()),
+                    restored_through: Some(through),
+                },
+            );
+            counts.restored += 1;
+        }
+        counts
+    }
+
+    /// Checkpoints of the changed entities (of `partitions`, or all), with
+    /// the holds each takes over. The entities count as saved from now on.
+    pub fn checkpoint(
+        &mut self,
+        partitions: Option<&[Partition]>,
+        model_version: &str,
+    ) -> Vec<StateWrite> {
+        let mut writes = Vec::new();
+        for (entity, state) in &mut self.entities {
+            if state.unsaved.is_empty()
+                || partitions.is_some_and(|wanted| {
+                    state.partition.as_ref().is_none_or(|p| !wanted.contains(p))
+                })
+            {
+                continue;
+            }
+            let Some(through) = &state.through else {
+                continue;
+            };
+            writes.push(StateWrite {
+                entity: entity.clone(),
+                partition: through.partition.partition,
+                payload: Some(checkpoint::encode(
+                    entity,
+                    through,
+                    state.last_ms,
+                    model_version,
+                    &state.detector,
+                )),
+                holds: std::mem::take(&mut state.unsaved),
+            });
+        }
+        writes
+    }
+
+    /// A checkpoint could not be written: its entity takes the holds back and
+    /// is checkpointed again. Returns the holds of an entity no longer here.
+    pub fn checkpoint_failed(
+        &mut self,
+        entity: &str,
+        holds: Vec<SourceOffset>,
+    ) -> Vec<SourceOffset> {
+        match self.entities.get_mut(entity) {
+            Some(state) => {
+                state.unsaved.extend(holds);
+                Vec::new()
+            }
+            None => holds,
         }
     }
 
@@ -146,9 +299,20 @@ impl EntityTable {
                 last_ms: i64::MIN,
                 last_seen: now,
                 partition: None,
-                held: VecDeque::with_capacity(self.window_len),
+                held: VecDeque::new(),
+                unsaved: Vec::new(),
+                through: None,
+                restored_through: None,
             });
         state.last_seen = now;
+        if let Some(restored) = &state.restored_through {
+            if restored.partition == source.partition {
+                if source.offset <= restored.offset {
+                    return Admission::AlreadyCheckpointed;
+                }
+                state.restored_through = None;
+            }
+        }
         if state.partition.as_ref() != Some(&source.partition) {
             state.partition = Some(source.partition.clone());
         }
@@ -168,28 +332,62 @@ impl EntityTable {
         }
         state.last_ms = sample.timestamp_ms;
         let window = state.detector.push(sample.timestamp_ms, &sample.values);
-        // Keep the offsets of the samples a future window still needs.
-        ledger.holds.push(source.clone());
-        state.held.push_back(source.clone());
-        while state.held.len() > self.window_len.saturating_sub(1) {
-            ledger
-                .releases
-                .push(state.held.pop_front().expect("not empty"));
+        if self.checkpoints {
+            // Hold the first sample since the last checkpoint until one covers it.
+            if !state
+                .unsaved
+                .iter()
+                .any(|s| s.partition == source.partition)
+            {
+                ledger.holds.push(source.clone());
+                state.unsaved.push(source.clone());
+            }
+            state.through = Some(source.clone());
+        } else {
+            // Keep the offsets of the samples a future window still needs.
+            ledger.holds.push(source.clone());
+            state.held.push_back(source.clone());
+            while state.held.len() > self.window_len.saturating_sub(1) {
+                ledger
+                    .releases
+                    .push(state.held.pop_front().expect("not empty"));
+            }
         }
         Admission::Accepted { window, gap }
     }
 
     /// Evicts entities idle longer than the TTL and, beyond the cap, the least
     /// recently seen (1 % of the cap at a time, so a flood of new entities costs
-    /// little per sample). Their held offsets are released.
-    pub fn evict(&mut self, now: Instant, incoming: usize, ledger: &mut LedgerBatch) -> Evicted {
+    /// little per sample). Their held offsets are released; with checkpoints,
+    /// a tombstone per entity goes into `tombstones` and takes their holds.
+    pub fn evict(
+        &mut self,
+        now: Instant,
+        incoming: usize,
+        ledger: &mut LedgerBatch,
+        tombstones: &mut Vec<StateWrite>,
+    ) -> Evicted {
         let mut evicted = Evicted::default();
         let ttl = Duration::from_secs(self.config.entity_ttl_s);
-        self.entities.retain(|_, state| {
+        let checkpoints = self.checkpoints;
+        let mut forget = |name: &str, state: &mut EntityState| {
+            ledger.releases.extend(state.held.drain(..));
+            if checkpoints {
+                if let Some(partition) = &state.partition {
+                    tombstones.push(StateWrite {
+                        entity: name.to_string(),
+                        partition: partition.partition,
+                        payload: None,
+                        holds: std::mem::take(&mut state.unsaved),
+                    });
+                }
+            }
+        };
+        self.entities.retain(|name, state| {
             let keep = now.duration_since(state.last_seen) < ttl;
             if !keep {
                 evicted.ttl += 1;
-                ledger.releases.extend(state.held.drain(..));
+                forget(name, state);
             }
             keep
         });
@@ -205,7 +403,7 @@ impl EntityTable {
             by_age.select_nth_unstable(target - 1);
             for (_, name) in by_age.into_iter().take(target) {
                 if let Some(mut state) = self.entities.remove(&name) {
-                    ledger.releases.extend(state.held.drain(..));
+                    forget(&name, &mut state);
                     evicted.cap += 1;
                 }
             }
@@ -262,7 +460,7 @@ mod tests {
         let scorer = default_scorer().unwrap();
         let window_len = scorer.metadata().window_len;
         (
-            EntityTable::new(config, DetectorConfig::default(), window_len),
+            EntityTable::new(config, DetectorConfig::default(), window_len, false),
             scorer,
         )
     }
@@ -356,10 +554,20 @@ mod tests {
         }
         assert!(table.would_exceed_cap("d"));
         assert!(!table.would_exceed_cap("a"));
-        let evicted = table.evict(start + Duration::from_secs(5), 1, &mut ledger);
+        let evicted = table.evict(
+            start + Duration::from_secs(5),
+            1,
+            &mut ledger,
+            &mut Vec::new(),
+        );
         assert_eq!(evicted, Evicted { ttl: 0, cap: 1 });
         assert!(table.get_mut("a").is_none(), "the oldest goes first");
-        let evicted = table.evict(start + Duration::from_millis(61_500), 0, &mut ledger);
+        let evicted = table.evict(
+            start + Duration::from_millis(61_500),
+            0,
+            &mut ledger,
+            &mut Vec::new(),
+        );
         assert_eq!(evicted, Evicted { ttl: 1, cap: 0 });
         assert_eq!(table.len(), 1);
         // Evicted entities released their held rows.
@@ -376,5 +584,91 @@ mod tests {
         assert_eq!(dropped, 1);
         assert!(table.is_empty());
         assert!(ledger.releases.is_empty());
+    }
+
+    #[test]
+    fn with_checkpoints_one_hold_per_entity_until_a_checkpoint_takes_it() {
+        let scorer = default_scorer().unwrap();
+        let window_len = scorer.metadata().window_len;
+        let mut table = EntityTable::new(
+            WindowConfig::default(),
+            DetectorConfig::default(),
+            window_len,
+            true,
+        );
+        let now = Instant::now();
+        let mut ledger = LedgerBatch::default();
+        for i in 0..(window_len as i64 + 5) {
+            table.admit(
+                &scorer,
+                &sample("a", 1000 * i),
+                &source(2 * i),
+                now,
+                &mut ledger,
+            );
+            table.admit(
+                &scorer,
+                &sample("b", 1000 * i),
+                &source(2 * i + 1),
+                now,
+                &mut ledger,
+            );
+        }
+        // Only the first sample of each entity is held.
+        assert_eq!(ledger.holds, vec![source(0), source(1)]);
+        assert!(ledger.releases.is_empty());
+        let writes = table.checkpoint(None, scorer.model_version());
+        assert_eq!(writes.len(), 2);
+        let a = writes.iter().find(|w| w.entity == "a").unwrap();
+        assert_eq!(a.holds, vec![source(0)]);
+        let restored = Checkpoint::decode(a.payload.as_deref().unwrap()).unwrap();
+        let last = 2 * (window_len as i64 + 4);
+        assert_eq!(restored.through_offset, last);
+        // Nothing changed since: no new checkpoint.
+        assert!(table.checkpoint(None, scorer.model_version()).is_empty());
+
+        // A new table restores "a" and skips its replayed samples up to the checkpoint.
+        let mut fresh = EntityTable::new(
+            WindowConfig::default(),
+            DetectorConfig::default(),
+            window_len,
+            true,
+        );
+        let counts = fresh.restore(vec![restored], &scorer, now);
+        assert_eq!(
+            counts,
+            RestoreCounts {
+                restored: 1,
+                refused: 0
+            }
+        );
+        let mut ledger = LedgerBatch::default();
+        let replayed = fresh.admit(&scorer, &sample("a", 0), &source(last), now, &mut ledger);
+        assert!(matches!(replayed, Admission::AlreadyCheckpointed));
+        let next_ms = 1000 * (window_len as i64 + 5);
+        let next = fresh.admit(
+            &scorer,
+            &sample("a", next_ms),
+            &source(last + 2),
+            now,
+            &mut ledger,
+        );
+        // The restored buffer is full: the very next sample completes a window.
+        assert!(matches!(
+            next,
+            Admission::Accepted {
+                window: Some(_),
+                gap: None
+            }
+        ));
+        assert_eq!(ledger.holds, vec![source(last + 2)]);
+
+        // Eviction writes a tombstone that takes the entity's holds.
+        let mut tombstones = Vec::new();
+        let later = now + Duration::from_secs(WindowConfig::default().entity_ttl_s + 1);
+        fresh.evict(later, 0, &mut ledger, &mut tombstones);
+        assert_eq!(tombstones.len(), 1);
+        assert!(tombstones[0].payload.is_none());
+        assert_eq!(tombstones[0].holds, vec![source(last + 2)]);
     }
 }

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     /// 1 when /readyz would answer 200.
     pub ready: IntGauge,
+    /// Entity checkpoints read back on assignment, by outcome.
+    pub state_restored: IntCounterVec,
+    /// Replayed samples skipped because a restored checkpoint holds them.
+    pub samples_already_checkpointed: IntCounter,
 }
 
 impl Metrics {
@@ -167,7 +171,7 @@ impl Metrics {
             ),
             produced: counter_vec(
                 "anomalyd_produced_total",
-                "Messages acknowledged by the broker, by output (alerts, scores, dead_letter).",
+                "Messages acknowledged by the broker, by output (alerts, scores, dead_letter, state).",
                 &["output"],
             ),
             produce_retries: counter_vec(
@@ -191,6 +195,15 @@ impl Metrics {
                 &["version"],
             ),
             ready: gauge("anomalyd_ready", "1 when /readyz answers 200, else 0."),
+            state_restored: counter_vec(
+                "anomalyd_state_restored_total",
+                "Entity checkpoints read back when partitions were assigned, by outcome (restored; refused: another window shape; unreadable).",
+                &["outcome"],
+            ),
+            samples_already_checkpointed: counter(
+                "anomalyd_samples_already_checkpointed_total",
+                "Replayed samples skipped because the entity's restored checkpoint already holds them.",
+            ),
             registry,
         };
         for reason in RejectReason::ALL {
@@ -198,7 +211,10 @@ impl Metrics {
                 .records_rejected
                 .with_label_values(&[reason.as_str()]);
         }
-        for output in ["alerts", "scores", "dead_letter"] {
+        for outcome in ["restored", "refused", "unreadable"] {
+            metrics.state_restored.with_label_values(&[outcome]);
+        }
+        for output in ["alerts", "scores", "dead_letter", "state"] {
             metrics.produced.with_label_values(&[output]);
             metrics.produce_retries.with_label_values(&[output]);
         }

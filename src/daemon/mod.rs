@@ -11,6 +11,7 @@
 //! everything derived from it is acknowledged.
 
 pub mod admin;
+pub mod checkpoint;
 pub mod clients;
 pub mod config;
 pub mod consume;
@@ -71,7 +72,7 @@ pub struct Daemon {
     controller: Controller,
     runtime: tokio::runtime::Runtime,
     admin_stop: watch::Sender<bool>,
-    consumer: JoinHandle<bool>,
+    consumer: JoinHandle<(bool, Option<String>)>,
     scorer: JoinHandle<()>,
     reloader: JoinHandle<()>,
 }
@@ -120,6 +121,9 @@ impl Daemon {
             .context("cannot create the Kafka producer")?,
         );
 
+        if config.state.checkpoints {
+            checkpoint::ensure_topic(&config, &runtime)?;
+        }
         let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);
         let grace = Duration::from_secs(config.shutdown.grace_period_s);
         let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(&config)
@@ -129,6 +133,11 @@ impl Daemon {
                 metrics.clone(),
                 health.clone(),
                 grace,
+                config.state.checkpoints.then(|| consume::RestoreSettings {
+                    client: checkpoint::restore_config(&config),
+                    topic: config.state.topic.clone(),
+                    timeout: Duration::from_secs(config.state.restore_timeout_s),
+                }),
             ))
             .map_err(without_secrets)
             .context("cannot create the Kafka consumer")?;
@@ -213,7 +222,7 @@ impl Daemon {
     /// Waits until the daemon has shut down (after [`Controller::shutdown`]).
     /// Returns whether everything in flight was finished within the grace period.
     pub fn wait(self) -> anyhow::Result<bool> {
-        let finished = self
+        let (finished, fatal) = self
             .consumer
             .join()
             .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
@@ -224,7 +233,10 @@ impl Daemon {
         let _ = self.reloader.join();
         self.admin_stop.send_replace(true);
         self.runtime.shutdown_timeout(Duration::from_secs(2));
-        Ok(finished)
+        match fatal {
+            Some(error) => Err(anyhow::anyhow!(error)),
+            None => Ok(finished),
+        }
     }
 }
 

@@ -1,8 +1,11 @@
-//! The producer side: every output (alert, score, dead letter) is sent with
-//! an idempotent producer and holds its source offset in the ledger until the
-//! broker acknowledges it. A failed delivery is sent again, never dropped, so
-//! its source offset stays held and cannot be committed.
+//! The producer side: every output (alert, score, dead letter, checkpoint)
+//! is sent with an idempotent producer and holds its source offsets in the
+//! ledger until the broker acknowledges it. A failed delivery is sent again,
+//! never dropped, so its source offsets stay held and cannot be committed; a
+//! failed checkpoint goes back to the scorer instead, which writes the
+//! entity's newer state in its place.
 
+use super::checkpoint::Epochs;
 use super::health::Health;
 use super::ledger::{Ledger, SourceOffset};
 use super::metrics::Metrics;
@@ -23,6 +26,8 @@ pub enum OutputKind {
     Scores,
     /// Records set aside.
     DeadLetter,
+    /// Entity-state checkpoints and tombstones.
+    State,
 }
 
 impl OutputKind {
@@ -32,6 +37,7 @@ impl OutputKind {
             Self::Alerts => "alerts",
             Self::Scores => "scores",
             Self::DeadLetter => "dead_letter",
+            Self::State => "state",
         }
     }
 }
@@ -43,18 +49,23 @@ pub struct Output {
     pub kind: OutputKind,
     /// Topic.
     pub topic: String,
+    /// Partition; `None` = by key.
+    pub partition: Option<i32>,
     /// Record key (the entity, or the original key for dead letters).
     pub key: Option<Vec<u8>>,
-    /// Record value.
-    pub payload: Vec<u8>,
+    /// Record value; `None` is a tombstone.
+    pub payload: Option<Vec<u8>>,
     /// Record headers.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The input record it derives from: held until acknowledged.
-    pub source: SourceOffset,
+    /// Input offsets held for it, released when it is acknowledged: the
+    /// record it derives from, or the samples a checkpoint covers.
+    pub holds: Vec<SourceOffset>,
     /// Kafka timestamp of that input record (for the end-to-end latency).
     pub source_time_ms: Option<i64>,
     /// Whether it is an alert event (counted in the end-to-end latency).
     pub is_alert: bool,
+    /// The checkpoint epoch it was sent in (set by [`Sink::send`]).
+    pub epoch: u64,
 }
 
 /// Delivery reports: release on success, send again on failure.
@@ -62,7 +73,9 @@ pub struct DeliveryReports {
     ledger: Ledger,
     metrics: Metrics,
     health: Arc<Health>,
+    epochs: Arc<Epochs>,
     retry: Sender<Box<Output>>,
+    failed_checkpoints: Sender<Box<Output>>,
 }
 
 impl ClientContext for DeliveryReports {}
@@ -85,8 +98,24 @@ impl ProducerContext for DeliveryReports {
                             .observe((now - ms).max(0) as f64 / 1000.0);
                     }
                 }
-                self.ledger.release(&output.source);
+                for source in &output.holds {
+                    self.ledger.release(source);
+                }
+                self.epochs.settle(output.epoch);
                 self.health.output_delivered();
+            }
+            Err((error, _)) if output.kind == OutputKind::State && output.payload.is_some() => {
+                tracing::warn!(topic = %output.topic, %error, "a checkpoint failed; the entity's newer state is written instead");
+                self.metrics
+                    .produce_retries
+                    .with_label_values(&[output.kind.as_str()])
+                    .inc();
+                // Sending these bytes again could land them after a newer
+                // checkpoint; the scorer takes the holds back and writes the
+                // entity's current state at the next checkpoint.
+                self.epochs.settle(output.epoch);
+                self.health.output_delivered();
+                let _ = self.failed_checkpoints.send(output);
             }
             Err((error, _)) => {
                 tracing::warn!(output = output.kind.as_str(), topic = %output.topic, %error, "delivery failed; sending again");
@@ -106,7 +135,9 @@ pub struct Sink {
     producer: ThreadedProducer<DeliveryReports>,
     ledger: Ledger,
     health: Arc<Health>,
+    epochs: Arc<Epochs>,
     retries: Receiver<Box<Output>>,
+    failed_checkpoints: Receiver<Box<Output>>,
 }
 
 impl Sink {
@@ -118,25 +149,42 @@ impl Sink {
         health: Arc<Health>,
     ) -> Result<Self, KafkaError> {
         let (retry, retries) = crossbeam_channel::unbounded();
+        let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
+        let epochs = Arc::new(Epochs::default());
         let producer = config.create_with_context(DeliveryReports {
             ledger: ledger.clone(),
             metrics,
             health: health.clone(),
+            epochs: epochs.clone(),
             retry,
+            failed_checkpoints: failed_checkpoint,
         })?;
         Ok(Self {
             producer,
             ledger,
             health,
+            epochs,
             retries,
+            failed_checkpoints,
         })
     }
 
-    /// Sends `output`; its source offset must already be held for it. Waits
-    /// while the producer's queue is full (back-pressure), never drops.
-    pub fn send(&self, output: Box<Output>) {
+    /// Sends `output`; its holds must already be in the ledger. Waits while
+    /// the producer's queue is full (back-pressure), never drops.
+    pub fn send(&self, mut output: Box<Output>) {
         self.health.output_sent();
+        output.epoch = self.epochs.register();
         self.enqueue(output);
+    }
+
+    /// Which outputs are acknowledged, by checkpoint epoch.
+    pub fn epochs(&self) -> &Epochs {
+        &self.epochs
+    }
+
+    /// Checkpoints whose delivery failed (their holds are the receiver's now).
+    pub fn failed_checkpoints(&self) -> &Receiver<Box<Output>> {
+        &self.failed_checkpoints
     }
 
     /// Hands `output` to the producer, waiting while its queue is full.
@@ -153,11 +201,16 @@ impl Sink {
             let topic = output.topic.clone();
             let payload = output.payload.clone();
             let key = output.key.clone();
-            let mut record = BaseRecord::with_opaque_to(&topic, output)
-                .payload(&payload)
-                .headers(headers);
+            let partition = output.partition;
+            let mut record = BaseRecord::with_opaque_to(&topic, output).headers(headers);
+            if let Some(payload) = &payload {
+                record = record.payload(payload);
+            }
             if let Some(key) = &key {
                 record = record.key(key);
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
             }
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -220,8 +273,9 @@ pub fn dead_letter(
     Output {
         kind: OutputKind::DeadLetter,
         topic: topic.to_string(),
+        partition: None,
         key,
-        payload,
+        payload: Some(payload),
         headers: vec![
             (
                 "anomalyd-reason".into(),
@@ -237,8 +291,9 @@ pub fn dead_letter(
                 .into_bytes(),
             ),
         ],
-        source: source.clone(),
+        holds: vec![source.clone()],
         source_time_ms: None,
         is_alert: false,
+        epoch: 0,
     }
 }

@@ -3,10 +3,14 @@
 //! `scoring.max_wait_ms`), then calibrates, decides alerts and hands the
 //! outputs to the producer. It runs on its own OS thread, so the model never
 //! blocks the async runtime and the consumer keeps reading while it works.
+//! It also takes the entity checkpoints (`state.checkpoint_interval_ms`, and
+//! before partitions are handed back or the daemon stops) and sends each
+//! once every output sent before it is acknowledged ([`super::checkpoint`]).
 
+use super::checkpoint::Checkpoint;
 use super::config::DaemonConfig;
 use super::decode::{RejectReason, Sample};
-use super::entities::{Admission, EntityTable};
+use super::entities::{Admission, EntityTable, StateWrite};
 use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
 use super::health::Health;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
@@ -19,6 +23,7 @@ use crate::detect::PendingWindow;
 use crate::series::timestamp::format_timestamp;
 use crate::serve::Scorer;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,10 +44,20 @@ pub enum Work {
     },
     /// Serve this model from the next batch on (same channels and window length).
     UseModel(Arc<Scorer>),
-    /// Finish everything queued, drop the entities of these partitions, then answer.
-    Revoke(Vec<Partition>, Sender<()>),
-    /// Finish everything queued, then answer (shutdown).
-    Drain(Sender<()>),
+    /// Checkpoints of newly assigned partitions, before any of their samples.
+    Restore(Vec<Checkpoint>),
+    /// Finish everything queued, checkpoint the entities of these partitions
+    /// (sent by the deadline if their turn comes), drop them, then answer.
+    Revoke(Vec<Partition>, Instant, Sender<()>),
+    /// Finish everything queued and checkpoint every entity, then answer (shutdown).
+    Drain(Instant, Sender<()>),
+}
+
+/// Where and how often checkpoints are written.
+struct CheckpointSchedule {
+    topic: String,
+    every: Duration,
+    next: Instant,
 }
 
 /// A window waiting for its batch.
@@ -70,6 +85,9 @@ pub struct ScoringWorker {
     dead_letter_topic: String,
     threshold: f64,
     max_gap_ms: u64,
+    checkpoints: Option<CheckpointSchedule>,
+    /// Checkpoints taken, by epoch, waiting for the outputs before them.
+    staged: VecDeque<(u64, Vec<StateWrite>)>,
 }
 
 impl ScoringWorker {
@@ -82,8 +100,20 @@ impl ScoringWorker {
         health: Arc<Health>,
     ) -> Self {
         let window_len = scorer.metadata().window_len;
+        let checkpoints = config.state.checkpoints.then(|| CheckpointSchedule {
+            topic: config.state.topic.clone(),
+            every: Duration::from_millis(config.state.checkpoint_interval_ms),
+            next: Instant::now() + Duration::from_millis(config.state.checkpoint_interval_ms),
+        });
         Self {
-            entities: EntityTable::new(config.windows.clone(), config.detector.clone(), window_len),
+            entities: EntityTable::new(
+                config.windows.clone(),
+                config.detector.clone(),
+                window_len,
+                checkpoints.is_some(),
+            ),
+            checkpoints,
+            staged: VecDeque::new(),
             scorer,
             batch: Vec::with_capacity(config.scoring.max_batch),
             batch_deadline: None,
@@ -108,10 +138,17 @@ impl ScoringWorker {
         loop {
             self.health.scorer_beat();
             let now = Instant::now();
-            let wake = self
+            let mut wake = self
                 .batch_deadline
                 .unwrap_or(next_housekeeping)
                 .min(next_housekeeping);
+            if let Some(schedule) = &self.checkpoints {
+                wake = wake.min(schedule.next);
+            }
+            if !self.staged.is_empty() {
+                // Staged checkpoints go out as soon as the outputs before them are acknowledged.
+                wake = wake.min(now + Duration::from_millis(5));
+            }
             match work.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(item) => self.handle(item),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -134,6 +171,18 @@ impl ScoringWorker {
                 self.housekeeping();
                 next_housekeeping = Instant::now() + housekeeping_every;
             }
+            if self
+                .checkpoints
+                .as_ref()
+                .is_some_and(|s| Instant::now() >= s.next)
+            {
+                self.checkpoint(None);
+                if let Some(schedule) = &mut self.checkpoints {
+                    schedule.next = Instant::now() + schedule.every;
+                }
+            }
+            self.take_back_failed_checkpoints();
+            self.send_settled_checkpoints();
         }
     }
 
@@ -155,9 +204,25 @@ impl ScoringWorker {
                 );
                 self.scorer = scorer;
             }
-            Work::Revoke(partitions, done) => {
-                self.flush();
-                self.apply_ledger();
+            Work::Restore(checkpoints) => {
+                let counts = self
+                    .entities
+                    .restore(checkpoints, &self.scorer, Instant::now());
+                self.metrics
+                    .state_restored
+                    .with_label_values(&["restored"])
+                    .inc_by(counts.restored as u64);
+                self.metrics
+                    .state_restored
+                    .with_label_values(&["refused"])
+                    .inc_by(counts.refused as u64);
+                self.metrics.entities_active.set(self.entities.len() as i64);
+            }
+            Work::Revoke(partitions, deadline, done) => {
+                self.checkpoint(Some(&partitions));
+                if !self.send_checkpoints_by(deadline) {
+                    tracing::warn!("checkpoints of revoked partitions were not sent in time; the next owner restores older ones and replays more");
+                }
                 let dropped = self.entities.drop_partitions(&partitions);
                 tracing::info!(
                     partitions = partitions.len(),
@@ -167,9 +232,11 @@ impl ScoringWorker {
                 self.metrics.entities_active.set(self.entities.len() as i64);
                 let _ = done.send(());
             }
-            Work::Drain(done) => {
-                self.flush();
-                self.apply_ledger();
+            Work::Drain(deadline, done) => {
+                self.checkpoint(None);
+                if !self.send_checkpoints_by(deadline) {
+                    tracing::warn!("the final checkpoints were not sent in time; the next start restores older ones and replays more");
+                }
                 let _ = done.send(());
             }
         }
@@ -187,8 +254,13 @@ impl ScoringWorker {
         if self.entities.would_exceed_cap(&sample.entity) {
             // Windows in the batch belong to entities that may be evicted: score them first.
             self.flush();
-            let evicted = self.entities.evict(now, 1, &mut self.ledger_ops);
+            let mut tombstones = Vec::new();
+            let evicted = self
+                .entities
+                .evict(now, 1, &mut self.ledger_ops, &mut tombstones);
             self.count_evictions(evicted);
+            self.apply_ledger();
+            self.stage(tombstones);
         }
         match self
             .entities
@@ -217,6 +289,10 @@ impl ScoringWorker {
                 // Holds must be in the ledger before the producer can release them.
                 self.apply_ledger();
                 self.sink.send(Box::new(output));
+            }
+            Admission::AlreadyCheckpointed => {
+                self.metrics.samples_already_checkpointed.inc();
+                self.ledger_ops.releases.push(source);
             }
             Admission::Accepted { window, gap } => {
                 if let Some((previous_ms, gap_ms)) = gap {
@@ -356,7 +432,7 @@ impl ScoringWorker {
             self.ledger_ops.releases.push(queued.source.clone());
         }
         for output in &outputs {
-            self.ledger_ops.holds.push(output.source.clone());
+            self.ledger_ops.holds.extend(output.holds.iter().cloned());
         }
         self.apply_ledger();
         for output in outputs {
@@ -376,13 +452,96 @@ impl ScoringWorker {
         Output {
             kind,
             topic: self.alerts_topic.clone(),
+            partition: None,
             key: Some(entity.as_bytes().to_vec()),
-            payload: serde_json::to_vec(message).expect("messages serialise"),
+            payload: Some(serde_json::to_vec(message).expect("messages serialise")),
             headers: Vec::new(),
-            source: source.clone(),
+            holds: vec![source.clone()],
             source_time_ms: record_time_ms,
             is_alert,
+            epoch: 0,
         }
+    }
+
+    /// Scores what is queued, then stages a checkpoint of every changed
+    /// entity (of `partitions`, or all) in a new epoch.
+    fn checkpoint(&mut self, partitions: Option<&[Partition]>) {
+        self.flush();
+        self.apply_ledger();
+        if self.checkpoints.is_none() {
+            return;
+        }
+        let writes = self
+            .entities
+            .checkpoint(partitions, self.scorer.model_version());
+        self.stage(writes);
+    }
+
+    /// Stages checkpoints or tombstones: they are sent once every output
+    /// sent before now is acknowledged.
+    fn stage(&mut self, writes: Vec<StateWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let epoch = self.sink.epochs().close();
+        self.staged.push_back((epoch, writes));
+    }
+
+    /// Sends the staged checkpoints whose epoch is settled, in order.
+    fn send_settled_checkpoints(&mut self) {
+        let Some(schedule) = &self.checkpoints else {
+            return;
+        };
+        while let Some((epoch, _)) = self.staged.front() {
+            if !self.sink.epochs().settled(*epoch) {
+                return;
+            }
+            let (_, writes) = self.staged.pop_front().expect("not empty");
+            for write in writes {
+                // Its holds are in the ledger already (taken when the samples arrived).
+                self.sink.send(Box::new(Output {
+                    kind: OutputKind::State,
+                    topic: schedule.topic.clone(),
+                    partition: Some(write.partition),
+                    key: Some(write.entity.into_bytes()),
+                    payload: write.payload,
+                    headers: Vec::new(),
+                    holds: write.holds,
+                    source_time_ms: None,
+                    is_alert: false,
+                    epoch: 0,
+                }));
+            }
+        }
+    }
+
+    /// Sends every staged checkpoint, waiting for the outputs before them
+    /// until `deadline`. Returns whether all were sent.
+    fn send_checkpoints_by(&mut self, deadline: Instant) -> bool {
+        loop {
+            self.take_back_failed_checkpoints();
+            self.send_settled_checkpoints();
+            if self.staged.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // The consumer thread, which usually does this, is waiting for us.
+            self.sink.resend_failed();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Failed checkpoints: their entities take the holds back and are
+    /// checkpointed again with their current state.
+    fn take_back_failed_checkpoints(&mut self) {
+        while let Ok(output) = self.sink.failed_checkpoints().try_recv() {
+            let entity = String::from_utf8_lossy(output.key.as_deref().unwrap_or_default());
+            let orphaned = self.entities.checkpoint_failed(&entity, output.holds);
+            self.ledger_ops.releases.extend(orphaned);
+        }
+        self.apply_ledger();
     }
 
     fn apply_ledger(&mut self) {
@@ -391,9 +550,13 @@ impl ScoringWorker {
 
     fn housekeeping(&mut self) {
         if self.batch.is_empty() {
-            let evicted = self.entities.evict(Instant::now(), 0, &mut self.ledger_ops);
+            let mut tombstones = Vec::new();
+            let evicted =
+                self.entities
+                    .evict(Instant::now(), 0, &mut self.ledger_ops, &mut tombstones);
             self.count_evictions(evicted);
             self.apply_ledger();
+            self.stage(tombstones);
         }
         self.metrics.entities_active.set(self.entities.len() as i64);
         self.metrics

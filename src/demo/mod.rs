@@ -91,6 +91,8 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic(INPUT_TOPIC, INPUT_PARTITIONS, 1)?;
+    // The embedded broker cannot create topics on request: make the state topic here.
+    cluster.create_topic("anomalyd-state", INPUT_PARTITIONS, 1)?;
     for topic in ["anomalyd-alerts", "anomalyd-scores", "anomalyd-dead-letter"] {
         cluster.create_topic(topic, 1, 1)?;
     }

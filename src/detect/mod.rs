@@ -102,7 +102,7 @@ pub struct PendingWindow {
 }
 
 /// One entity's detection state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityDetector {
     newest_rows: Option<usize>,
     range_tolerance: Option<f64>,
@@ -199,6 +199,44 @@ impl EntityDetector {
                 window,
                 out_of_range,
             })
+    }
+
+    /// Makes a detector restored from a checkpoint follow the current
+    /// settings, given `fresh`, a new detector built from them: the window
+    /// buffer, value ranges, calibration history and alert state carry over
+    /// where they still apply; calibration or the novelty gate start afresh
+    /// if their settings changed. Returns what started afresh, or an error if
+    /// the window shape (channels, window length) differs: such a buffer
+    /// cannot feed the model.
+    pub fn adopt_settings(&mut self, fresh: EntityDetector) -> Result<Vec<&'static str>, String> {
+        if self.assembler.shape() != fresh.assembler.shape() {
+            return Err(format!(
+                "the checkpoint's windows are {:?} (channels, length), the model's {:?}",
+                self.assembler.shape(),
+                fresh.assembler.shape()
+            ));
+        }
+        let mut reset = Vec::new();
+        self.assembler.set_stride(fresh.assembler.stride());
+        self.newest_rows = fresh.newest_rows;
+        self.range_tolerance = fresh.range_tolerance;
+        let calibration_changed = match (&self.calibrator, &fresh.calibrator) {
+            (Calibrator::Likelihood(c), Calibrator::Likelihood(f)) => c.config() != f.config(),
+            (Calibrator::Spot(c), Calibrator::Spot(f)) => c.config() != f.config(),
+            _ => true,
+        };
+        if calibration_changed {
+            self.calibrator = fresh.calibrator;
+            self.state = fresh.state;
+            reset.push("calibration");
+        }
+        if self.gate.rows() != fresh.gate.rows() {
+            self.gate = fresh.gate;
+            reset.push("novelty gate");
+        }
+        self.alerts.set_policy(fresh.alerts.policy().clone());
+        self.alerts.set_model_version(fresh.alerts.model_version());
+        Ok(reset)
     }
 
     /// Forgets the rows of the window being assembled (after a gap in the

@@ -17,7 +17,7 @@ pub struct Window {
 
 /// Streaming assembler for one entity: push rows in time order, get a window
 /// every `stride` rows once `window_len` rows have been seen.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowAssembler {
     channels: usize,
     window_len: usize,
@@ -62,6 +62,22 @@ impl WindowAssembler {
             return None;
         }
         Some(self.current())
+    }
+
+    /// `(channels, window_len)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.channels, self.window_len)
+    }
+
+    /// A window is emitted every this many rows.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Emits a window every `stride` rows from now on (counted from the first full window).
+    pub fn set_stride(&mut self, stride: usize) {
+        assert!(stride > 0);
+        self.stride = stride;
     }
 
     /// Whether enough rows have been seen for a full window.

@@ -17,10 +17,12 @@ pub fn data() -> SyntheticData {
     generate(&SyntheticConfig::default())
 }
 
-/// The topics of a daemon test: `input` with `input_partitions`, one partition for each output.
+/// The topics of a daemon test: `input` and the state topic with
+/// `input_partitions`, one partition for each other output.
 pub fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
     vec![
         ("input", input_partitions),
+        ("anomalyd-state", input_partitions),
         ("alerts", 1),
         ("scores", 1),
         ("dead-letters", 1),

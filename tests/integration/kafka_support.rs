@@ -57,6 +57,9 @@ commit_interval_ms = 200
 [admin]
 listen = "127.0.0.1:{admin_port}"
 
+[state]
+checkpoint_interval_ms = 1000
+
 {extra}
 "#
     )

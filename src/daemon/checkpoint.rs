@@ -1,0 +1,510 @@
+//! Entity-state checkpoints: each changed entity's whole detection state is
+//! written to a compacted topic, partition for partition with the input, and
+//! read back when a partition is assigned, so a restart, a crash or a new
+//! owner carries on exactly where the last one stopped.
+//!
+//! Ordering (ARCHITECTURE.md, "Delivery"): a checkpoint taken at *epoch* `e`
+//! is sent only once every output sent in epochs `≤ e` is acknowledged. So a
+//! sample a checkpoint covers never has an output still in flight, and a
+//! restored entity may skip replayed samples up to the checkpoint's offset
+//! without losing an alert. The checkpoint's acknowledgement releases the
+//! offset holds of the samples it covers; only then can the input commit
+//! pass them.
+
+use super::config::DaemonConfig;
+use super::ledger::{Partition, SourceOffset};
+use crate::detect::EntityDetector;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The checkpoint format; a checkpoint of another version is not restored.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One entity's checkpoint as written (borrows the detector).
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    format_version: u32,
+    entity: &'a str,
+    topic: &'a str,
+    partition: i32,
+    through_offset: i64,
+    last_ms: i64,
+    model_version: &'a str,
+    detector: &'a EntityDetector,
+}
+
+/// One entity's checkpoint as read back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Checkpoint {
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The entity.
+    pub entity: String,
+    /// The input partition of its latest sample.
+    pub topic: String,
+    /// See `topic`.
+    pub partition: i32,
+    /// The offset of the latest sample the state includes: replayed samples
+    /// of the entity at or before it are skipped.
+    pub through_offset: i64,
+    /// Event time of the latest sample (ms).
+    pub last_ms: i64,
+    /// The model that scored it.
+    pub model_version: String,
+    /// Window buffer, ranges, calibration, novelty gate and alert state.
+    pub detector: EntityDetector,
+}
+
+/// Just the version, read first so another format gets a clear message.
+#[derive(Deserialize)]
+struct Header {
+    format_version: u32,
+}
+
+impl Checkpoint {
+    /// The input partition and offset it covers.
+    pub fn source(&self, topic: std::sync::Arc<str>) -> SourceOffset {
+        SourceOffset {
+            partition: Partition {
+                topic,
+                partition: self.partition,
+            },
+            offset: self.through_offset,
+        }
+    }
+
+    /// Reads a checkpoint record's value.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let header: Header =
+            rmp_serde::from_slice(bytes).map_err(|e| format!("not a checkpoint: {e}"))?;
+        if header.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "checkpoint format {} (this build reads {FORMAT_VERSION})",
+                header.format_version
+            ));
+        }
+        rmp_serde::from_slice(bytes).map_err(|e| format!("unreadable checkpoint: {e}"))
+    }
+}
+
+/// Encodes one entity's checkpoint (MessagePack with field names, so later
+/// versions can add fields).
+pub fn encode(
+    entity: &str,
+    through: &SourceOffset,
+    last_ms: i64,
+    model_version: &str,
+    detector: &EntityDetector,
+) -> Vec<u8> {
+    rmp_serde::to_vec_named(&CheckpointRef {
+        format_version: FORMAT_VERSION,
+        entity,
+        topic: &through.partition.topic,
+        partition: through.partition.partition,
+        through_offset: through.offset,
+        last_ms,
+        model_version,
+        detector,
+    })
+    .expect("entity state serialises")
+}
+
+/// Counts outputs not yet acknowledged, by the epoch they were sent in.
+#[derive(Debug, Default)]
+pub struct Epochs {
+    inner: Mutex<EpochCounts>,
+}
+
+#[derive(Debug, Default)]
+struct EpochCounts {
+    current: u64,
+    pending: BTreeMap<u64, u64>,
+}
+
+impl Epochs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EpochCounts> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An output is being sent: counts it in the current epoch, returned.
+    pub fn register(&self) -> u64 {
+        let mut counts = self.lock();
+        let epoch = counts.current;
+        *counts.pending.entry(epoch).or_insert(0) += 1;
+        epoch
+    }
+
+    /// An output of `epoch` is acknowledged (or, for a checkpoint that
+    /// failed, replaced by a later one).
+    pub fn settle(&self, epoch: u64) {
+        let mut counts = self.lock();
+        if let Some(count) = counts.pending.get_mut(&epoch) {
+            *count -= 1;
+            if *count == 0 {
+                counts.pending.remove(&epoch);
+            }
+        }
+    }
+
+    /// Ends the current epoch and returns it; later outputs count in the next.
+    pub fn close(&self) -> u64 {
+        let mut counts = self.lock();
+        counts.current += 1;
+        counts.current - 1
+    }
+
+    /// Whether every output of `epoch` and earlier is acknowledged.
+    pub fn settled(&self, epoch: u64) -> bool {
+        self.lock()
+            .pending
+            .keys()
+            .next()
+            .is_none_or(|&first| first > epoch)
+    }
+}
+
+/// Why the checkpoints of assigned partitions could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A Kafka client error.
+    #[error("reading the state topic {topic}: {source}")]
+    Kafka {
+        /// The state topic.
+        topic: String,
+        /// The error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The state topic has too few partitions.
+    #[error("the state topic {topic} has no partition {partition} (input {input} has it): give it at least as many partitions as the largest input topic")]
+    MissingPartition {
+        /// The state topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The input topic.
+        input: String,
+    },
+    /// The time ran out.
+    #[error(
+        "reading the state topic {topic} took longer than state.restore_timeout_s ({seconds} s)"
+    )]
+    Timeout {
+        /// The state topic.
+        topic: String,
+        /// The timeout.
+        seconds: u64,
+    },
+}
+
+/// What a restore read.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The latest checkpoint of each entity whose latest sample came from an
+    /// assigned partition.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Records that could not be decoded (their entities warm up again).
+    pub unreadable: usize,
+    /// Records read.
+    pub records: usize,
+}
+
+/// The restore reader's configuration: the daemon's consumer settings,
+/// without group membership or commits.
+pub fn restore_config(config: &DaemonConfig) -> ClientConfig {
+    let mut client = super::clients::consumer_config(config);
+    client
+        .set(
+            "group.id",
+            format!("{}-state-restore", config.kafka.group_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .remove("statistics.interval.ms");
+    client
+}
+
+/// Makes sure the state topic can take a checkpoint for every input
+/// partition: creates it (compacted, as many partitions as the largest input
+/// topic) if it is missing, and refuses one with fewer partitions. Input
+/// topics that do not exist yet are checked again on assignment.
+pub fn ensure_topic(
+    config: &DaemonConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let topic = &config.state.topic;
+    let admin: AdminClient<DefaultClientContext> = super::clients::producer_config(config)
+        .create()
+        .map_err(super::clients::without_secrets)
+        .context("cannot create the Kafka admin client")?;
+    // All topics: asking for one by name could make the broker auto-create it.
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("cannot read the cluster's topics")?;
+    let partitions_of = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+    };
+    let largest_input = config
+        .kafka
+        .input_topics
+        .iter()
+        .filter_map(|t| partitions_of(t).map(|n| (n, t)))
+        .max();
+    let Some((needed, input)) = largest_input else {
+        tracing::warn!(state_topic = %topic, "no input topic exists yet; the state topic is checked when partitions are assigned");
+        return Ok(());
+    };
+    match partitions_of(topic) {
+        Some(have) if have < needed => anyhow::bail!(
+            "the state topic {topic} has {have} partitions, the input topic {input} {needed}: \
+             give state.topic at least as many partitions as the largest input topic"
+        ),
+        Some(_) => Ok(()),
+        None => {
+            let new = NewTopic::new(topic, needed, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact");
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            let results = runtime
+                .block_on(admin.create_topics([&new], &options))
+                .with_context(|| format!("cannot create the state topic {topic}"))?;
+            for result in results {
+                match result {
+                    Ok(_) => {
+                        tracing::info!(state_topic = %topic, partitions = needed, "created the state topic (compacted)")
+                    }
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => anyhow::bail!(
+                        "cannot create the state topic {topic}: {code}; create it with {needed} \
+                         partitions and cleanup.policy=compact, or set state.checkpoints = false"
+                    ),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads the checkpoints of the entities of `assigned` input partitions from
+/// the same-numbered partitions of `topic`, up to their current end.
+pub fn read(
+    client: &ClientConfig,
+    topic: &str,
+    assigned: &[Partition],
+    timeout: Duration,
+) -> Result<Restored, RestoreError> {
+    let deadline = Instant::now() + timeout;
+    let kafka = |source| RestoreError::Kafka {
+        topic: topic.to_string(),
+        source,
+    };
+    let consumer: BaseConsumer = client.create().map_err(kafka)?;
+    let metadata = consumer
+        .fetch_metadata(
+            Some(topic),
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map_err(kafka)?;
+    let available = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for input in assigned {
+        if input.partition >= available {
+            return Err(RestoreError::MissingPartition {
+                topic: topic.to_string(),
+                partition: input.partition,
+                input: input.topic.to_string(),
+            });
+        }
+        if ends.contains_key(&input.partition) {
+            continue;
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(
+                topic,
+                input.partition,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .map_err(kafka)?;
+        if high > low {
+            ends.insert(input.partition, high);
+        }
+    }
+    let mut restored = Restored::default();
+    if ends.is_empty() {
+        return Ok(restored);
+    }
+    let mut list = TopicPartitionList::new();
+    for &partition in ends.keys() {
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(kafka)?;
+    }
+    consumer.assign(&list).map_err(kafka)?;
+    // The latest value per entity; `None` is a tombstone (evicted).
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(RestoreError::Timeout {
+                topic: topic.to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.map_err(kafka)?;
+        restored.records += 1;
+        if let Some(key) = message.key() {
+            latest.insert(key.to_vec(), message.payload().map(<[u8]>::to_vec));
+        }
+        if ends
+            .get(&message.partition())
+            .is_some_and(|&end| message.offset() + 1 >= end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    for (key, value) in latest {
+        let Some(value) = value else { continue };
+        match Checkpoint::decode(&value) {
+            Ok(checkpoint) => {
+                if assigned
+                    .iter()
+                    .any(|p| &*p.topic == checkpoint.topic && p.partition == checkpoint.partition)
+                {
+                    restored.checkpoints.push(checkpoint);
+                }
+            }
+            Err(error) => {
+                restored.unreadable += 1;
+                tracing::error!(entity = %String::from_utf8_lossy(&key), %error, "a checkpoint cannot be restored; the entity warms up again");
+            }
+        }
+    }
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::DetectorConfig;
+    use crate::serve::embedded::default_scorer;
+
+    #[test]
+    fn epochs_settle_only_when_every_earlier_output_is_acknowledged() {
+        let epochs = Epochs::default();
+        let a = epochs.register();
+        let closed = epochs.close();
+        let b = epochs.register();
+        assert_eq!((a, closed, b), (0, 0, 1));
+        assert!(!epochs.settled(0));
+        epochs.settle(b);
+        assert!(
+            !epochs.settled(0),
+            "a later output does not settle an earlier epoch"
+        );
+        epochs.settle(a);
+        assert!(epochs.settled(0));
+        assert!(epochs.settled(1));
+        let c = epochs.register();
+        assert!(!epochs.settled(1) && epochs.settled(0));
+        epochs.settle(c);
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_restores_the_same_decisions() {
+        let scorer = default_scorer().unwrap();
+        let channels = scorer.metadata().channels.len();
+        let config = DetectorConfig::default();
+        let mut original = EntityDetector::new("pump-1", &scorer, &config);
+        let row = |i: usize| -> Vec<f32> {
+            (0..channels)
+                .map(|c| 50.0 + ((i * (c + 3)) % 17) as f32 + if i == 260 { 40.0 } else { 0.0 })
+                .collect()
+        };
+        for i in 0..200 {
+            original.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
+        }
+        let through = SourceOffset {
+            partition: Partition {
+                topic: "in".into(),
+                partition: 3,
+            },
+            offset: 199,
+        };
+        let bytes = encode(
+            "pump-1",
+            &through,
+            199_000,
+            scorer.model_version(),
+            &original,
+        );
+        let restored = Checkpoint::decode(&bytes).unwrap();
+        assert_eq!(
+            (
+                restored.entity.as_str(),
+                restored.partition,
+                restored.through_offset
+            ),
+            ("pump-1", 3, 199)
+        );
+        let mut copy = restored.detector;
+        let fresh = EntityDetector::new("pump-1", &scorer, &config);
+        assert!(copy.adopt_settings(fresh).unwrap().is_empty());
+        // Bit-identical scores and the same alerts from here on.
+        for i in 200..320 {
+            let a = original.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
+            let b = copy.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
+            assert_eq!(a, b, "row {i}");
+        }
+    }
+
+    #[test]
+    fn other_formats_and_garbage_are_refused_with_a_reason() {
+        let error = Checkpoint::decode(b"\x01\x02garbage").unwrap_err();
+        assert!(error.contains("not a checkpoint"), "{error}");
+        #[derive(Serialize)]
+        struct Future {
+            format_version: u32,
+        }
+        let bytes = rmp_serde::to_vec_named(&Future { format_version: 9 }).unwrap();
+        let error = Checkpoint::decode(&bytes).unwrap_err();
+        assert!(error.contains("format 9"), "{error}");
+    }
+
+    #[test]
+    fn changed_settings_restart_only_what_they_affect() {
+        let scorer = default_scorer().unwrap();
+        let config = DetectorConfig::default();
+        let mut detector = EntityDetector::new("e", &scorer, &config);
+        let mut changed = config.clone();
+        changed.novelty_rows = 7;
+        changed.alerts.threshold = 0.6;
+        let reset = detector
+            .adopt_settings(EntityDetector::new("e", &scorer, &changed))
+            .unwrap();
+        assert_eq!(reset, vec!["novelty gate"]);
+        assert_eq!(detector.alerts().policy().threshold, 0.6);
+        let mut other = config.clone();
+        other.calibration = crate::calibrate::CalibrationConfig::Spot(Default::default());
+        let reset = detector
+            .adopt_settings(EntityDetector::new("e", &scorer, &other))
+            .unwrap();
+        assert_eq!(reset, vec!["calibration", "novelty gate"]);
+    }
+}
