@@ -385,7 +385,7 @@ pub fn read(
             Ok(checkpoint) => {
                 if assigned
                     .iter()
-                    .any(|p| &*p.topic == checkpoint.topic && p.partition == checkpoint.partition)
+                    .any(|p| *p.topic == checkpoint.topic && p.partition == checkpoint.partition)
                 {
                     restored.checkpoints.push(checkpoint);
                 }

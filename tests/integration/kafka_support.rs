@@ -41,8 +41,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A daemon config for `brokers`; `extra` is appended (more tables).
+/// A daemon config for `brokers`; `extra` is appended (more tables). Entity
+/// state is checkpointed every second unless `extra` has its own `[state]`.
 pub fn daemon_config(brokers: &str, group: &str, admin_port: u16, extra: &str) -> String {
+    let state = if extra.contains("[state]") {
+        ""
+    } else {
+        "[state]\ncheckpoint_interval_ms = 1000"
+    };
     format!(
         r#"
 [kafka]
@@ -57,8 +63,7 @@ commit_interval_ms = 200
 [admin]
 listen = "127.0.0.1:{admin_port}"
 
-[state]
-checkpoint_interval_ms = 1000
+{state}
 
 {extra}
 "#

@@ -48,7 +48,10 @@ fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&daemon]);
     assert_every_alert_event_delivered(&daemon, &mut alerts);
+    let reference = reference_alert_ids(&series);
+    wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    assert_same_alerts(&tally, &reference, "broker outage");
     let mut daemon = daemon;
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
@@ -78,15 +81,6 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
     let dir = tempfile::tempdir().unwrap();
     produce_series(&broker.brokers, &series);
     let expected = expected_windows(&series);
-    // The next produce requests fail: first with errors librdkafka retries by
-    // itself, then with ones it reports as failed deliveries.
-    let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 20];
-    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 20]);
-    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10]);
-    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 10]);
-    broker
-        .cluster
-        .request_errors(RDKafkaApiKey::Produce, &errors);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
     let daemon = DaemonProcess::launch(
@@ -94,9 +88,37 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
         &broker.brokers,
         "produce",
         "produce",
-        "[scoring]\nmax_batch = 16\n",
+        // One window per model call and frequent checkpoints: scoring takes
+        // long enough for several commits while the faults bite.
+        "[scoring]\nmax_batch = 1\n[state]\ncheckpoint_interval_ms = 200\n",
     );
-    let snapshots = check_commits_never_pass_unacknowledged_outputs(
+    let mut snapshots = check_commits_never_pass_unacknowledged_outputs(
+        &broker.brokers,
+        "produce",
+        4,
+        &expected,
+        &mut scores,
+        &mut alerts,
+        |_| {
+            daemon
+                .metric("anomalyd_windows_scored_total")
+                .unwrap_or(0.0)
+                >= 1_000.0
+        },
+    );
+    // Mid-stream, the next produce requests fail: first with errors
+    // librdkafka retries by itself, then with ones it reports as failed
+    // deliveries. (All input is on the broker already: only the daemon's
+    // requests meet them.)
+    let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 20];
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 20]);
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10]);
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 10]);
+    broker
+        .cluster
+        .request_errors(RDKafkaApiKey::Produce, &errors);
+    let before_faults = snapshots.len();
+    snapshots.extend(check_commits_never_pass_unacknowledged_outputs(
         &broker.brokers,
         "produce",
         4,
@@ -107,21 +129,28 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
             let seen: BTreeSet<(i32, i64)> = score_sources(scores).into_iter().collect();
             expected.is_subset(&seen)
         },
-    );
+    ));
+    let during_faults = snapshots.len() - before_faults;
     let pairs = check_alert_snapshots(&snapshots, &alert_keys(&alerts));
     assert_every_alert_event_delivered(&daemon, &mut alerts);
     let retried = daemon.metric_sum("anomalyd_produce_retries_total");
+    let reference = reference_alert_ids(&series);
+    wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    assert_same_alerts(&tally, &reference, "produce failures");
     tally.report(
         "60 produce requests fail (4 error kinds)",
         &format!(
-            "{retried} deliveries failed and were sent again; {} commits and {pairs} (commit, alert) pairs checked: none passed an unacknowledged output",
+            "{retried} deliveries failed and were sent again; {} commits ({during_faults} after the faults began) and {pairs} (commit, alert) pairs checked: none passed an unacknowledged output",
             snapshots.len()
         ),
     );
     assert_eq!(tally.missing, 0);
     assert!(retried > 0.0, "no delivery failed: the fault did not bite");
-    assert!(snapshots.len() >= 3, "too few commits observed");
+    assert!(
+        during_faults >= 2,
+        "{during_faults} commits observed after the faults began: too few to check"
+    );
     let mut daemon = daemon;
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
@@ -174,7 +203,10 @@ fn failed_offset_commits_lose_nothing_and_bound_the_replay() {
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&second]);
+    let reference = reference_alert_ids(&series);
+    wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    assert_same_alerts(&tally, &reference, "commit failures and kill -9");
     let uncommitted: usize = committed_at_crash
         .iter()
         .zip(&produced_at_crash)

@@ -27,6 +27,8 @@ pub struct Tally {
     pub duplicates: usize,
     /// Distinct alert ids opened.
     pub alerts: usize,
+    /// Those ids.
+    pub opened: BTreeSet<String>,
     /// Alert messages beyond the first for the same (window, event).
     pub duplicate_alerts: usize,
 }
@@ -82,6 +84,7 @@ impl Tally {
             missing,
             duplicates,
             alerts: opened.len(),
+            opened,
             duplicate_alerts,
         }
     }
@@ -93,6 +96,60 @@ impl Tally {
             self.records, self.windows, self.missing, self.duplicates, self.alerts, self.duplicate_alerts
         );
     }
+}
+
+/// The alert ids an uninterrupted run opens on `series`: the daemon's
+/// detector with its defaults (embedded model, stride 1), run offline one
+/// window at a time.
+pub fn reference_alert_ids(series: &[&Series]) -> BTreeSet<String> {
+    use anomalyd::alert::AlertEvent;
+    use anomalyd::detect::{DetectorConfig, EntityDetector};
+    let scorer = anomalyd::serve::embedded::default_scorer().unwrap();
+    let config = DetectorConfig::default();
+    let mut ids = BTreeSet::new();
+    for s in series {
+        let columns = scorer.map_channels(&s.channels).unwrap();
+        let mut detector = EntityDetector::new(&s.entity, &scorer, &config);
+        for r in 0..s.len() {
+            let row: Vec<f32> = columns.iter().map(|&c| s.row(r)[c]).collect();
+            let outcome = detector.observe(&scorer, s.timestamps[r], &row).unwrap();
+            if let Some(AlertEvent::Opened(alert)) = outcome.event {
+                ids.insert(alert.id);
+            }
+        }
+    }
+    ids
+}
+
+/// Waits until the alerts topic holds every alert id of `reference` (the
+/// last alerts trail the last scores a little), at most `limit`.
+pub fn wait_for_alert_ids(alerts: &mut TopicReader, reference: &BTreeSet<String>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        alerts.catch_up();
+        let opened: BTreeSet<String> = alerts
+            .json()
+            .iter()
+            .filter(|m| m["event"] == "opened")
+            .filter_map(|m| Some(m["alert_id"].as_str()?.to_string()))
+            .collect();
+        if reference.is_subset(&opened) || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asserts that a faulty run opened exactly the alerts of an uninterrupted one.
+pub fn assert_same_alerts(tally: &Tally, reference: &BTreeSet<String>, run: &str) {
+    let lost: Vec<_> = reference.difference(&tally.opened).collect();
+    let extra: Vec<_> = tally.opened.difference(reference).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "{run}: {} alerts lost {lost:?}, {} not in an uninterrupted run {extra:?}",
+        lost.len(),
+        extra.len()
+    );
 }
 
 /// Waits until every expected window has a score, at most `limit`.

@@ -18,6 +18,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
     let expected = expected_windows(&series);
+    let reference = reference_alert_ids(&series);
     let mut totals = Tally::default();
     let mut moments = Vec::new();
     for run in 0..CRASH_RUNS {
@@ -117,6 +118,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
             snapshots.len()
         );
         assert_eq!(tally.missing, 0, "run {run} lost windows");
+        assert_same_alerts(&tally, &reference, &format!("crash run {run}"));
         assert!(
             tally.duplicates <= uncommitted,
             "run {run}: {} duplicates, {uncommitted} records were past the committed offsets at the kills",
@@ -174,7 +176,10 @@ fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() 
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&c]);
+    let reference = reference_alert_ids(&series);
+    wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
+    assert_same_alerts(&tally, &reference, "group handover");
     tally.report(
         "group of two: one member SIGTERM, a new one joins, then the other kill -9",
         &format!(
