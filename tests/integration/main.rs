@@ -1,6 +1,7 @@
 //! Integration tests, in one binary so that the heavy dependencies link once.
 
 mod bounded_fuzz;
+mod checkpoints;
 mod common;
 mod daemon;
 mod delivery_support;

@@ -100,6 +100,7 @@ fn backlog(
 fn overload_keeps_memory_bounded_reports_lag_and_drains() {
     let topics = [
         ("input", OVERLOAD_PARTITIONS),
+        ("anomalyd-state", OVERLOAD_PARTITIONS),
         ("alerts", 1),
         ("scores", 1),
         ("dead-letters", 1),
@@ -131,7 +132,14 @@ fn overload_keeps_memory_bounded_reports_lag_and_drains() {
         first_rows..all_rows,
         windows_of(all_rows),
     );
-    // (The scores topic outgrows what the mock broker keeps: count acknowledgements.)
+    // (The scores topic outgrows what the mock broker keeps: count
+    // acknowledgements, which trail the last scores by a few milliseconds.)
+    super::wait_for_metric(
+        &daemon,
+        "anomalyd_produced_total{output=\"scores\"}",
+        windows_of(all_rows) as f64,
+        Duration::from_secs(20),
+    );
     let scored = daemon.metric("anomalyd_windows_scored_total").unwrap() as usize;
     let acknowledged = daemon
         .metric("anomalyd_produced_total{output=\"scores\"}")
