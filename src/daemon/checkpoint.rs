@@ -276,20 +276,25 @@ pub fn ensure_topic(
         None => {
             let new = NewTopic::new(topic, needed, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact");
-            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            let options = AdminOptions::new()
+                .request_timeout(Some(Duration::from_secs(15)))
+                .operation_timeout(Some(Duration::from_secs(15)));
+            let cannot = |why: String| {
+                anyhow::anyhow!(
+                    "cannot create the state topic {topic}: {why}; create it with {needed} \
+                     partitions and cleanup.policy=compact, or set state.checkpoints = false"
+                )
+            };
             let results = runtime
                 .block_on(admin.create_topics([&new], &options))
-                .with_context(|| format!("cannot create the state topic {topic}"))?;
+                .map_err(|e| cannot(e.to_string()))?;
             for result in results {
                 match result {
                     Ok(_) => {
                         tracing::info!(state_topic = %topic, partitions = needed, "created the state topic (compacted)")
                     }
                     Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => anyhow::bail!(
-                        "cannot create the state topic {topic}: {code}; create it with {needed} \
-                         partitions and cleanup.policy=compact, or set state.checkpoints = false"
-                    ),
+                    Err((_, code)) => return Err(cannot(code.to_string())),
                 }
             }
             Ok(())

@@ -107,30 +107,44 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
 }
 
 #[test]
-fn a_state_topic_with_too_few_partitions_is_refused_at_start() {
-    let broker = start_broker(&[
-        ("input", 4),
-        ("anomalyd-state", 1),
-        ("alerts", 1),
-        ("scores", 1),
-        ("dead-letters", 1),
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("few.toml");
-    std::fs::write(
-        &config,
-        daemon_config(&broker.brokers, "few", free_port(), ""),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
+fn a_state_topic_with_too_few_partitions_or_that_cannot_be_created_stops_the_start() {
+    // (The mock broker cannot create topics on request: like a cluster where
+    // anomalyd lacks the permission.)
+    let cases: [(&str, &[(&str, i32)], &str); 2] = [
+        (
+            "too few partitions",
+            &[("anomalyd-state", 1)],
+            "the state topic anomalyd-state has 1 partitions, the input topic input 4",
+        ),
+        (
+            "missing, cannot be created",
+            &[],
+            "create it with 4 partitions and cleanup.policy=compact, or set state.checkpoints = false",
+        ),
+    ];
+    for (case, state_topic, says) in cases {
+        let mut topics = vec![
+            ("input", 4),
+            ("alerts", 1),
+            ("scores", 1),
+            ("dead-letters", 1),
+        ];
+        topics.extend_from_slice(state_topic);
+        let broker = start_broker(&topics);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("state.toml");
+        std::fs::write(
+            &config,
+            daemon_config(&broker.brokers, "state", free_port(), ""),
+        )
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the state topic anomalyd-state has 1 partitions, the input topic input 4"),
-        "{stderr}"
-    );
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(says), "{case}: {stderr}");
+    }
 }
