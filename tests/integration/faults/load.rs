@@ -109,7 +109,11 @@ fn overload_keeps_memory_bounded_reports_lag_and_drains() {
     let dir = tempfile::tempdir().unwrap();
     // Memory is bounded by librdkafka's prefetch (queued.max.messages.kbytes,
     // lowered here from its 64 MiB default) and by scoring.queue_capacity.
-    let extra = "[kafka.consumer_properties]\n\"queued.max.messages.kbytes\" = \"1024\"\n";
+    // Entity state grows with each score until the calibration history is
+    // full (and checkpoints with it): a short history fills during the first
+    // backlog, so what the second adds is what the backlog itself costs.
+    let extra = "[kafka.consumer_properties]\n\"queued.max.messages.kbytes\" = \"1024\"\n\
+                 [detector.calibration]\nmethod = \"likelihood\"\nhistory = 150\n";
     let mut daemon =
         DaemonProcess::launch(dir.path(), &broker.brokers, "overload", "overload", extra);
     daemon.wait_ready(Duration::from_secs(30));
