@@ -5,6 +5,7 @@ mod checkpoints;
 mod common;
 mod daemon;
 mod delivery_support;
+mod deploy_files;
 mod faults;
 mod kafka_support;
 mod model_refusal;
