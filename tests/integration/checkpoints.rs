@@ -106,11 +106,14 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
     assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
 }
 
+/// (what, the state topic's (name, partitions) if any, what stderr says).
+type Case = (&'static str, &'static [(&'static str, i32)], &'static str);
+
 #[test]
 fn a_state_topic_with_too_few_partitions_or_that_cannot_be_created_stops_the_start() {
     // (The mock broker cannot create topics on request: like a cluster where
     // anomalyd lacks the permission.)
-    let cases: [(&str, &[(&str, i32)], &str); 2] = [
+    let cases: [Case; 2] = [
         (
             "too few partitions",
             &[("anomalyd-state", 1)],
