@@ -322,8 +322,10 @@ fn a_real_prometheus_scrapes_the_demo_and_loads_the_rules() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(query(web, "anomalyd_model_info"), Some(1.0));
-    let lag = query(web, "sum(anomalyd_consumer_lag)").unwrap();
-    assert!(lag >= 0.0);
+    // Lag series exist for assigned partitions only (none once the demo has
+    // read everything and been revoked); when there, never negative.
+    let lag = query(web, "sum(anomalyd_consumer_lag)");
+    assert!(lag.is_none_or(|lag| lag >= 0.0), "{lag:?}");
     // The alerting rules loaded and evaluate without error.
     let (status, body) = get(web, "/api/v1/rules").unwrap();
     assert_eq!(status, 200, "{body}");
@@ -351,5 +353,5 @@ fn a_real_prometheus_scrapes_the_demo_and_loads_the_rules() {
         assert!(Instant::now() < deadline, "rules not healthy: {health:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
-    println!("prometheus scraped the demo: {scored} windows scored of {consumed} records, lag {lag}, 8 rules healthy");
+    println!("prometheus scraped the demo: {scored} windows scored of {consumed} records, lag {lag:?}, 8 rules healthy");
 }
