@@ -134,11 +134,35 @@ impl FeatureExtractor {
 
     /// Mean squared difference between the features of two windows of one channel.
     pub fn distance(&self, a: &[f32], b: &[f32]) -> f32 {
+        if self.kind == PerceptualFeatures::Differences {
+            return differences_distance(a, b);
+        }
         let fa = self.features(a);
         let fb = self.features(b);
         let sum: f32 = fa.iter().zip(&fb).map(|(x, y)| (x - y) * (x - y)).sum();
         sum / fa.len() as f32
     }
+}
+
+/// [`FeatureExtractor::distance`] for the differences features without the
+/// matrix: each feature is `x[t + lag] - x[t]`, which is what the matrix
+/// product computes (`-x[t]` first, then `+ x[t + lag]`, in that order, so
+/// the result is the same to the bit), in the matrix's column order. About
+/// 60 times fewer operations than the dense product for 64-sample windows.
+fn differences_distance(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let len = a.len();
+    let mut sum = 0.0f32;
+    let mut count = 0usize;
+    for lag in DIFFERENCE_LAGS.iter().copied().filter(|&lag| lag < len) {
+        for t in 0..len - lag {
+            let fa = -a[t] + a[t + lag];
+            let fb = -b[t] + b[t + lag];
+            sum += (fa - fb) * (fa - fb);
+        }
+        count += len - lag;
+    }
+    sum / count as f32
 }
 
 fn differences_matrix(window_len: usize) -> (Vec<f32>, usize) {
@@ -222,6 +246,37 @@ mod tests {
             let extractor = FeatureExtractor::new(kind, 32);
             let x: Vec<f32> = (0..32).map(|t| (t as f32 * 0.3).sin()).collect();
             assert!(extractor.distance(&x, &x) < 1e-9);
+        }
+    }
+
+    #[test]
+    fn the_direct_differences_distance_equals_the_matrix_product_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for window_len in [2, 5, 16, 64, 100] {
+            let extractor = FeatureExtractor::new(PerceptualFeatures::Differences, window_len);
+            for case in 0..50 {
+                let mut a: Vec<f32> = (0..window_len)
+                    .map(|_| rng.random_range(-3.0..3.0))
+                    .collect();
+                let b: Vec<f32> = (0..window_len)
+                    .map(|_| rng.random_range(-3.0..3.0))
+                    .collect();
+                if case % 5 == 0 {
+                    // Zeros take the matrix path's shortcut.
+                    a[0] = 0.0;
+                    a[window_len - 1] = -0.0;
+                }
+                let fa = extractor.features(&a);
+                let fb = extractor.features(&b);
+                let sum: f32 = fa.iter().zip(&fb).map(|(x, y)| (x - y) * (x - y)).sum();
+                let by_matrix = sum / fa.len() as f32;
+                assert_eq!(
+                    extractor.distance(&a, &b).to_bits(),
+                    by_matrix.to_bits(),
+                    "window_len {window_len}, case {case}"
+                );
+            }
         }
     }
 }
