@@ -8,26 +8,13 @@ use super::faults::{
     assert_same_alerts, record_count, reference_alert_ids, wait_for_alert_ids, Tally,
 };
 use super::kafka_support::*;
-use anomalyd::demo::feed::record_json;
 use anomalyd::series::Series;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Produces rows `rows` of each series (series i → partition i).
 fn produce_range(brokers: &str, series: &[&Series], rows: std::ops::Range<usize>) {
-    let producer = producer(brokers);
-    for row in rows {
-        for (p, s) in series.iter().enumerate() {
-            send(
-                &producer,
-                "input",
-                p as i32,
-                &s.entity,
-                record_json(s, row).as_bytes(),
-            );
-        }
-    }
-    flush(&producer);
+    produce_rows(brokers, series, rows, usize::MAX, Duration::ZERO);
 }
 
 #[test]

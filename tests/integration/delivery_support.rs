@@ -32,7 +32,8 @@ pub fn all_topics(input_partitions: i32) -> Vec<(&'static str, i32)> {
 /// Produces each series to its own partition (series i → partition i), in
 /// order, so the offset of row r is r.
 pub fn produce_series(brokers: &str, series: &[&Series]) {
-    produce_rows(brokers, series, usize::MAX, Duration::ZERO);
+    let longest = series.iter().map(|s| s.len()).max().unwrap_or(0);
+    produce_rows(brokers, series, 0..longest, usize::MAX, Duration::ZERO);
 }
 
 /// Like [`produce_series`], but in a thread, pausing `pause` every `every`
@@ -47,15 +48,22 @@ pub fn stream_series(
     let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
     std::thread::spawn(move || {
         let borrowed: Vec<&Series> = owned.iter().collect();
-        produce_rows(&brokers, &borrowed, every, pause);
+        let longest = borrowed.iter().map(|s| s.len()).max().unwrap_or(0);
+        produce_rows(&brokers, &borrowed, 0..longest, every, pause);
     })
 }
 
-/// Sends row after row of every series, pausing `pause` every `every` rows.
-fn produce_rows(brokers: &str, series: &[&Series], every: usize, pause: Duration) {
+/// Sends rows `rows` of every series (series i → partition i), row after
+/// row, pausing `pause` every `every` rows.
+pub fn produce_rows(
+    brokers: &str,
+    series: &[&Series],
+    rows: std::ops::Range<usize>,
+    every: usize,
+    pause: Duration,
+) {
     let producer = producer(brokers);
-    let longest = series.iter().map(|s| s.len()).max().unwrap_or(0);
-    for row in 0..longest {
+    for row in rows {
         for (p, s) in series.iter().enumerate() {
             if row < s.len() {
                 send(
