@@ -140,6 +140,11 @@ impl EntityTable {
         let mut counts = RestoreCounts::default();
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
         for checkpoint in checkpoints {
+            let topic = topics
+                .entry(checkpoint.topic.clone())
+                .or_insert_with(|| checkpoint.topic.as_str().into())
+                .clone();
+            let through = checkpoint.source(topic);
             let mut detector = checkpoint.detector;
             match detector.adopt_settings(self.fresh_detector(&checkpoint.entity, scorer)) {
                 Ok(reset) => {
@@ -153,17 +158,6 @@ impl EntityTable {
                     continue;
                 }
             }
-            let topic = topics
-                .entry(checkpoint.topic.clone())
-                .or_insert_with(|| checkpoint.topic.as_str().into())
-                .clone();
-            let through = SourceOffset {
-                partition: Partition {
-                    topic,
-                    partition: checkpoint.partition,
-                },
-                offset: checkpoint.through_offset,
-            };
             self.entities.insert(
                 checkpoint.entity,
                 EntityState {
