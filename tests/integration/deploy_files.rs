@@ -6,12 +6,11 @@
 //! kubernetes-validate, hadolint and systemd-analyze, run in
 //! `.ci/deploy-checks`.)
 
-use super::kafka_support::free_port;
+use super::kafka_support::{free_port, http_get as get};
 use anomalyd::daemon::config::DaemonConfig;
 use anomalyd::daemon::metrics::Metrics;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,17 +206,6 @@ fn the_kubernetes_config_loads_and_the_grace_periods_nest() {
             "kustomization lists missing {file}"
         );
     }
-}
-
-/// A GET over HTTP/1.0 (no chunked replies), returning status and body.
-fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
 }
 
 struct KillOnDrop(Child);

@@ -203,15 +203,12 @@ pub fn metric_value(body: &str, sample: &str) -> Option<f64> {
     })
 }
 
-/// A minimal HTTP/1.1 GET: `(status, body)`, or `None` when nothing answers.
+/// A minimal GET: `(status, body)`, or `None` when nothing answers. HTTP/1.0,
+/// so that no server answers in chunks.
 pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
