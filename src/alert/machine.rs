@@ -184,8 +184,9 @@ pub fn alert_id(entity: &str, started_ms: i64, model_version: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum State {
     Quiet { recent: VecDeque<bool> },
-    Open { alert: Alert, low_run: usize },
-    Cooling { alert: Alert, remaining: usize },
+    // Boxed: most entities are quiet, and every entity's state is this big.
+    Open { alert: Box<Alert>, low_run: usize },
+    Cooling { alert: Box<Alert>, remaining: usize },
 }
 
 /// One entity's alert decisions.
@@ -234,7 +235,7 @@ impl AlertMachine {
     /// The open alert, if any.
     pub fn current(&self) -> Option<&Alert> {
         match &self.state {
-            State::Open { alert, .. } => Some(alert),
+            State::Open { alert, .. } => Some(alert.as_ref()),
             _ => None,
         }
     }
@@ -279,7 +280,7 @@ impl AlertMachine {
                     top_channels: top(evidence(), policy.top_channels),
                 };
                 self.state = State::Open {
-                    alert: alert.clone(),
+                    alert: Box::new(alert.clone()),
                     low_run: 0,
                 };
                 Some(AlertEvent::Opened(alert))
@@ -291,28 +292,28 @@ impl AlertMachine {
                     let escalated = severity > alert.severity;
                     let grew = score >= alert.peak_score + 0.05;
                     record_high(alert, timestamp_ms, score, severity, evidence, policy);
-                    return (escalated || grew).then(|| AlertEvent::Updated(alert.clone()));
+                    return (escalated || grew).then(|| AlertEvent::Updated((**alert).clone()));
                 }
                 *low_run += 1;
                 if *low_run < policy.recovery {
                     return None;
                 }
                 alert.resolved_ms = Some(timestamp_ms);
-                let resolved = alert.clone();
+                let resolved = (**alert).clone();
                 self.state = State::Cooling {
-                    alert: resolved.clone(),
+                    alert: Box::new(resolved.clone()),
                     remaining: policy.cooldown,
                 };
                 Some(AlertEvent::Resolved(resolved))
             }
             State::Cooling { alert, remaining } => {
                 if high {
-                    let mut alert = alert.clone();
+                    let mut alert = (**alert).clone();
                     alert.resolved_ms = None;
                     alert.score = score;
                     record_high(&mut alert, timestamp_ms, score, severity, evidence, policy);
                     self.state = State::Open {
-                        alert: alert.clone(),
+                        alert: Box::new(alert.clone()),
                         low_run: 0,
                     };
                     return Some(AlertEvent::Updated(alert));

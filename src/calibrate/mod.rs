@@ -101,7 +101,7 @@ impl CalibrationConfig {
     pub fn build(&self) -> Calibrator {
         match self {
             Self::Likelihood(config) => Calibrator::Likelihood(Likelihood::new(config.clone())),
-            Self::Spot(config) => Calibrator::Spot(Spot::new(config.clone())),
+            Self::Spot(config) => Calibrator::Spot(Box::new(Spot::new(config.clone()))),
         }
     }
 
@@ -119,8 +119,8 @@ impl CalibrationConfig {
 pub enum Calibrator {
     /// See [`Likelihood`].
     Likelihood(Likelihood),
-    /// See [`Spot`].
-    Spot(Spot),
+    /// See [`Spot`] (boxed: it is larger, and every entity holds a calibrator).
+    Spot(Box<Spot>),
 }
 
 impl Calibrator {

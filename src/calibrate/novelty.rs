@@ -51,6 +51,8 @@ impl NoveltyGate {
         while self.candidates.back().is_some_and(|&(_, s)| s <= score) {
             self.candidates.pop_back();
         }
+        // Grow one at a time: a doubled buffer would stay, in every entity.
+        self.candidates.reserve_exact(1);
         self.candidates.push_back((index, score));
         if score > previous_max {
             score

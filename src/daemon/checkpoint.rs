@@ -23,8 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The checkpoint format; a checkpoint of another version is not restored.
-pub const FORMAT_VERSION: u32 = 1;
+/// The checkpoint format; a checkpoint of another version is not restored
+/// (its entity starts afresh, counted as unreadable). Version 2: the
+/// likelihood calibrator keeps its history in blocks.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One entity's checkpoint as written (borrows the detector).
 #[derive(Serialize)]

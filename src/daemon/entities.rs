@@ -102,7 +102,9 @@ pub struct Evicted {
 
 /// All entities of this instance.
 pub struct EntityTable {
-    entities: HashMap<String, EntityState>,
+    /// Boxed: a table's buckets run up to half empty, and an entity's state
+    /// is about 700 bytes; empty buckets then cost 8 bytes, not 700.
+    entities: HashMap<String, Box<EntityState>>,
     config: WindowConfig,
     detector: DetectorConfig,
     window_len: usize,
@@ -160,7 +162,7 @@ impl EntityTable {
             }
             self.entities.insert(
                 checkpoint.entity,
-                EntityState {
+                Box::new(EntityState {
                     detector,
                     last_ms: checkpoint.last_ms,
                     last_seen: now,
@@ -169,7 +171,7 @@ impl EntityTable {
                     unsaved: Vec::new(),
                     through: Some(through.clone()),
                     restored_through: Some(through),
-                },
+                }),
             );
             counts.restored += 1;
         }
@@ -261,7 +263,7 @@ impl EntityTable {
 
     /// The entity's state, if held.
     pub fn get_mut(&mut self, entity: &str) -> Option<&mut EntityState> {
-        self.entities.get_mut(entity)
+        self.entities.get_mut(entity).map(|state| &mut **state)
     }
 
     /// Whether admitting a sample of `entity` now would exceed the cap.
@@ -283,20 +285,22 @@ impl EntityTable {
         let state = self
             .entities
             .entry(sample.entity.clone())
-            .or_insert_with(|| EntityState {
-                detector: EntityDetector::with_stride(
-                    &sample.entity,
-                    scorer,
-                    &self.detector,
-                    self.config.stride,
-                ),
-                last_ms: i64::MIN,
-                last_seen: now,
-                partition: None,
-                held: VecDeque::new(),
-                unsaved: Vec::new(),
-                through: None,
-                restored_through: None,
+            .or_insert_with(|| {
+                Box::new(EntityState {
+                    detector: EntityDetector::with_stride(
+                        &sample.entity,
+                        scorer,
+                        &self.detector,
+                        self.config.stride,
+                    ),
+                    last_ms: i64::MIN,
+                    last_seen: now,
+                    partition: None,
+                    held: VecDeque::new(),
+                    unsaved: Vec::new(),
+                    through: None,
+                    restored_through: None,
+                })
             });
         state.last_seen = now;
         if let Some(restored) = &state.restored_through {
@@ -334,6 +338,8 @@ impl EntityTable {
                 .any(|s| s.partition == source.partition)
             {
                 ledger.holds.push(source.clone());
+                // Mostly one partition: no room for four.
+                state.unsaved.reserve_exact(1);
                 state.unsaved.push(source.clone());
             }
             state.through = Some(source.clone());

@@ -1,0 +1,51 @@
+//! What the benchmarks share: a model of the shape (4 channels ×
+//! 64 samples), trained once by the benchmark itself and cached.
+
+#![allow(dead_code)] // each bench uses part of it
+
+use anomalyd::export::write_artefact;
+use anomalyd::recipe::ModelRecipe;
+use anomalyd::serve::Scorer;
+use anomalyd::synthetic::{generate, SyntheticConfig};
+use std::path::PathBuf;
+
+/// Channels of the benchmark model and data.
+pub const CHANNELS: usize = 4;
+
+/// Where benchmarks keep what they make (`target/bench`).
+pub fn bench_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench")
+}
+
+/// The default architecture and recipe trained for 2 epochs on 4 channels
+/// of the generated machines: real weights of the right shape (throughput
+/// and memory do not depend on how well it is trained). Trained on first
+/// use (about 10 s), then loaded from `target/bench/bench4.onnx`.
+pub fn four_channel_model() -> PathBuf {
+    let dir = bench_dir();
+    let path = dir.join("bench4.onnx");
+    if Scorer::load(&path).is_ok() {
+        return path;
+    }
+    eprintln!(
+        "training the 4-channel benchmark model (2 epochs) into {}",
+        dir.display()
+    );
+    let data = generate(&SyntheticConfig {
+        channels: CHANNELS,
+        days: 7,
+        ..Default::default()
+    });
+    let recipe = ModelRecipe {
+        name: "bench4".into(),
+        max_epochs: 2,
+        ..Default::default()
+    };
+    let built = recipe
+        .build(&data.clean_part(), "generated machines, 4 channels, 7 days")
+        .expect("the benchmark model trains");
+    write_artefact(&built.artefact, &dir).expect("target/bench is writable")
+}
