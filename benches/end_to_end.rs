@@ -1,0 +1,428 @@
+//! End to end through a Kafka-protocol broker: librdkafka's mock cluster in
+//! this process, the release `anomalyd` binary as a child process, 1,000
+//! entities × 4 channels, window 64, stride 8, entity-state checkpoints on.
+//!
+//! 1. Fills the input topic (64 partitions) with 2,000 samples per entity.
+//! 2. Consume-only ceiling: a consumer configured as the daemon's reads the
+//!    same records and decodes each with the daemon's `Decoder`, nothing else.
+//! 3. The daemon consumes the same records from the start: sustained samples
+//!    and windows per second (from its metrics, between 10 % and 90 % of the
+//!    windows), and its peak RSS.
+//! 4. Latency: samples produced at a steady rate (half the daemon's measured
+//!    maximum, then 100,000 samples/s if that is below 90 % of the maximum),
+//!    stamped with the wall clock as their event time. A consumer of the
+//!    scores and alerts topics takes latency as the time it receives a
+//!    window's output minus the event time of the window's last sample, and
+//!    the part until the daemon sent it (the output's create time). Then the
+//!    same at 10,000 and 25,000 samples/s (`--low-rates`), where this
+//!    machine's broker and load generator keep up: each line reports the
+//!    load generator's largest backlog of unacknowledged records, which
+//!    shows when the rig, not the daemon, is the bottleneck.
+//!
+//! Everything shares the machine's cores: broker, producer, daemon, readers.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R]`.
+
+#[path = "../tests/integration/kafka_support.rs"]
+#[allow(dead_code)]
+mod kafka_support;
+#[path = "support/mod.rs"]
+mod support;
+
+use anomalyd::daemon::config::InputConfig;
+use anomalyd::daemon::decode::Decoder;
+use anomalyd::series::timestamp::parse_timestamp;
+use anomalyd::serve::Scorer;
+use anomalyd::synthetic::{generate, SyntheticConfig};
+use kafka_support::{free_port, start_broker, DaemonProcess};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ENTITIES: usize = 1_000;
+const PARTITIONS: i32 = 64;
+const STRIDE: usize = 8;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+/// The records of the benchmark: entity `e` replays a generated machine's
+/// 4 channels from its own starting row.
+struct Records {
+    channels: Vec<String>,
+    machines: Vec<anomalyd::series::Series>,
+}
+
+impl Records {
+    fn new(channels: &[String]) -> Self {
+        let data = generate(&SyntheticConfig {
+            channels: channels.len(),
+            ..Default::default()
+        });
+        Self {
+            channels: channels.to_vec(),
+            machines: data.series,
+        }
+    }
+
+    fn json(&self, entity: usize, step: usize, ts_ms: i64) -> String {
+        let machine = &self.machines[entity % self.machines.len()];
+        let row = machine.row((entity * 37 + step) % machine.len());
+        let mut values = String::new();
+        for (c, (name, v)) in self.channels.iter().zip(row).enumerate() {
+            if c > 0 {
+                values.push(',');
+            }
+            values.push_str(&format!("\"{name}\":{v}"));
+        }
+        format!("{{\"entity\":\"machine-{entity:04}\",\"ts\":{ts_ms},\"values\":{{{values}}}}}")
+    }
+}
+
+fn producer(brokers: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", linger_ms)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, entity: usize, payload: &str) {
+    let key = format!("machine-{entity:04}");
+    let mut record = BaseRecord::to("input")
+        .partition(entity as i32 % PARTITIONS)
+        .key(&key)
+        .payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// Reads every partition of `topic` from `offset`.
+fn reader(brokers: &str, topic: &str, partitions: i32, offset: Offset) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-{topic}-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // As the daemon's consumer sets it (src/daemon/clients.rs).
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, offset)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    consumer
+}
+
+/// Reads `count` records of the input topic and decodes each; records per second.
+fn consume_only(brokers: &str, channels: &[String], count: usize) -> f64 {
+    let consumer = reader(brokers, "input", PARTITIONS, Offset::Beginning);
+    let decoder = Decoder::new(&InputConfig::default(), 946_684_800_000, channels);
+    let mut decoded = 0usize;
+    let mut started = None;
+    while decoded < count {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("a record");
+        started.get_or_insert_with(Instant::now);
+        if decoder
+            .decode(message.payload(), message.key(), now_ms())
+            .is_ok()
+        {
+            decoded += 1;
+        }
+    }
+    count as f64 / started.expect("records read").elapsed().as_secs_f64()
+}
+
+/// What a latency run saw: (total, until sent by the daemon) per output, in ms.
+struct LatencyRun {
+    scores: Vec<(f64, f64)>,
+    alerts: Vec<(f64, f64)>,
+    sent: usize,
+    max_lag: f64,
+    max_unacknowledged: i32,
+}
+
+/// Percentile (0..=100) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
+}
+
+/// Produces at `rate` samples per second for `seconds`, stamping each with
+/// the wall clock; returns output latencies (ms) of scores and of alerts
+/// whose window ended after the first `settle` seconds.
+fn latency(
+    daemon: &DaemonProcess,
+    brokers: &str,
+    records: &Records,
+    rate: f64,
+    seconds: f64,
+    settle: f64,
+) -> LatencyRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let from_ms = now_ms() + (settle * 1000.0) as i64;
+    let readers: Vec<_> = [("scores", 16), ("alerts", 4)]
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let consumer = reader(brokers, topic, partitions, Offset::End);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let received = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .expect("after 1970")
+                        .as_secs_f64()
+                        * 1000.0;
+                    let Ok(json) = serde_json::from_slice::<serde_json::Value>(
+                        message.payload().unwrap_or_default(),
+                    ) else {
+                        continue;
+                    };
+                    // The event time of the window's last sample: in ms on
+                    // scores, as RFC 3339 (ms precision) on alerts.
+                    let end = json["window_end_ms"]
+                        .as_i64()
+                        .or_else(|| parse_timestamp(json["window_end"].as_str()?).ok());
+                    if let Some(end) = end.filter(|&e| e >= from_ms) {
+                        // The daemon's producer stamps the record when it sends it.
+                        let sent = message.timestamp().to_millis().unwrap_or(end) as f64;
+                        latencies.push((received - end as f64, sent - end as f64));
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2)); // readers assigned
+    let producer = producer(brokers, "1");
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut last_ts = vec![0i64; ENTITIES];
+    let mut step = 0usize;
+    let mut next_report = 1.0;
+    let mut max_lag = 0.0f64;
+    let mut max_unacknowledged = 0;
+    while started.elapsed().as_secs_f64() < seconds {
+        if started.elapsed().as_secs_f64() >= next_report {
+            next_report += 1.0;
+            let lag = daemon.metric_sum("anomalyd_consumer_lag");
+            max_lag = max_lag.max(lag);
+            max_unacknowledged = max_unacknowledged.max(producer.in_flight_count());
+            eprintln!(
+                "latency phase: {:.0} s, {sent} sent, {} not yet acknowledged, daemon lag {lag}",
+                started.elapsed().as_secs_f64(),
+                producer.in_flight_count()
+            );
+        }
+        let due = (started.elapsed().as_secs_f64() * rate) as usize;
+        if sent >= due {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        while sent < due {
+            let entity = sent % ENTITIES;
+            if entity == 0 {
+                step += 1;
+            }
+            let ts = now_ms().max(last_ts[entity] + 1);
+            last_ts[entity] = ts;
+            send(&producer, entity, &records.json(entity, step, ts));
+            sent += 1;
+        }
+    }
+    if producer.flush(Duration::from_secs(30)).is_err() {
+        eprintln!("the load generator could not deliver everything within 30 s");
+    }
+    std::thread::sleep(Duration::from_secs(2)); // the last outputs arrive
+    stop.store(true, Ordering::Relaxed);
+    let mut results = readers.into_iter().map(|r| r.join().expect("reader"));
+    let scores = results.next().unwrap_or_default();
+    let alerts = results.next().unwrap_or_default();
+    LatencyRun {
+        scores,
+        alerts,
+        sent,
+        max_lag,
+        max_unacknowledged,
+    }
+}
+
+/// `"name_p50_ms": …, "name_p99_ms": …` of the total latencies and of the
+/// part until the daemon sent the output.
+fn summary(name: &str, latencies: &[(f64, f64)]) -> String {
+    let mut total: Vec<f64> = latencies.iter().map(|l| l.0).collect();
+    let mut in_daemon: Vec<f64> = latencies.iter().map(|l| l.1).collect();
+    total.sort_by(f64::total_cmp);
+    in_daemon.sort_by(f64::total_cmp);
+    format!(
+        "\"{name}_outputs\": {}, \"{name}_p50_ms\": {:.1}, \"{name}_p99_ms\": {:.1}, \"{name}_max_ms\": {:.1}, \"{name}_sent_by_daemon_p50_ms\": {:.1}, \"{name}_sent_by_daemon_p99_ms\": {:.1}",
+        total.len(),
+        percentile(&total, 50.0),
+        percentile(&total, 99.0),
+        total.last().copied().unwrap_or(f64::NAN),
+        percentile(&in_daemon, 50.0),
+        percentile(&in_daemon, 99.0),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut per_entity = 2_000usize;
+    let mut latency_seconds = 15.0;
+    // Rates low enough for this machine's broker and load generator to keep up.
+    let mut low_rates = vec![10_000.0, 25_000.0];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--samples-per-entity" => per_entity = args.next().unwrap_or_default().parse()?,
+            "--latency-seconds" => latency_seconds = args.next().unwrap_or_default().parse()?,
+            "--low-rates" => {
+                low_rates = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|r| !r.is_empty())
+                    .map(|r| r.parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--bench" => {}
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let model = support::four_channel_model();
+    let channels = Scorer::load(&model)?.metadata().channels.clone();
+    let records = Records::new(&channels);
+    let broker = start_broker(&[
+        ("input", PARTITIONS),
+        ("anomalyd-state", PARTITIONS),
+        ("scores", 16),
+        ("alerts", 4),
+        ("dead-letters", 1),
+    ]);
+    let total = per_entity * ENTITIES;
+    let record_bytes = records.json(0, 0, now_ms()).len();
+
+    // 1. Fill.
+    let started = Instant::now();
+    let fill = producer(&broker.brokers, "20");
+    let base_ms = now_ms() - (per_entity as i64 + 10) * 900_000;
+    for step in 0..per_entity {
+        for entity in 0..ENTITIES {
+            let ts = base_ms + step as i64 * 900_000;
+            send(&fill, entity, &records.json(entity, step, ts));
+        }
+    }
+    fill.flush(Duration::from_secs(60)).expect("flush");
+    drop(fill);
+    println!(
+        "{{\"phase\": \"fill\", \"samples\": {total}, \"record_bytes\": {record_bytes}, \"seconds\": {:.1}}}",
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. Consume-only ceiling.
+    let ceiling = consume_only(&broker.brokers, &channels, total);
+    println!(
+        "{{\"phase\": \"consume_only\", \"samples_per_s\": {ceiling:.0}, \"values_per_s\": {:.0}}}",
+        ceiling * channels.len() as f64
+    );
+
+    // 3. The daemon.
+    let dir = tempfile::tempdir()?;
+    let extra = format!(
+        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n",
+        model.display()
+    );
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "daemon", "bench", &extra);
+    let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
+    let mut samples_seen = Vec::new(); // (seconds, records consumed, windows scored)
+    let started = Instant::now();
+    loop {
+        let consumed = daemon.metric_sum("anomalyd_records_consumed_total");
+        let scored = daemon.metric_sum("anomalyd_windows_scored_total");
+        samples_seen.push((started.elapsed().as_secs_f64(), consumed, scored));
+        if scored >= windows_expected {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the daemon scored {scored} of {windows_expected} windows in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let at = |fraction: f64| {
+        *samples_seen
+            .iter()
+            .find(|s| s.2 >= fraction * windows_expected)
+            .expect("reached")
+    };
+    let (t0, c0, w0) = at(0.1);
+    let (t1, c1, w1) = at(0.9);
+    let rate = (c1 - c0) / (t1 - t0);
+    let windows_rate = (w1 - w0) / (t1 - t0);
+    let rss = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
+    println!(
+        "{{\"phase\": \"daemon\", \"samples\": {total}, \"samples_per_s\": {rate:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {windows_rate:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {rss:.1}}}",
+        rate * channels.len() as f64,
+        rate / ceiling
+    );
+
+    // 4. Latency at steady rates.
+    let mut rates = vec![rate * 0.5];
+    if 100_000.0 < rate * 0.9 {
+        rates.push(100_000.0);
+    }
+    rates.extend(&low_rates);
+    for target in rates {
+        let LatencyRun {
+            scores,
+            alerts,
+            sent,
+            max_lag,
+            max_unacknowledged,
+        } = latency(
+            &daemon,
+            &broker.brokers,
+            &records,
+            target,
+            latency_seconds,
+            3.0,
+        );
+        println!(
+            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, {}, {}}}",
+            summary("score", &scores),
+            summary("alert", &alerts),
+        );
+    }
+    let rss = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
+    println!("{{\"phase\": \"end\", \"peak_rss_mib\": {rss:.1}}}");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    Ok(())
+}
