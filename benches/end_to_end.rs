@@ -36,7 +36,7 @@ use anomalyd::synthetic::{generate, SyntheticConfig};
 use kafka_support::{free_port, start_broker, DaemonProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,21 +96,16 @@ fn producer(brokers: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerC
         .expect("producer")
 }
 
+/// Sends one record of `entity`, keyed and partitioned by it.
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, entity: usize, payload: &str) {
     let key = format!("machine-{entity:04}");
-    let mut record = BaseRecord::to("input")
-        .partition(entity as i32 % PARTITIONS)
-        .key(&key)
-        .payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
+    kafka_support::send(
+        producer,
+        "input",
+        entity as i32 % PARTITIONS,
+        &key,
+        payload.as_bytes(),
+    );
 }
 
 /// Reads every partition of `topic` from `offset`.
