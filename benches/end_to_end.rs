@@ -31,7 +31,6 @@ mod support;
 use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::decode::Decoder;
 use anomalyd::series::timestamp::parse_timestamp;
-use anomalyd::serve::Scorer;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use kafka_support::{free_port, start_broker, DaemonProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -47,11 +46,18 @@ const ENTITIES: usize = 1_000;
 const PARTITIONS: i32 = 64;
 const STRIDE: usize = 8;
 
-fn now_ms() -> i64 {
+/// Wall-clock time since 1970 in ms, with sub-millisecond precision.
+fn wall_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
-        .as_millis() as i64
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// [`wall_ms`] in whole ms, as event times are.
+fn now_ms() -> i64 {
+    wall_ms() as i64
 }
 
 /// The records of the benchmark: entity `e` replays a generated machine's
@@ -191,11 +197,7 @@ fn latency(
                     let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
                         continue;
                     };
-                    let received = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .expect("after 1970")
-                        .as_secs_f64()
-                        * 1000.0;
+                    let received = wall_ms();
                     let Ok(json) = serde_json::from_slice::<serde_json::Value>(
                         message.payload().unwrap_or_default(),
                     ) else {
@@ -311,8 +313,8 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    let model = support::four_channel_model();
-    let channels = Scorer::load(&model)?.metadata().channels.clone();
+    let (model, scorer) = support::four_channel_model();
+    let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
     let broker = start_broker(&[
         ("input", PARTITIONS),

@@ -150,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    let scorer = Scorer::load(&support::four_channel_model())?;
+    let (_, scorer) = support::four_channel_model();
     let metadata = scorer.metadata();
     assert_eq!(metadata.channels.len(), support::CHANNELS);
     let data = generate(&SyntheticConfig {

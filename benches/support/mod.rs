@@ -23,12 +23,13 @@ pub fn bench_dir() -> PathBuf {
 /// The default architecture and recipe trained for 2 epochs on 4 channels
 /// of the generated machines: real weights of the right shape (throughput
 /// and memory do not depend on how well it is trained). Trained on first
-/// use (about 10 s), then loaded from `target/bench/bench4.onnx`.
-pub fn four_channel_model() -> PathBuf {
+/// use (about 10 s), then loaded from `target/bench/bench4.onnx`. Returns
+/// the file (for a daemon's config) and the loaded model.
+pub fn four_channel_model() -> (PathBuf, Scorer) {
     let dir = bench_dir();
     let path = dir.join("bench4.onnx");
-    if Scorer::load(&path).is_ok() {
-        return path;
+    if let Ok(scorer) = Scorer::load(&path) {
+        return (path, scorer);
     }
     eprintln!(
         "training the 4-channel benchmark model (2 epochs) into {}",
@@ -47,5 +48,7 @@ pub fn four_channel_model() -> PathBuf {
     let built = recipe
         .build(&data.clean_part(), "generated machines, 4 channels, 7 days")
         .expect("the benchmark model trains");
-    write_artefact(&built.artefact, &dir).expect("target/bench is writable")
+    let path = write_artefact(&built.artefact, &dir).expect("target/bench is writable");
+    let scorer = Scorer::load(&path).expect("the model just written loads");
+    (path, scorer)
 }

@@ -142,8 +142,6 @@ pub struct Likelihood {
     average: MovingAverage,
     /// Closed blocks of history, oldest first; one is closed at each fit.
     blocks: VecDeque<Block>,
-    /// Values in `blocks`.
-    in_blocks: usize,
     /// History values since the last fit.
     open: Moments,
     seen: usize,
@@ -167,7 +165,6 @@ impl Likelihood {
             blocks: VecDeque::with_capacity(
                 (config.history / config.refit_every.min(config.warm_up).max(1) + 1).min(1 << 12),
             ),
-            in_blocks: 0,
             open: Moments::default(),
             seen: 0,
             since_fit: 0,
@@ -211,13 +208,12 @@ impl Likelihood {
             // and doubling would then keep twice the room in every entity.
             self.blocks.reserve_exact(1);
             self.blocks.push_back(self.open.block());
-            self.in_blocks += self.open.count as usize;
             self.open = Moments::default();
         }
-        while self.blocks.len() > 1 && self.in_blocks > self.config.history {
-            if let Some(oldest) = self.blocks.pop_front() {
-                self.in_blocks -= oldest.0 as usize;
-            }
+        let mut held: usize = self.blocks.iter().map(|block| block.0 as usize).sum();
+        while self.blocks.len() > 1 && held > self.config.history {
+            let oldest = self.blocks.pop_front().expect("more than one block");
+            held -= oldest.0 as usize;
         }
         let all = self
             .blocks
@@ -384,7 +380,7 @@ mod tests {
             c.update(value.exp());
         }
         assert_eq!(c.blocks.len(), 86, "8,600 values in whole blocks of 100");
-        assert_eq!(c.in_blocks, 8_600);
+        assert_eq!(c.blocks.iter().map(|b| b.0).sum::<u32>(), 8_600);
         assert_eq!(c.blocks.capacity(), capacity, "never grown");
         // Restored from a checkpoint (no spare room), it grows one block at a time.
         let mut restored: Likelihood =
