@@ -1,0 +1,249 @@
+//! The sections of the daemon's configuration file, one type per TOML table,
+//! with their defaults.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group; instances with the same group share the partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics with sensor records.
+    pub input_topics: Vec<String>,
+    /// Topic for alert events.
+    #[serde(default = "default_alerts_topic")]
+    pub alerts_topic: String,
+    /// Topic for every window's score; absent = not produced.
+    #[serde(default)]
+    pub scores_topic: Option<String>,
+    /// Topic for records that could not be used, with the reason in a header.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// How often safe offsets are committed (ms).
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// librdkafka properties for both consumer and producer (TLS, SASL, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// The three property tables with their key names.
+    pub fn property_tables(&self) -> [(&'static str, &BTreeMap<String, String>); 3] {
+        [
+            ("properties", &self.properties),
+            ("consumer_properties", &self.consumer_properties),
+            ("producer_properties", &self.producer_properties),
+        ]
+    }
+}
+
+/// Where a record's entity comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntitySource {
+    /// The JSON field `input.entity_field`.
+    Field,
+    /// The Kafka record key (UTF-8).
+    Key,
+}
+
+/// `[input]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Where the entity comes from: `field` or `key`.
+    pub entity_from: EntitySource,
+    /// JSON field holding the entity (with `entity_from = "field"`).
+    pub entity_field: String,
+    /// JSON field holding the event time (RFC 3339 string or epoch ms number).
+    pub timestamp_field: String,
+    /// JSON field holding the object of channel values.
+    pub values_field: String,
+    /// Model channel → channel name in the records, where they differ.
+    pub channels: BTreeMap<String, String>,
+    /// Records larger than this many bytes are rejected.
+    pub max_record_bytes: usize,
+    /// Event times before this instant (RFC 3339) are rejected as absurd.
+    pub min_timestamp: String,
+    /// Event times more than this many seconds ahead of the wall clock are rejected.
+    pub max_future_s: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            entity_from: EntitySource::Field,
+            entity_field: "entity".into(),
+            timestamp_field: "ts".into(),
+            values_field: "values".into(),
+            channels: BTreeMap::new(),
+            max_record_bytes: 1 << 20,
+            min_timestamp: "2000-01-01T00:00:00Z".into(),
+            max_future_s: 86_400,
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The ONNX file (its metadata is the `.json` beside it); absent = the
+    /// default model embedded in the binary. SIGHUP reloads it.
+    pub path: Option<PathBuf>,
+}
+
+/// `[windows]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowConfig {
+    /// A window is scored every `stride` samples of an entity.
+    pub stride: usize,
+    /// A gap in event time longer than this (ms) resets the entity's window.
+    pub max_gap_ms: u64,
+    /// Entities without a record for this long (wall clock, s) are evicted.
+    pub entity_ttl_s: u64,
+    /// At most this many entities are kept; a new one beyond it evicts the least recently seen.
+    pub max_entities: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            max_gap_ms: 3_600_000,
+            entity_ttl_s: 3_600,
+            max_entities: 100_000,
+        }
+    }
+}
+
+/// `[scoring]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Most windows scored in one model call.
+    pub max_batch: usize,
+    /// Longest a window waits for its batch to fill (ms).
+    pub max_wait_ms: u64,
+    /// Decoded samples queued between the consumer and the scorer.
+    pub queue_capacity: usize,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_wait_ms: 5,
+            queue_capacity: 8_192,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// `/readyz` fails when the consumer or scorer made no progress for this long (s).
+    pub stall_timeout_s: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".parse().expect("valid address"),
+            stall_timeout_s: 30,
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest a SIGTERM/SIGINT shutdown may take (s): drain, flush, commit.
+    pub grace_period_s: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period_s: 20 }
+    }
+}
+
+/// `[state]`: entity-state checkpoints (ARCHITECTURE.md, "Delivery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Checkpoint entity state to `topic` and restore it on assignment; off =
+    /// entities warm up again after every restart or rebalance.
+    pub checkpoints: bool,
+    /// The compacted topic the checkpoints go to; created if missing, with as
+    /// many partitions as the largest input topic.
+    pub topic: String,
+    /// How often changed entities are checkpointed (ms). Committed input
+    /// offsets trail by about this much.
+    pub checkpoint_interval_ms: u64,
+    /// Longest the restore of newly assigned partitions may take (s); beyond
+    /// it the daemon stops with an error rather than carry on without state.
+    pub restore_timeout_s: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            checkpoints: true,
+            topic: "anomalyd-state".into(),
+            checkpoint_interval_ms: 10_000,
+            restore_timeout_s: 60,
+        }
+    }
+}
+
+fn default_group_id() -> String {
+    "anomalyd".into()
+}
+fn default_alerts_topic() -> String {
+    "anomalyd-alerts".into()
+}
+fn default_dead_letter_topic() -> String {
+    "anomalyd-dead-letter".into()
+}
+fn default_commit_interval_ms() -> u64 {
+    1_000
+}
+
+/// librdkafka properties the daemon sets itself: its delivery guarantee
+/// depends on them, so the configuration may not override them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+];
+
+/// Property names whose values are never printed.
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas"]
+        .iter()
+        .any(|word| name.contains(word))
+}
