@@ -18,14 +18,16 @@
 //! partition replays them and rebuilds the window. Either way every window
 //! is scored at least once.
 
-use super::checkpoint::{self, Checkpoint};
+mod saving;
+
+pub use saving::{RestoreCounts, StateWrite};
+
 use super::config::WindowConfig;
 use super::decode::Sample;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
 use crate::serve::Scorer;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One entity.
@@ -48,20 +50,6 @@ pub struct EntityState {
     restored_through: Option<SourceOffset>,
 }
 
-/// A checkpoint or tombstone to write for an entity, with the holds its
-/// acknowledgement releases.
-#[derive(Debug)]
-pub struct StateWrite {
-    /// The entity (the record key).
-    pub entity: String,
-    /// The input partition number (the checkpoint goes to the same-numbered state partition).
-    pub partition: i32,
-    /// The encoded checkpoint; `None` for a tombstone (the entity was evicted).
-    pub payload: Option<Vec<u8>>,
-    /// Offsets held until it is acknowledged.
-    pub holds: Vec<SourceOffset>,
-}
-
 /// What admitting a sample did.
 #[derive(Debug)]
 pub enum Admission {
@@ -80,15 +68,6 @@ pub enum Admission {
     },
     /// Replayed, and already part of the entity's restored checkpoint.
     AlreadyCheckpointed,
-}
-
-/// What a restore did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RestoreCounts {
-    /// Entities restored.
-    pub restored: usize,
-    /// Checkpoints refused (another window shape).
-    pub refused: usize,
 }
 
 /// Counts from one eviction pass.
@@ -130,103 +109,6 @@ impl EntityTable {
 
     fn fresh_detector(&self, entity: &str, scorer: &Scorer) -> EntityDetector {
         EntityDetector::with_stride(entity, scorer, &self.detector, self.config.stride)
-    }
-
-    /// Takes restored checkpoints (replacing any state of those entities).
-    pub fn restore(
-        &mut self,
-        checkpoints: Vec<Checkpoint>,
-        scorer: &Scorer,
-        now: Instant,
-    ) -> RestoreCounts {
-        let mut counts = RestoreCounts::default();
-        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-        for checkpoint in checkpoints {
-            let topic = topics
-                .entry(checkpoint.topic.clone())
-                .or_insert_with(|| checkpoint.topic.as_str().into())
-                .clone();
-            let through = checkpoint.source(topic);
-            let mut detector = checkpoint.detector;
-            match detector.adopt_settings(self.fresh_detector(&checkpoint.entity, scorer)) {
-                Ok(reset) => {
-                    if !reset.is_empty() {
-                        tracing::info!(entity = %checkpoint.entity, reset = ?reset, "restored with changed settings: these start afresh");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(entity = %checkpoint.entity, %error, "checkpoint not restored; the entity warms up again");
-                    counts.refused += 1;
-                    continue;
-                }
-            }
-            self.entities.insert(
-                checkpoint.entity,
-                Box::new(EntityState {
-                    detector,
-                    last_ms: checkpoint.last_ms,
-                    last_seen: now,
-                    partition: Some(through.partition.clone()),
-                    held: VecDeque::new(),
-                    unsaved: Vec::new(),
-                    through: Some(through.clone()),
-                    restored_through: Some(through),
-                }),
-            );
-            counts.restored += 1;
-        }
-        counts
-    }
-
-    /// Checkpoints of the changed entities (of `partitions`, or all), with
-    /// the holds each takes over. The entities count as saved from now on.
-    pub fn checkpoint(
-        &mut self,
-        partitions: Option<&[Partition]>,
-        model_version: &str,
-    ) -> Vec<StateWrite> {
-        let mut writes = Vec::new();
-        for (entity, state) in &mut self.entities {
-            if state.unsaved.is_empty()
-                || partitions.is_some_and(|wanted| {
-                    state.partition.as_ref().is_none_or(|p| !wanted.contains(p))
-                })
-            {
-                continue;
-            }
-            let Some(through) = &state.through else {
-                continue;
-            };
-            writes.push(StateWrite {
-                entity: entity.clone(),
-                partition: through.partition.partition,
-                payload: Some(checkpoint::encode(
-                    entity,
-                    through,
-                    state.last_ms,
-                    model_version,
-                    &state.detector,
-                )),
-                holds: std::mem::take(&mut state.unsaved),
-            });
-        }
-        writes
-    }
-
-    /// A checkpoint could not be written: its entity takes the holds back and
-    /// is checkpointed again. Returns the holds of an entity no longer here.
-    pub fn checkpoint_failed(
-        &mut self,
-        entity: &str,
-        holds: Vec<SourceOffset>,
-    ) -> Vec<SourceOffset> {
-        match self.entities.get_mut(entity) {
-            Some(state) => {
-                state.unsaved.extend(holds);
-                Vec::new()
-            }
-            None => holds,
-        }
     }
 
     /// Entities held.
@@ -438,7 +320,7 @@ mod tests {
     use super::*;
     use crate::serve::embedded::default_scorer;
 
-    fn source(offset: i64) -> SourceOffset {
+    pub(super) fn source(offset: i64) -> SourceOffset {
         SourceOffset {
             partition: Partition {
                 topic: "in".into(),
@@ -448,7 +330,7 @@ mod tests {
         }
     }
 
-    fn sample(entity: &str, ms: i64) -> Sample {
+    pub(super) fn sample(entity: &str, ms: i64) -> Sample {
         Sample {
             entity: entity.into(),
             timestamp_ms: ms,
@@ -584,91 +466,5 @@ mod tests {
         assert_eq!(dropped, 1);
         assert!(table.is_empty());
         assert!(ledger.releases.is_empty());
-    }
-
-    #[test]
-    fn with_checkpoints_one_hold_per_entity_until_a_checkpoint_takes_it() {
-        let scorer = default_scorer().unwrap();
-        let window_len = scorer.metadata().window_len;
-        let mut table = EntityTable::new(
-            WindowConfig::default(),
-            DetectorConfig::default(),
-            window_len,
-            true,
-        );
-        let now = Instant::now();
-        let mut ledger = LedgerBatch::default();
-        for i in 0..(window_len as i64 + 5) {
-            table.admit(
-                &scorer,
-                &sample("a", 1000 * i),
-                &source(2 * i),
-                now,
-                &mut ledger,
-            );
-            table.admit(
-                &scorer,
-                &sample("b", 1000 * i),
-                &source(2 * i + 1),
-                now,
-                &mut ledger,
-            );
-        }
-        // Only the first sample of each entity is held.
-        assert_eq!(ledger.holds, vec![source(0), source(1)]);
-        assert!(ledger.releases.is_empty());
-        let writes = table.checkpoint(None, scorer.model_version());
-        assert_eq!(writes.len(), 2);
-        let a = writes.iter().find(|w| w.entity == "a").unwrap();
-        assert_eq!(a.holds, vec![source(0)]);
-        let restored = Checkpoint::decode(a.payload.as_deref().unwrap()).unwrap();
-        let last = 2 * (window_len as i64 + 4);
-        assert_eq!(restored.through_offset, last);
-        // Nothing changed since: no new checkpoint.
-        assert!(table.checkpoint(None, scorer.model_version()).is_empty());
-
-        // A new table restores "a" and skips its replayed samples up to the checkpoint.
-        let mut fresh = EntityTable::new(
-            WindowConfig::default(),
-            DetectorConfig::default(),
-            window_len,
-            true,
-        );
-        let counts = fresh.restore(vec![restored], &scorer, now);
-        assert_eq!(
-            counts,
-            RestoreCounts {
-                restored: 1,
-                refused: 0
-            }
-        );
-        let mut ledger = LedgerBatch::default();
-        let replayed = fresh.admit(&scorer, &sample("a", 0), &source(last), now, &mut ledger);
-        assert!(matches!(replayed, Admission::AlreadyCheckpointed));
-        let next_ms = 1000 * (window_len as i64 + 5);
-        let next = fresh.admit(
-            &scorer,
-            &sample("a", next_ms),
-            &source(last + 2),
-            now,
-            &mut ledger,
-        );
-        // The restored buffer is full: the very next sample completes a window.
-        assert!(matches!(
-            next,
-            Admission::Accepted {
-                window: Some(_),
-                gap: None
-            }
-        ));
-        assert_eq!(ledger.holds, vec![source(last + 2)]);
-
-        // Eviction writes a tombstone that takes the entity's holds.
-        let mut tombstones = Vec::new();
-        let later = now + Duration::from_secs(WindowConfig::default().entity_ttl_s + 1);
-        fresh.evict(later, 0, &mut ledger, &mut tombstones);
-        assert_eq!(tombstones.len(), 1);
-        assert!(tombstones[0].payload.is_none());
-        assert_eq!(tombstones[0].holds, vec![source(last + 2)]);
     }
 }
