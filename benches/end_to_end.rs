@@ -8,9 +8,12 @@
 //! 3. The daemon consumes the same records from the start: sustained samples
 //!    and windows per second (from its metrics, between 10 % and 90 % of the
 //!    windows), and its peak RSS.
-//! 4. Latency: samples produced at a steady rate (half the daemon's measured
-//!    maximum, then 100,000 samples/s if that is below 90 % of the maximum),
-//!    stamped with the wall clock as their event time. A consumer of the
+//! 4. Latency, each rate on a fresh broker and daemon (a mock cluster slows
+//!    down as its partitions fill with message sets): samples produced at a
+//!    steady rate (half the daemon's measured maximum, then 100,000
+//!    samples/s if that is below 90 % of the maximum), stamped with the wall
+//!    clock as their event time, by a producer that batches for up to 5 ms
+//!    (counted in the latency). A consumer of the
 //!    scores and alerts topics takes latency as the time it receives a
 //!    window's output minus the event time of the window's last sample, and
 //!    the part until the daemon sent it (the output's create time). Then the
@@ -32,12 +35,13 @@ use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::decode::Decoder;
 use anomalyd::series::timestamp::parse_timestamp;
 use anomalyd::synthetic::{generate, SyntheticConfig};
-use kafka_support::{free_port, start_broker, DaemonProcess};
+use kafka_support::{free_port, start_broker, Broker, DaemonProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -102,6 +106,27 @@ fn producer(brokers: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerC
         .expect("producer")
 }
 
+/// A mock cluster with the benchmark's topics.
+fn bench_broker() -> Broker {
+    start_broker(&[
+        ("input", PARTITIONS),
+        ("anomalyd-state", PARTITIONS),
+        ("scores", 16),
+        ("alerts", 4),
+        ("dead-letters", 1),
+    ])
+}
+
+/// The release daemon on `broker`'s input: the benchmark model, stride 8,
+/// checkpoints every 10 s, scores and alerts topics.
+fn launch_daemon(broker: &Broker, model: &Path, dir: &Path) -> DaemonProcess {
+    let extra = format!(
+        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n",
+        model.display()
+    );
+    DaemonProcess::launch(dir, &broker.brokers, "daemon", "bench", &extra)
+}
+
 /// Sends one record of `entity`, keyed and partitioned by it.
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, entity: usize, payload: &str) {
     let key = format!("machine-{entity:04}");
@@ -158,6 +183,7 @@ fn consume_only(brokers: &str, channels: &[String], count: usize) -> f64 {
 
 /// What a latency run saw: (total, until sent by the daemon) per output, in ms.
 struct LatencyRun {
+    peak_rss_mib: f64,
     scores: Vec<(f64, f64)>,
     alerts: Vec<(f64, f64)>,
     sent: usize,
@@ -173,17 +199,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
-/// Produces at `rate` samples per second for `seconds`, stamping each with
-/// the wall clock; returns output latencies (ms) of scores and of alerts
-/// whose window ended after the first `settle` seconds.
-fn latency(
-    daemon: &DaemonProcess,
-    brokers: &str,
-    records: &Records,
-    rate: f64,
-    seconds: f64,
-    settle: f64,
-) -> LatencyRun {
+/// On a fresh broker and daemon (a mock cluster slows down as its
+/// partitions fill with message sets), produces at `rate` samples per
+/// second for `seconds`, stamping each with the wall clock; returns output
+/// latencies (ms) of scores and of alerts whose window ended after the
+/// first `settle` seconds.
+fn latency(model: &Path, records: &Records, rate: f64, seconds: f64, settle: f64) -> LatencyRun {
+    let broker = bench_broker();
+    let brokers = broker.brokers.as_str();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut daemon = launch_daemon(&broker, model, dir.path());
+    daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;
     let readers: Vec<_> = [("scores", 16), ("alerts", 4)]
@@ -219,7 +245,7 @@ fn latency(
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2)); // readers assigned
-    let producer = producer(brokers, "1");
+    let producer = producer(brokers, "5");
     let started = Instant::now();
     let mut sent = 0usize;
     let mut last_ts = vec![0i64; ENTITIES];
@@ -263,7 +289,11 @@ fn latency(
     let mut results = readers.into_iter().map(|r| r.join().expect("reader"));
     let scores = results.next().unwrap_or_default();
     let alerts = results.next().unwrap_or_default();
+    let peak_rss_mib = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
     LatencyRun {
+        peak_rss_mib,
         scores,
         alerts,
         sent,
@@ -316,13 +346,7 @@ fn main() -> anyhow::Result<()> {
     let (model, scorer) = support::four_channel_model();
     let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
-    let broker = start_broker(&[
-        ("input", PARTITIONS),
-        ("anomalyd-state", PARTITIONS),
-        ("scores", 16),
-        ("alerts", 4),
-        ("dead-letters", 1),
-    ]);
+    let broker = bench_broker();
     let total = per_entity * ENTITIES;
     let record_bytes = records.json(0, 0, now_ms()).len();
 
@@ -352,11 +376,7 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The daemon.
     let dir = tempfile::tempdir()?;
-    let extra = format!(
-        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n",
-        model.display()
-    );
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "daemon", "bench", &extra);
+    let mut daemon = launch_daemon(&broker, &model, dir.path());
     let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
     let mut samples_seen = Vec::new(); // (seconds, records consumed, windows scored)
     let started = Instant::now();
@@ -390,7 +410,11 @@ fn main() -> anyhow::Result<()> {
         rate / ceiling
     );
 
-    // 4. Latency at steady rates.
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    drop(broker);
+
+    // 4. Latency at steady rates, each on a fresh broker and daemon.
     let mut rates = vec![rate * 0.5];
     if 100_000.0 < rate * 0.9 {
         rates.push(100_000.0);
@@ -398,28 +422,18 @@ fn main() -> anyhow::Result<()> {
     rates.extend(&low_rates);
     for target in rates {
         let LatencyRun {
+            peak_rss_mib,
             scores,
             alerts,
             sent,
             max_lag,
             max_unacknowledged,
-        } = latency(
-            &daemon,
-            &broker.brokers,
-            &records,
-            target,
-            latency_seconds,
-            3.0,
-        );
+        } = latency(&model, &records, target, latency_seconds, 3.0);
         println!(
-            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, {}, {}}}",
+            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, {}, {}}}",
             summary("score", &scores),
             summary("alert", &alerts),
         );
     }
-    let rss = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
-    println!("{{\"phase\": \"end\", \"peak_rss_mib\": {rss:.1}}}");
-    daemon.signal(libc::SIGTERM);
-    daemon.wait_exit(Duration::from_secs(30));
     Ok(())
 }
