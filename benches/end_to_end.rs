@@ -47,7 +47,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ENTITIES: usize = 1_000;
+/// Input partitions when filling 2 M records ahead of the consumer: the
+/// mock cluster keeps at most 5 MiB per partition.
 const PARTITIONS: i32 = 64;
+/// Input and output partitions of the latency runs: the mock cluster finds
+/// a fetch's offset by walking the partition's message sets from the
+/// oldest, so many thin partitions get slower by the second; few fuller
+/// ones stay fast.
+const LATENCY_PARTITIONS: i32 = 4;
 const STRIDE: usize = 8;
 
 /// Wall-clock time since 1970 in ms, with sub-millisecond precision.
@@ -106,34 +113,47 @@ fn producer(brokers: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerC
         .expect("producer")
 }
 
-/// A mock cluster with the benchmark's topics.
-fn bench_broker() -> Broker {
+/// A mock cluster with the benchmark's topics, `partitions` for the input.
+fn bench_broker(partitions: i32) -> Broker {
     start_broker(&[
-        ("input", PARTITIONS),
-        ("anomalyd-state", PARTITIONS),
-        ("scores", 16),
+        ("input", partitions),
+        ("anomalyd-state", partitions),
+        ("scores", partitions.min(16)),
         ("alerts", 4),
         ("dead-letters", 1),
     ])
 }
 
+/// The mock cluster answers a fetch that finds no data only after the
+/// consumer's whole `fetch.wait.max.ms` (500 ms by default), even if data
+/// arrives meanwhile (librdkafka's `rdkafka_mock_handlers.c`: "If there was
+/// no data, delay up to MaxWait"); a real broker answers as soon as data
+/// arrives. Every consumer here, the daemon's included, waits at most this
+/// long, to stand in for a real broker's long poll.
+const FETCH_WAIT_MAX_MS: &str = "5";
+
 /// The release daemon on `broker`'s input: the benchmark model, stride 8,
 /// checkpoints every 10 s, scores and alerts topics.
 fn launch_daemon(broker: &Broker, model: &Path, dir: &Path) -> DaemonProcess {
     let extra = format!(
-        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n",
+        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n\n[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MAX_MS}\"\n",
         model.display()
     );
     DaemonProcess::launch(dir, &broker.brokers, "daemon", "bench", &extra)
 }
 
 /// Sends one record of `entity`, keyed and partitioned by it.
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, entity: usize, payload: &str) {
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    partitions: i32,
+    entity: usize,
+    payload: &str,
+) {
     let key = format!("machine-{entity:04}");
     kafka_support::send(
         producer,
         "input",
-        entity as i32 % PARTITIONS,
+        entity as i32 % partitions,
         &key,
         payload.as_bytes(),
     );
@@ -148,6 +168,7 @@ fn reader(brokers: &str, topic: &str, partitions: i32, offset: Offset) -> BaseCo
         .set("auto.offset.reset", "earliest")
         // As the daemon's consumer sets it (src/daemon/clients.rs).
         .set("fetch.queue.backoff.ms", "10")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
         .create()
         .expect("consumer");
     let mut list = TopicPartitionList::new();
@@ -205,14 +226,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// latencies (ms) of scores and of alerts whose window ended after the
 /// first `settle` seconds.
 fn latency(model: &Path, records: &Records, rate: f64, seconds: f64, settle: f64) -> LatencyRun {
-    let broker = bench_broker();
+    let broker = bench_broker(LATENCY_PARTITIONS);
     let brokers = broker.brokers.as_str();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut daemon = launch_daemon(&broker, model, dir.path());
     daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;
-    let readers: Vec<_> = [("scores", 16), ("alerts", 4)]
+    let readers: Vec<_> = [("scores", LATENCY_PARTITIONS), ("alerts", 4)]
         .into_iter()
         .map(|(topic, partitions)| {
             let consumer = reader(brokers, topic, partitions, Offset::End);
@@ -277,7 +298,12 @@ fn latency(model: &Path, records: &Records, rate: f64, seconds: f64, settle: f64
             }
             let ts = now_ms().max(last_ts[entity] + 1);
             last_ts[entity] = ts;
-            send(&producer, entity, &records.json(entity, step, ts));
+            send(
+                &producer,
+                LATENCY_PARTITIONS,
+                entity,
+                &records.json(entity, step, ts),
+            );
             sent += 1;
         }
     }
@@ -346,7 +372,7 @@ fn main() -> anyhow::Result<()> {
     let (model, scorer) = support::four_channel_model();
     let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
-    let broker = bench_broker();
+    let broker = bench_broker(PARTITIONS);
     let total = per_entity * ENTITIES;
     let record_bytes = records.json(0, 0, now_ms()).len();
 
@@ -357,7 +383,7 @@ fn main() -> anyhow::Result<()> {
     for step in 0..per_entity {
         for entity in 0..ENTITIES {
             let ts = base_ms + step as i64 * 900_000;
-            send(&fill, entity, &records.json(entity, step, ts));
+            send(&fill, PARTITIONS, entity, &records.json(entity, step, ts));
         }
     }
     fill.flush(Duration::from_secs(60)).expect("flush");
