@@ -2,12 +2,19 @@
 //!
 //! Burn 0.22 ships no ONNX *exporter* (burn-import only reads ONNX), so the
 //! graph is written directly with the ONNX protobuf types that tract-onnx
-//! exposes (`tract_onnx::pb`), node for node as in [`Autoencoder::forward`].
+//! exposes (`tract_onnx::pb`), node for node as in [`Autoencoder::forward`],
+//! with one substitution: each upsampling transposed convolution (kernel 4,
+//! stride 2, padding 1) is written as the same computation in operators
+//! tract runs faster, a convolution to twice the channels followed by an
+//! interleave ([`upsample`]). tract ran ConvTranspose as a generic loop
+//! plus separate bias and ReLU passes, about 29 % of its instructions on
+//! this network (BENCHMARKS.md, section 1).
 //! The batch dimension is symbolic (`batch`), so one file serves any batch size.
 
 use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
 use crate::model::NetworkConfig;
 use crate::train::network::{Autoencoder, UPSAMPLE_KERNEL, UPSAMPLE_PADDING};
+use burn::nn::conv::ConvTranspose1d;
 use burn::tensor::Tensor;
 use prost::Message;
 use tract_onnx::pb;
@@ -66,25 +73,16 @@ pub fn export_onnx(
         &[-1, network.encoded_width as i64, network.encoded_len as i64],
     );
     x = graph.node("Reshape", &[&activated, &shape], vec![]);
+    let mut len = network.encoded_len;
     for (i, convolution) in network.decoder_convolutions.iter().enumerate() {
-        let weight = graph.weight(
-            &format!("decoder.deconv{i}.weight"),
-            convolution.weight.val(),
+        x = upsample(
+            &mut graph,
+            &format!("decoder.deconv{i}"),
+            &x,
+            convolution,
+            len,
         );
-        let bias = graph.bias(
-            &format!("decoder.deconv{i}.bias"),
-            convolution.bias.as_ref().map(|b| b.val()),
-        );
-        let upsampled = graph.node(
-            "ConvTranspose",
-            &[&x, &weight, &bias],
-            vec![
-                ints("kernel_shape", &[UPSAMPLE_KERNEL as i64]),
-                ints("strides", &[2]),
-                ints("pads", &[UPSAMPLE_PADDING as i64, UPSAMPLE_PADDING as i64]),
-            ],
-        );
-        x = graph.node("Relu", &[&upsampled], vec![]);
+        len *= 2;
     }
     let output = &network.output_convolution;
     let weight = graph.weight("decoder.output.weight", output.weight.val());
@@ -137,6 +135,74 @@ pub fn export_onnx(
         ..Default::default()
     };
     model.encode_to_vec()
+}
+
+/// `ReLU(ConvTranspose1d(x))` with kernel 4, stride 2, padding 1, written as
+/// a convolution and an interleave. Output sample `2m` of the transposed
+/// convolution takes `x[m]·W[.., 1] + x[m-1]·W[.., 3]`, and sample `2m + 1`
+/// takes `x[m+1]·W[.., 0] + x[m]·W[.., 2]`. So a convolution of kernel 3
+/// (taps at `m-1, m, m+1`, padding 1) to `2 × out` channels computes the even
+/// samples in its first `out` channels and the odd ones in the rest; ReLU
+/// goes there, where tract fuses it; then `[batch, 2, out, len]` is
+/// transposed to `[batch, out, len, 2]` and flattened to `[batch, out, 2·len]`.
+fn upsample(
+    graph: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    convolution: &ConvTranspose1d,
+    len: usize,
+) -> String {
+    assert_eq!(
+        (UPSAMPLE_KERNEL, UPSAMPLE_PADDING),
+        (4, 1),
+        "the rewrite below is for kernel 4, stride 2, padding 1"
+    );
+    let weight = convolution.weight.val();
+    let [inputs, outputs, kernel] = weight.dims();
+    let w = weight.into_data().try_to_vec::<f32>().expect("f32 weights");
+    let at = |i: usize, o: usize, k: usize| w[(i * outputs + o) * kernel + k];
+    // [2 × outputs, inputs, 3]: taps (m-1, m, m+1) of even, then odd, samples.
+    let mut taps = vec![0.0f32; 2 * outputs * inputs * 3];
+    for o in 0..outputs {
+        for i in 0..inputs {
+            let even = (o * inputs + i) * 3;
+            taps[even] = at(i, o, 3);
+            taps[even + 1] = at(i, o, 1);
+            let odd = ((outputs + o) * inputs + i) * 3;
+            taps[odd + 1] = at(i, o, 2);
+            taps[odd + 2] = at(i, o, 0);
+        }
+    }
+    let bias = convolution
+        .bias
+        .as_ref()
+        .expect("every layer of the autoencoder has a bias")
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 bias");
+    let weight = graph.float_initializer(
+        &format!("{name}.weight"),
+        vec![2 * outputs as i64, inputs as i64, 3],
+        taps,
+    );
+    let bias = graph.float_initializer(
+        &format!("{name}.bias"),
+        vec![2 * outputs as i64],
+        [bias.clone(), bias].concat(),
+    );
+    let convolved = graph.node(
+        "Conv",
+        &[input, &weight, &bias],
+        vec![ints("kernel_shape", &[3]), ints("pads", &[1, 1])],
+    );
+    let activated = graph.node("Relu", &[&convolved], vec![]);
+    let (outputs, len) = (outputs as i64, len as i64);
+    let split = graph.int64_constant(&format!("{name}.split"), &[-1, 2, outputs, len]);
+    let split = graph.node("Reshape", &[&activated, &split], vec![]);
+    let interleaved = graph.node("Transpose", &[&split], vec![ints("perm", &[0, 2, 3, 1])]);
+    let joined = graph.int64_constant(&format!("{name}.join"), &[-1, outputs, 2 * len]);
+    graph.node("Reshape", &[&interleaved, &joined], vec![])
 }
 
 fn gemm(
