@@ -6,7 +6,8 @@
 //! `benches/scoring.sh` runs it beside onnxruntime on the same ONNX file and
 //! the same windows (`--inputs FILE` writes them, f32 little-endian,
 //! `[count, channels, window_len]`, normalised) and prints the ratios.
-//! Alone: `cargo bench --bench scoring -- [--inputs FILE] [--seconds S]`.
+//! Alone: `cargo bench --bench scoring -- [--inputs FILE] [--seconds S] [--model ONNX]`
+//! (default `models/default.onnx`).
 
 use anomalyd::serve::Scorer;
 use anomalyd::synthetic::{generate, SyntheticConfig};
@@ -72,16 +73,17 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut inputs: Option<PathBuf> = None;
     let mut seconds = 2.0;
+    let mut model = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.onnx"));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--inputs" => inputs = args.next().map(PathBuf::from),
             "--seconds" => seconds = args.next().unwrap_or_default().parse()?,
+            "--model" => model = args.next().map(PathBuf::from).unwrap_or(model),
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.onnx");
-    let scorer = Scorer::load(std::path::Path::new(model))?;
+    let scorer = Scorer::load(&model)?;
     let size = scorer.window_size();
     let max_batch = *BATCHES.last().unwrap();
     // Distinct windows for each of 4 batches, so caches do not flatter.
