@@ -12,8 +12,9 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-/// Encoder, latent code, decoder. Only operators tract runs: Conv, Relu,
-/// Flatten, Gemm, Reshape, ConvTranspose.
+/// Encoder, latent code, decoder. The exporter writes it with Conv, Relu,
+/// Flatten, Gemm, Reshape and Transpose (each transposed convolution as a
+/// convolution plus an interleave: `export::onnx::upsample`).
 #[derive(Module, Debug)]
 pub struct Autoencoder {
     /// Strided convolutions, each followed by ReLU; each halves the time axis.
