@@ -6,7 +6,7 @@
 //! with one substitution: each upsampling transposed convolution (kernel 4,
 //! stride 2, padding 1) is written as the same computation in operators
 //! tract runs faster, a convolution to twice the channels followed by an
-//! interleave ([`upsample`]). tract ran ConvTranspose as a generic loop
+//! interleave (`upsample`). tract ran ConvTranspose as a generic loop
 //! plus separate bias and ReLU passes, about 29 % of its instructions on
 //! this network (BENCHMARKS.md, section 1).
 //! The batch dimension is symbolic (`batch`), so one file serves any batch size.
