@@ -40,7 +40,11 @@ pub fn consumer_config(config: &DaemonConfig) -> ClientConfig {
 /// an idempotent producer with `acks=all`.
 pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
-    client.set("linger.ms", "5").set("compression.type", "lz4");
+    client
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        // Readiness reads the brokers' state from these (health.rs).
+        .set("statistics.interval.ms", "1000");
     for (name, value) in config
         .kafka
         .properties

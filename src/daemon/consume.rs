@@ -11,7 +11,7 @@
 
 use super::checkpoint;
 use super::decode::Decoder;
-use super::health::Health;
+use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
 use super::produce::{dead_letter, Sink};
@@ -271,11 +271,8 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<Partition> {
 
 impl ClientContext for ConsumerEvents {
     fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|broker| broker.nodeid >= 0 && broker.state == "UP");
-        self.health.set_broker_up(up);
+        self.health
+            .set_broker_up(KafkaClient::Consumer, any_broker_up(&statistics));
         let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         for partition in assigned.iter() {
             let lag = statistics

@@ -1,12 +1,32 @@
 //! Liveness and readiness, as `/healthz` and `/readyz` report them.
 //!
 //! Ready means: a model is loaded, partitions are assigned, a broker is up
-//! (from the client statistics), the consumer loop and the scorer made
+//! (from the statistics of both Kafka clients: the producer's arrive even
+//! while the consumer thread waits on a full scorer queue), the consumer loop and the scorer made
 //! progress within `admin.stall_timeout_s`, outputs waiting for the broker
 //! were acknowledged within that time too, and no shutdown is under way.
 
+use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Which Kafka client's statistics report on the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaClient {
+    /// The input consumer.
+    Consumer,
+    /// The output producer.
+    Producer,
+}
+
+/// Whether the statistics show any broker of the cluster (not a bootstrap
+/// address) up.
+pub fn any_broker_up(statistics: &Statistics) -> bool {
+    statistics
+        .brokers
+        .values()
+        .any(|broker| broker.nodeid >= 0 && broker.state == "UP")
+}
 
 /// Shared health state; every field is updated lock-free by its owner.
 #[derive(Debug)]
@@ -15,8 +35,9 @@ pub struct Health {
     stall_timeout: Duration,
     model_loaded: AtomicBool,
     assigned_partitions: AtomicI64,
-    /// -1 unknown (no statistics yet), 0 no broker up, 1 some broker up.
-    broker_up: AtomicI64,
+    /// As the consumer and the producer see it, each: -1 unknown (no
+    /// statistics yet), 0 no broker up, 1 some broker up.
+    broker_up: [AtomicI64; 2],
     consumer_beat_ms: AtomicU64,
     scorer_beat_ms: AtomicU64,
     /// Outputs handed to the producer and not yet acknowledged.
@@ -34,7 +55,7 @@ impl Health {
             stall_timeout,
             model_loaded: AtomicBool::new(false),
             assigned_partitions: AtomicI64::new(0),
-            broker_up: AtomicI64::new(-1),
+            broker_up: [AtomicI64::new(-1), AtomicI64::new(-1)],
             consumer_beat_ms: AtomicU64::new(0),
             scorer_beat_ms: AtomicU64::new(0),
             awaiting_delivery: AtomicI64::new(0),
@@ -58,9 +79,9 @@ impl Health {
             .store(count as i64, Ordering::Relaxed);
     }
 
-    /// Whether any broker is up, from the client statistics.
-    pub fn set_broker_up(&self, up: bool) {
-        self.broker_up.store(up as i64, Ordering::Relaxed);
+    /// Whether any broker is up, from `client`'s statistics.
+    pub fn set_broker_up(&self, client: KafkaClient, up: bool) {
+        self.broker_up[client as usize].store(up as i64, Ordering::Relaxed);
     }
 
     /// The consumer loop went round once.
@@ -107,8 +128,13 @@ impl Health {
         if self.assigned_partitions.load(Ordering::Relaxed) <= 0 {
             reasons.push("no input partitions assigned".to_string());
         }
-        if self.broker_up.load(Ordering::Relaxed) == 0 {
-            reasons.push("no broker is up".to_string());
+        for (client, name) in [
+            (KafkaClient::Consumer, "consumer"),
+            (KafkaClient::Producer, "producer"),
+        ] {
+            if self.broker_up[client as usize].load(Ordering::Relaxed) == 0 {
+                reasons.push(format!("no broker is up (as the {name} sees it)"));
+            }
         }
         let now = self.now_ms();
         let limit = self.stall_timeout.as_millis() as u64;
@@ -172,10 +198,12 @@ mod tests {
         health.consumer_beat();
         health.scorer_beat();
         assert!(health.readiness().is_ok());
-        health.set_broker_up(false);
-        assert!(health.readiness().is_err());
-        health.set_broker_up(true);
-        assert!(health.readiness().is_ok());
+        for client in [KafkaClient::Consumer, KafkaClient::Producer] {
+            health.set_broker_up(client, false);
+            assert!(health.readiness().is_err());
+            health.set_broker_up(client, true);
+            assert!(health.readiness().is_ok());
+        }
         health.set_shutting_down();
         assert_eq!(
             health.readiness().unwrap_err(),

@@ -6,13 +6,14 @@
 //! entity's newer state in its place.
 
 use super::checkpoint::Epochs;
-use super::health::Health;
+use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, SourceOffset};
 use super::metrics::Metrics;
 use crossbeam_channel::{Receiver, Sender};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +79,12 @@ pub struct DeliveryReports {
     failed_checkpoints: Sender<Box<Output>>,
 }
 
-impl ClientContext for DeliveryReports {}
+impl ClientContext for DeliveryReports {
+    fn stats(&self, statistics: Statistics) {
+        self.health
+            .set_broker_up(KafkaClient::Producer, any_broker_up(&statistics));
+    }
+}
 
 impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<Output>;
