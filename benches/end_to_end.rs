@@ -23,7 +23,9 @@
 //!    shows when the rig, not the daemon, is the bottleneck.
 //!
 //! Everything shares the machine's cores: broker, producer, daemon, readers.
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R]`.
+//! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
+//! the producer's `linger.ms = 0` (defaults 5 and 5).
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
@@ -132,11 +134,16 @@ fn bench_broker(partitions: i32) -> Broker {
 /// long, to stand in for a real broker's long poll.
 const FETCH_WAIT_MAX_MS: &str = "5";
 
+/// Daemon settings of `--low-latency`: the scorer waits at most 1 ms for a
+/// batch to fill (default 5), the producer sends at once (default 5 ms).
+const LOW_LATENCY: &str =
+    "[scoring]\nmax_wait_ms = 1\n\n[kafka.producer_properties]\n\"linger.ms\" = \"0\"\n";
+
 /// The release daemon on `broker`'s input: the benchmark model, stride 8,
-/// checkpoints every 10 s, scores and alerts topics.
-fn launch_daemon(broker: &Broker, model: &Path, dir: &Path) -> DaemonProcess {
+/// checkpoints every 10 s, scores and alerts topics; `tuning` adds tables.
+fn launch_daemon(broker: &Broker, model: &Path, dir: &Path, tuning: &str) -> DaemonProcess {
     let extra = format!(
-        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n\n[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MAX_MS}\"\n",
+        "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n\n[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MAX_MS}\"\n\n{tuning}",
         model.display()
     );
     DaemonProcess::launch(dir, &broker.brokers, "daemon", "bench", &extra)
@@ -225,11 +232,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// second for `seconds`, stamping each with the wall clock; returns output
 /// latencies (ms) of scores and of alerts whose window ended after the
 /// first `settle` seconds.
-fn latency(model: &Path, records: &Records, rate: f64, seconds: f64, settle: f64) -> LatencyRun {
+fn latency(
+    model: &Path,
+    tuning: &str,
+    records: &Records,
+    rate: f64,
+    seconds: f64,
+    settle: f64,
+) -> LatencyRun {
     let broker = bench_broker(LATENCY_PARTITIONS);
     let brokers = broker.brokers.as_str();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = launch_daemon(&broker, model, dir.path());
+    let mut daemon = launch_daemon(&broker, model, dir.path(), tuning);
     daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;
@@ -349,6 +363,7 @@ fn summary(name: &str, latencies: &[(f64, f64)]) -> String {
 fn main() -> anyhow::Result<()> {
     let mut per_entity = 2_000usize;
     let mut latency_seconds = 15.0;
+    let mut tuning = "";
     // Rates low enough for this machine's broker and load generator to keep up.
     let mut low_rates = vec![10_000.0, 25_000.0];
     let mut args = std::env::args().skip(1);
@@ -365,6 +380,7 @@ fn main() -> anyhow::Result<()> {
                     .map(|r| r.parse())
                     .collect::<Result<_, _>>()?
             }
+            "--low-latency" => tuning = LOW_LATENCY,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -402,7 +418,7 @@ fn main() -> anyhow::Result<()> {
 
     // 3. The daemon.
     let dir = tempfile::tempdir()?;
-    let mut daemon = launch_daemon(&broker, &model, dir.path());
+    let mut daemon = launch_daemon(&broker, &model, dir.path(), "");
     let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
     let mut samples_seen = Vec::new(); // (seconds, records consumed, windows scored)
     let started = Instant::now();
@@ -454,9 +470,10 @@ fn main() -> anyhow::Result<()> {
             sent,
             max_lag,
             max_unacknowledged,
-        } = latency(&model, &records, target, latency_seconds, 3.0);
+        } = latency(&model, tuning, &records, target, latency_seconds, 3.0);
         println!(
-            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, {}, {}}}",
+            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, \"low_latency\": {}, {}, {}}}",
+            tuning == LOW_LATENCY,
             summary("score", &scores),
             summary("alert", &alerts),
         );
