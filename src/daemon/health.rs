@@ -1,10 +1,16 @@
 //! Liveness and readiness, as `/healthz` and `/readyz` report them.
 //!
-//! Ready means: a model is loaded, partitions are assigned, a broker is up
-//! (from the statistics of both Kafka clients: the producer's arrive even
-//! while the consumer thread waits on a full scorer queue), the consumer loop and the scorer made
-//! progress within `admin.stall_timeout_s`, outputs waiting for the broker
-//! were acknowledged within that time too, and no shutdown is under way.
+//! Ready means: a model is loaded, partitions are assigned, a broker is up,
+//! the consumer loop and the scorer made progress within
+//! `admin.stall_timeout_s`, outputs waiting for the broker were acknowledged
+//! within that time too, and no shutdown is under way.
+//!
+//! Whether a broker is up comes from the statistics of both Kafka clients.
+//! The consumer's arrive only when its thread polls, so they go stale while
+//! it waits on a full scorer queue; the producer's arrive from its own
+//! thread. But an idle producer does not reconnect after an outage
+//! (librdkafka connects on demand), so its "no broker up" counts only while
+//! it has outputs to deliver: then it is trying to connect.
 
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -128,11 +134,12 @@ impl Health {
         if self.assigned_partitions.load(Ordering::Relaxed) <= 0 {
             reasons.push("no input partitions assigned".to_string());
         }
-        for (client, name) in [
-            (KafkaClient::Consumer, "consumer"),
-            (KafkaClient::Producer, "producer"),
+        let waiting = self.awaiting_delivery.load(Ordering::Relaxed);
+        for (client, name, counts) in [
+            (KafkaClient::Consumer, "consumer", true),
+            (KafkaClient::Producer, "producer", waiting > 0),
         ] {
-            if self.broker_up[client as usize].load(Ordering::Relaxed) == 0 {
+            if counts && self.broker_up[client as usize].load(Ordering::Relaxed) == 0 {
                 reasons.push(format!("no broker is up (as the {name} sees it)"));
             }
         }
@@ -147,7 +154,6 @@ impl Health {
                 reasons.push(format!("{name} made no progress for {} ms", age));
             }
         }
-        let waiting = self.awaiting_delivery.load(Ordering::Relaxed);
         let age = now.saturating_sub(self.delivery_beat_ms.load(Ordering::Relaxed));
         if waiting > 0 && age > limit {
             reasons.push(format!(
@@ -198,12 +204,23 @@ mod tests {
         health.consumer_beat();
         health.scorer_beat();
         assert!(health.readiness().is_ok());
-        for client in [KafkaClient::Consumer, KafkaClient::Producer] {
-            health.set_broker_up(client, false);
-            assert!(health.readiness().is_err());
-            health.set_broker_up(client, true);
-            assert!(health.readiness().is_ok());
-        }
+        health.set_broker_up(KafkaClient::Consumer, false);
+        assert!(health.readiness().is_err());
+        health.set_broker_up(KafkaClient::Consumer, true);
+        assert!(health.readiness().is_ok());
+        // An idle producer's view does not count: it does not reconnect
+        // until it has something to send.
+        health.set_broker_up(KafkaClient::Producer, false);
+        assert!(health.readiness().is_ok());
+        // With outputs to deliver it does.
+        health.output_sent();
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            vec!["no broker is up (as the producer sees it)".to_string()]
+        );
+        health.set_broker_up(KafkaClient::Producer, true);
+        assert!(health.readiness().is_ok());
+        health.output_delivered();
         health.set_shutting_down();
         assert_eq!(
             health.readiness().unwrap_err(),

@@ -124,13 +124,18 @@ impl DaemonProcess {
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
+        let mut last = None;
         while Instant::now() < deadline {
-            if matches!(http_get(self.admin, "/readyz"), Some((200, _))) {
-                return;
+            match http_get(self.admin, "/readyz") {
+                Some((200, _)) => return,
+                answer => last = answer,
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the daemon did not become ready; log:\n{}", self.log_text());
+        panic!(
+            "the daemon did not become ready; /readyz last answered {last:?}; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// The value of a metric sample (name with labels, as in the text format), if present.
