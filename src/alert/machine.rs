@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Settings of the alert decisions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,8 +194,10 @@ enum State {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertMachine {
     entity: String,
-    model_version: String,
-    policy: AlertPolicy,
+    /// Shared by the entities of a daemon (see [`share_settings`](Self::share_settings)).
+    model_version: Arc<str>,
+    /// Shared like `model_version`.
+    policy: Arc<AlertPolicy>,
     state: State,
 }
 
@@ -203,8 +206,8 @@ impl AlertMachine {
     pub fn new(entity: &str, model_version: &str, policy: AlertPolicy) -> Self {
         Self {
             entity: entity.to_string(),
-            model_version: model_version.to_string(),
-            policy,
+            model_version: model_version.into(),
+            policy: Arc::new(policy),
             state: State::Quiet {
                 recent: VecDeque::new(),
             },
@@ -214,7 +217,25 @@ impl AlertMachine {
     /// Decides from now on with `policy` (a restored machine takes the
     /// configured policy; an open alert stays open).
     pub fn set_policy(&mut self, policy: AlertPolicy) {
-        self.policy = policy;
+        self.policy = Arc::new(policy);
+    }
+
+    /// Takes `other`'s policy and model version where they are equal to its
+    /// own, so that the entities of a daemon hold one copy of each.
+    pub fn share_settings(&mut self, other: &AlertMachine) {
+        if self.policy == other.policy {
+            self.policy = Arc::clone(&other.policy);
+        }
+        if self.model_version == other.model_version {
+            self.model_version = Arc::clone(&other.model_version);
+        }
+    }
+
+    /// Takes `other`'s policy and model version (a restored machine follows
+    /// the configured ones; an open alert stays open).
+    pub fn adopt_settings(&mut self, other: &AlertMachine) {
+        self.policy = Arc::clone(&other.policy);
+        self.model_version = Arc::clone(&other.model_version);
     }
 
     /// The policy it decides with.
@@ -229,7 +250,9 @@ impl AlertMachine {
 
     /// Names the model version of alerts opened from now on.
     pub fn set_model_version(&mut self, model_version: &str) {
-        self.model_version = model_version.to_string();
+        if *self.model_version != *model_version {
+            self.model_version = model_version.into();
+        }
     }
 
     /// The open alert, if any.
@@ -269,7 +292,7 @@ impl AlertMachine {
                 let alert = Alert {
                     id: alert_id(&self.entity, timestamp_ms, &self.model_version),
                     entity: self.entity.clone(),
-                    model_version: self.model_version.clone(),
+                    model_version: self.model_version.to_string(),
                     started_ms: timestamp_ms,
                     last_high_ms: timestamp_ms,
                     resolved_ms: None,

@@ -10,14 +10,15 @@
 //! The history is not kept value by value: between two fits the values are
 //! summed into one block (count, mean, sum of squared deviations), and a fit
 //! merges the blocks (Chan et al.'s parallel variance). Per entity that is
-//! 12 bytes per `refit_every` scores instead of 8 bytes per score: about
-//! 1 KiB instead of 69 KB at the defaults. The price is that the history
+//! 8 bytes per `refit_every` scores instead of 8 bytes per score: about
+//! 0.7 KiB instead of 69 KB at the defaults ([`super::blocks`]). The price is that the history
 //! slides in whole blocks: a fit covers the newest blocks holding at most
 //! `history` scores (8,600 of 8,640 at the defaults).
 
+use super::blocks::{Block, BlockHistory};
 use super::{fitted_value, Calibrated, MovingAverage};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Settings of [`Likelihood`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,13 +80,6 @@ impl LikelihoodConfig {
     }
 }
 
-/// The count, mean and sum of squared deviations (M2) of consecutive
-/// history values, stored in 12 bytes: f32 keeps the mean and M2 of a block
-/// of log scores to about 7 digits, far finer than any tail decision. A
-/// tuple, so a checkpoint writes no field names for each block.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Block(u32, f32, f32);
-
 /// A running count, mean and M2 (Welford), in f64.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Moments {
@@ -138,10 +132,11 @@ impl From<Block> for Moments {
 /// One entity's Gaussian-tail calibrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Likelihood {
-    config: LikelihoodConfig,
+    /// Shared by the entities of a daemon (see [`share_config`](Self::share_config)).
+    config: Arc<LikelihoodConfig>,
     average: MovingAverage,
     /// Closed blocks of history, oldest first; one is closed at each fit.
-    blocks: VecDeque<Block>,
+    blocks: BlockHistory,
     /// History values since the last fit.
     open: Moments,
     seen: usize,
@@ -162,7 +157,7 @@ impl Likelihood {
             average: MovingAverage::new(config.short_window),
             // Blocks hold `refit_every` values (the first `warm_up`), so this
             // is the most there can be, plus one closed before the oldest goes.
-            blocks: VecDeque::with_capacity(
+            blocks: BlockHistory::with_capacity(
                 (config.history / config.refit_every.min(config.warm_up).max(1) + 1).min(1 << 12),
             ),
             open: Moments::default(),
@@ -170,7 +165,15 @@ impl Likelihood {
             since_fit: 0,
             mean: 0.0,
             std: 1.0,
-            config,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Takes `other`'s settings if equal to its own, so that the entities of
+    /// a daemon hold one copy.
+    pub fn share_config(&mut self, other: &Likelihood) {
+        if self.config == other.config {
+            self.config = Arc::clone(&other.config);
         }
     }
 
@@ -204,13 +207,10 @@ impl Likelihood {
     /// values (always keeping the newest), and fits the Gaussian to the rest.
     fn fit(&mut self) {
         if self.open.count > 0.0 {
-            // Exact growth: a checkpoint restores the blocks with no spare room,
-            // and doubling would then keep twice the room in every entity.
-            self.blocks.reserve_exact(1);
-            self.blocks.push_back(self.open.block());
+            self.blocks.push(self.open.block());
             self.open = Moments::default();
         }
-        let mut held: usize = self.blocks.iter().map(|block| block.0 as usize).sum();
+        let mut held = self.blocks.values();
         while self.blocks.len() > 1 && held > self.config.history {
             let oldest = self.blocks.pop_front().expect("more than one block");
             held -= oldest.0 as usize;
@@ -218,7 +218,7 @@ impl Likelihood {
         let all = self
             .blocks
             .iter()
-            .fold(Moments::default(), |all, &block| all.merge(block.into()));
+            .fold(Moments::default(), |all, block| all.merge(block.into()));
         let variance = if all.count > 0.0 {
             all.m2.max(0.0) / all.count
         } else {
@@ -380,7 +380,7 @@ mod tests {
             c.update(value.exp());
         }
         assert_eq!(c.blocks.len(), 86, "8,600 values in whole blocks of 100");
-        assert_eq!(c.blocks.iter().map(|b| b.0).sum::<u32>(), 8_600);
+        assert_eq!(c.blocks.values(), 8_600);
         assert_eq!(c.blocks.capacity(), capacity, "never grown");
         // Restored from a checkpoint (no spare room), it grows one block at a time.
         let mut restored: Likelihood =

@@ -15,6 +15,7 @@
 //! Until a calibrator has seen enough scores it is warming up: it reports
 //! score 0 and says so ([`CalibrationState::WarmingUp`]).
 
+mod blocks;
 pub mod likelihood;
 pub mod novelty;
 pub mod spot;
@@ -124,6 +125,15 @@ pub enum Calibrator {
 }
 
 impl Calibrator {
+    /// Takes `other`'s settings where equal to its own, so that the entities
+    /// of a daemon hold one copy (the likelihood calibrator's; SPOT is rare
+    /// and boxed).
+    pub fn share_settings(&mut self, other: &Calibrator) {
+        if let (Calibrator::Likelihood(own), Calibrator::Likelihood(other)) = (self, other) {
+            own.share_config(other);
+        }
+    }
+
     /// Takes the next raw score (in time order) and returns its calibrated score.
     pub fn update(&mut self, raw: f64) -> Calibrated {
         match self {

@@ -51,7 +51,12 @@ impl NoveltyGate {
         while self.candidates.back().is_some_and(|&(_, s)| s <= score) {
             self.candidates.pop_back();
         }
-        // Grow one at a time: a doubled buffer would stay, in every entity.
+        // Grow one at a time, and give back room a burst left: spare room
+        // would stay, in every entity.
+        let len = self.candidates.len();
+        if self.candidates.capacity() > 2 * len + 8 {
+            self.candidates.shrink_to(len + 4);
+        }
         self.candidates.reserve_exact(1);
         self.candidates.push_back((index, score));
         if score > previous_max {
@@ -76,6 +81,25 @@ mod tests {
         // 0.4 and the second 0.5 do not beat the 0.5 before them; 0.1s do not
         // beat 0.6 until it is more than 3 rows old; 0.3 beats the last three 0.1s.
         assert_eq!(out, [0.2, 0.5, 0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.3]);
+    }
+
+    #[test]
+    fn room_left_by_a_burst_is_given_back() {
+        let mut gate = NoveltyGate::new(1_000);
+        // A falling run keeps every score as a candidate...
+        for i in 0..200 {
+            gate.apply(1.0 - i as f64 / 1_000.0);
+        }
+        assert_eq!(gate.candidates.len(), 200);
+        // ...and one new high replaces them all.
+        gate.apply(2.0);
+        gate.apply(1.5);
+        assert_eq!(gate.candidates.len(), 2);
+        assert!(
+            gate.candidates.capacity() <= 16,
+            "{}",
+            gate.candidates.capacity()
+        );
     }
 
     #[test]

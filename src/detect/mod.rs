@@ -149,6 +149,14 @@ impl EntityDetector {
         self.state
     }
 
+    /// Takes `prototype`'s settings where they are equal to its own, so that
+    /// the entities of a daemon hold one copy of each (alert policy, model
+    /// version, calibration settings) instead of one per entity.
+    pub fn share_settings(&mut self, prototype: &EntityDetector) {
+        self.calibrator.share_settings(&prototype.calibrator);
+        self.alerts.share_settings(&prototype.alerts);
+    }
+
     /// Switches to another model of the same shape (a retrained one): the
     /// window buffer, calibration history and alerts carry on; new alerts
     /// name the new model version.
@@ -229,13 +237,14 @@ impl EntityDetector {
             self.calibrator = fresh.calibrator;
             self.state = fresh.state;
             reset.push("calibration");
+        } else {
+            self.calibrator.share_settings(&fresh.calibrator);
         }
         if self.gate.rows() != fresh.gate.rows() {
             self.gate = fresh.gate;
             reset.push("novelty gate");
         }
-        self.alerts.set_policy(fresh.alerts.policy().clone());
-        self.alerts.set_model_version(fresh.alerts.model_version());
+        self.alerts.adopt_settings(&fresh.alerts);
         Ok(reset)
     }
 

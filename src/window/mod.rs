@@ -4,6 +4,10 @@
 //! takes. The assembler does no I/O and never looks at the wall clock: event
 //! time travels with the rows.
 
+mod times;
+
+use times::RingTimes;
+
 /// One assembled window of raw (not normalised) values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -24,7 +28,7 @@ pub struct WindowAssembler {
     stride: usize,
     /// Ring buffer of the last `window_len` rows, row-major.
     rows: Vec<f32>,
-    timestamps: Vec<i64>,
+    timestamps: RingTimes,
     /// Rows pushed since the last reset.
     pushed: u64,
 }
@@ -38,7 +42,7 @@ impl WindowAssembler {
             window_len,
             stride,
             rows: vec![0.0; channels * window_len],
-            timestamps: vec![0; window_len],
+            timestamps: RingTimes::new(window_len),
             pushed: 0,
         }
     }
@@ -52,8 +56,9 @@ impl WindowAssembler {
         );
         let slot = (self.pushed % self.window_len as u64) as usize;
         self.rows[slot * self.channels..(slot + 1) * self.channels].copy_from_slice(row);
-        self.timestamps[slot] = timestamp_ms;
         self.pushed += 1;
+        let live = self.pushed.min(self.window_len as u64) as usize;
+        self.timestamps.set(slot, timestamp_ms, 0..live);
         if self.pushed < self.window_len as u64 {
             return None;
         }
@@ -101,8 +106,10 @@ impl WindowAssembler {
             }
         }
         Window {
-            start_ms: self.timestamps[oldest],
-            end_ms: self.timestamps[(oldest + self.window_len - 1) % self.window_len],
+            start_ms: self.timestamps.get(oldest),
+            end_ms: self
+                .timestamps
+                .get((oldest + self.window_len - 1) % self.window_len),
             values,
         }
     }

@@ -86,6 +86,9 @@ pub struct EntityTable {
     entities: HashMap<String, Box<EntityState>>,
     config: WindowConfig,
     detector: DetectorConfig,
+    /// A detector built from the settings and the current model, whose
+    /// shared settings every entity's detector takes (one copy, not one per entity).
+    prototype: Option<EntityDetector>,
     window_len: usize,
     checkpoints: bool,
 }
@@ -102,13 +105,35 @@ impl EntityTable {
             entities: HashMap::new(),
             config,
             detector,
+            prototype: None,
             window_len,
             checkpoints,
         }
     }
 
-    fn fresh_detector(&self, entity: &str, scorer: &Scorer) -> EntityDetector {
-        EntityDetector::with_stride(entity, scorer, &self.detector, self.config.stride)
+    /// The prototype detector for `scorer`'s model, built when missing or
+    /// when the model changed.
+    fn prototype(&mut self, scorer: &Scorer) -> &EntityDetector {
+        let stale = self
+            .prototype
+            .as_ref()
+            .is_none_or(|p| p.alerts().model_version() != scorer.model_version());
+        if stale {
+            self.prototype = Some(EntityDetector::with_stride(
+                "",
+                scorer,
+                &self.detector,
+                self.config.stride,
+            ));
+        }
+        self.prototype.as_ref().expect("just built")
+    }
+
+    fn fresh_detector(&mut self, entity: &str, scorer: &Scorer) -> EntityDetector {
+        let mut detector =
+            EntityDetector::with_stride(entity, scorer, &self.detector, self.config.stride);
+        detector.share_settings(self.prototype(scorer));
+        detector
     }
 
     /// Entities held.
@@ -164,17 +189,14 @@ impl EntityTable {
         now: Instant,
         ledger: &mut LedgerBatch,
     ) -> Admission {
-        let state = self
-            .entities
-            .entry(sample.entity.clone())
-            .or_insert_with(|| {
+        // Looked up first, so that a known entity's name is not copied for
+        // every sample (`entry` takes the key by value).
+        if !self.entities.contains_key(&sample.entity) {
+            let detector = self.fresh_detector(&sample.entity, scorer);
+            self.entities.insert(
+                sample.entity.clone(),
                 Box::new(EntityState {
-                    detector: EntityDetector::with_stride(
-                        &sample.entity,
-                        scorer,
-                        &self.detector,
-                        self.config.stride,
-                    ),
+                    detector,
                     last_ms: i64::MIN,
                     last_seen: now,
                     partition: None,
@@ -182,8 +204,13 @@ impl EntityTable {
                     unsaved: Vec::new(),
                     through: None,
                     restored_through: None,
-                })
-            });
+                }),
+            );
+        }
+        let state = self
+            .entities
+            .get_mut(&sample.entity)
+            .expect("inserted above if missing");
         state.last_seen = now;
         if let Some(restored) = &state.restored_through {
             if restored.partition == source.partition {
@@ -309,8 +336,11 @@ impl EntityTable {
 
     /// Switches every entity to a model of the same shape.
     pub fn use_model(&mut self, scorer: &Scorer) {
+        self.prototype(scorer);
+        let prototype = self.prototype.as_ref().expect("just built");
         for state in self.entities.values_mut() {
             state.detector.use_model(scorer);
+            state.detector.share_settings(prototype);
         }
     }
 }
