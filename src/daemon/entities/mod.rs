@@ -413,6 +413,31 @@ mod tests {
     }
 
     #[test]
+    fn entities_share_one_copy_of_the_settings_also_after_a_model_reload() {
+        let (mut table, scorer) = table(WindowConfig::default());
+        let mut ledger = LedgerBatch::default();
+        for (i, entity) in ["a", "b"].into_iter().enumerate() {
+            let source = source(i as i64);
+            table.admit(
+                &scorer,
+                &sample(entity, 0),
+                &source,
+                Instant::now(),
+                &mut ledger,
+            );
+        }
+        let shared = |table: &mut EntityTable| {
+            let a = table.get_mut("a").unwrap().detector.alerts().clone();
+            let b = table.get_mut("b").unwrap().detector.alerts().clone();
+            std::ptr::eq(a.policy(), b.policy())
+                && std::ptr::eq(a.model_version(), b.model_version())
+        };
+        assert!(shared(&mut table));
+        table.use_model(&scorer);
+        assert!(shared(&mut table));
+    }
+
+    #[test]
     fn out_of_order_samples_are_refused_and_gaps_restart_the_window() {
         let (mut table, scorer) = table(WindowConfig {
             max_gap_ms: 5_000,
