@@ -81,8 +81,10 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    /// Starts `anomalyd run --config` with `config` written into `dir`.
-    pub fn start(dir: &Path, name: &str, config: &str, admin_port: u16) -> Self {
+    /// Starts `anomalyd run --config` with `config` written into `dir`;
+    /// `Err(log)` if the daemon exited before it was up (for example because
+    /// its admin port was taken meanwhile).
+    fn try_start(dir: &Path, name: &str, config: &str, admin_port: u16) -> Result<Self, String> {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -95,30 +97,42 @@ impl DaemonProcess {
             .spawn()
             .expect("the anomalyd binary starts");
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        let process = Self { child, admin, log };
-        process.wait_for_http(Duration::from_secs(30));
-        process
-    }
-
-    /// Starts the binary on a free admin port with [`daemon_config`] for
-    /// `brokers`, consumer group `group` and the `extra` tables.
-    pub fn launch(dir: &Path, brokers: &str, name: &str, group: &str, extra: &str) -> Self {
-        let port = free_port();
-        Self::start(dir, name, &daemon_config(brokers, group, port, extra), port)
-    }
-
-    fn wait_for_http(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+        let mut process = Self { child, admin, log };
+        // Up means: this process logged that it bound the admin port, and the
+        // port answers. The log line matters: if another test's daemon got
+        // the same port, /healthz alone would answer for that one.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(self.admin, "/healthz").is_some() {
-                return;
+            if let Some(status) = process.child.try_wait().unwrap() {
+                return Err(format!("{status}\n{}", process.log_text()));
+            }
+            if process.log_text().contains("anomalyd is running")
+                && http_get(process.admin, "/healthz").is_some()
+            {
+                return Ok(process);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
             "the daemon's admin listener did not come up; log:\n{}",
-            self.log_text()
+            process.log_text()
         );
+    }
+
+    /// Starts the binary on a free admin port with [`daemon_config`] for
+    /// `brokers`, consumer group `group` and the `extra` tables. A port taken
+    /// between choosing and binding it (tests run in parallel) is chosen again.
+    pub fn launch(dir: &Path, brokers: &str, name: &str, group: &str, extra: &str) -> Self {
+        let mut attempts = 0;
+        loop {
+            let port = free_port();
+            let config = daemon_config(brokers, group, port, extra);
+            match Self::try_start(dir, name, &config, port) {
+                Ok(process) => return process,
+                Err(log) if log.contains("in use") && attempts < 4 => attempts += 1,
+                Err(log) => panic!("the daemon exited before it was up; log:\n{log}"),
+            }
+        }
     }
 
     /// Waits until `/readyz` answers 200.
