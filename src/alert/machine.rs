@@ -214,12 +214,6 @@ impl AlertMachine {
         }
     }
 
-    /// Decides from now on with `policy` (a restored machine takes the
-    /// configured policy; an open alert stays open).
-    pub fn set_policy(&mut self, policy: AlertPolicy) {
-        self.policy = Arc::new(policy);
-    }
-
     /// Takes `other`'s policy and model version where they are equal to its
     /// own, so that the entities of a daemon hold one copy of each.
     pub fn share_settings(&mut self, other: &AlertMachine) {

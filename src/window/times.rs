@@ -48,20 +48,13 @@ impl RingTimes {
                 offsets[slot] = offset;
                 return;
             }
-            let oldest = live
-                .clone()
-                .filter(|&s| s != slot)
-                .map(|s| *base + offsets[s] as i64)
-                .chain(std::iter::once(time))
-                .min()
-                .expect("the new time is there");
-            let fits = live
-                .clone()
-                .filter(|&s| s != slot)
-                .all(|s| offset_from(oldest, *base + offsets[s] as i64).is_some())
-                && offset_from(oldest, time).is_some();
-            if fits {
-                for s in live.filter(|&s| s != slot) {
+            let others = live.filter(|&s| s != slot);
+            let (oldest, newest) = others.clone().fold((time, time), |(lo, hi), s| {
+                let t = *base + offsets[s] as i64;
+                (lo.min(t), hi.max(t))
+            });
+            if offset_from(oldest, newest).is_some() {
+                for s in others {
                     offsets[s] = (*base + offsets[s] as i64 - oldest) as u32;
                 }
                 *base = oldest;
