@@ -60,11 +60,15 @@ impl LedgerBatch {
 /// The ledger shared by the consumer, the scorer and the producer's delivery reports.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
-    inner: Arc<Mutex<HashMap<Partition, PartitionHolds>>>,
+    inner: Arc<Mutex<Holds>>,
 }
 
+/// Every partition's holds; foldhash (the keys are partitions the group
+/// assigned, not input), as a hold and a release hash a partition per record.
+type Holds = HashMap<Partition, PartitionHolds, foldhash::fast::RandomState>;
+
 impl Ledger {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Partition, PartitionHolds>> {
+    fn lock(&self) -> MutexGuard<'_, Holds> {
         // A panic elsewhere must not stop commits from being safe: the map is
         // only ever changed by whole operations, so it is still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -121,13 +125,16 @@ impl Ledger {
     }
 }
 
-fn hold(map: &mut HashMap<Partition, PartitionHolds>, source: &SourceOffset) {
-    let entry = map.entry(source.partition.clone()).or_default();
+fn hold(map: &mut Holds, source: &SourceOffset) {
+    if !map.contains_key(&source.partition) {
+        map.insert(source.partition.clone(), PartitionHolds::default());
+    }
+    let entry = map.get_mut(&source.partition).expect("inserted");
     *entry.holds.entry(source.offset).or_insert(0) += 1;
     entry.next = entry.next.max(source.offset + 1);
 }
 
-fn release(map: &mut HashMap<Partition, PartitionHolds>, source: &SourceOffset) {
+fn release(map: &mut Holds, source: &SourceOffset) {
     let Some(entry) = map.get_mut(&source.partition) else {
         return;
     };

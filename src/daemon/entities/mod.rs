@@ -83,7 +83,11 @@ pub struct Evicted {
 pub struct EntityTable {
     /// Boxed: a table's buckets run up to half empty, and an entity's state
     /// is about 700 bytes; empty buckets then cost 8 bytes, not 700.
-    entities: HashMap<String, Box<EntityState>>,
+    /// Looked up for every sample and every scored window: foldhash, with a
+    /// random seed per table, in place of std's slower SipHash. Entity names
+    /// come from the input; the seed and `windows.max_entities` bound what a
+    /// producer choosing colliding names could do.
+    entities: HashMap<String, Box<EntityState>, foldhash::fast::RandomState>,
     config: WindowConfig,
     detector: DetectorConfig,
     /// A detector built from the settings and the current model, whose
@@ -102,7 +106,7 @@ impl EntityTable {
         checkpoints: bool,
     ) -> Self {
         Self {
-            entities: HashMap::new(),
+            entities: HashMap::default(),
             config,
             detector,
             prototype: None,
