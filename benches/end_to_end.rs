@@ -43,7 +43,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -141,12 +141,18 @@ const LOW_LATENCY: &str =
 
 /// The release daemon on `broker`'s input: the benchmark model, stride 8,
 /// checkpoints every 10 s, scores and alerts topics; `tuning` adds tables.
-fn launch_daemon(broker: &Broker, model: &Path, dir: &Path, tuning: &str) -> DaemonProcess {
+fn launch_daemon(
+    binary: &Path,
+    broker: &Broker,
+    model: &Path,
+    dir: &Path,
+    tuning: &str,
+) -> DaemonProcess {
     let extra = format!(
         "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n\n[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MAX_MS}\"\n\n{tuning}",
         model.display()
     );
-    DaemonProcess::launch(dir, &broker.brokers, "daemon", "bench", &extra)
+    DaemonProcess::launch_binary(binary, dir, &broker.brokers, "daemon", "bench", &extra)
 }
 
 /// Sends one record of `entity`, keyed and partitioned by it.
@@ -243,7 +249,7 @@ fn latency(
     let broker = bench_broker(LATENCY_PARTITIONS);
     let brokers = broker.brokers.as_str();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = launch_daemon(&broker, model, dir.path(), tuning);
+    let mut daemon = launch_daemon(&current_binary(), &broker, model, dir.path(), tuning);
     daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;
@@ -360,39 +366,14 @@ fn summary(name: &str, latencies: &[(f64, f64)]) -> String {
     )
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut per_entity = 2_000usize;
-    let mut latency_seconds = 15.0;
-    let mut tuning = "";
-    // Rates low enough for this machine's broker and load generator to keep up.
-    let mut low_rates = vec![10_000.0, 25_000.0];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--samples-per-entity" => per_entity = args.next().unwrap_or_default().parse()?,
-            "--latency-seconds" => latency_seconds = args.next().unwrap_or_default().parse()?,
-            "--low-rates" => {
-                low_rates = args
-                    .next()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|r| !r.is_empty())
-                    .map(|r| r.parse())
-                    .collect::<Result<_, _>>()?
-            }
-            "--low-latency" => tuning = LOW_LATENCY,
-            "--bench" => {}
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
-    let (model, scorer) = support::four_channel_model();
-    let channels = scorer.metadata().channels.clone();
-    let records = Records::new(&channels);
-    let broker = bench_broker(PARTITIONS);
-    let total = per_entity * ENTITIES;
-    let record_bytes = records.json(0, 0, now_ms()).len();
+/// The daemon built with this benchmark.
+fn current_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_anomalyd"))
+}
 
-    // 1. Fill.
+/// Fills `broker`'s input topic with `per_entity` samples of every entity,
+/// spaced 15 minutes apart in event time.
+fn fill(broker: &Broker, records: &Records, per_entity: usize) {
     let started = Instant::now();
     let fill = producer(&broker.brokers, "20");
     let base_ms = now_ms() - (per_entity as i64 + 10) * 900_000;
@@ -403,29 +384,81 @@ fn main() -> anyhow::Result<()> {
         }
     }
     fill.flush(Duration::from_secs(60)).expect("flush");
-    drop(fill);
     println!(
-        "{{\"phase\": \"fill\", \"samples\": {total}, \"record_bytes\": {record_bytes}, \"seconds\": {:.1}}}",
+        "{{\"phase\": \"fill\", \"samples\": {}, \"record_bytes\": {}, \"seconds\": {:.1}}}",
+        per_entity * ENTITIES,
+        records.json(0, 0, now_ms()).len(),
         started.elapsed().as_secs_f64()
     );
+}
 
-    // 2. Consume-only ceiling.
-    let ceiling = consume_only(&broker.brokers, &channels, total);
-    println!(
-        "{{\"phase\": \"consume_only\", \"samples_per_s\": {ceiling:.0}, \"values_per_s\": {:.0}}}",
-        ceiling * channels.len() as f64
-    );
+/// What the daemon sustained on a filled topic.
+struct Throughput {
+    samples_per_s: f64,
+    windows_per_s: f64,
+    peak_rss_mib: f64,
+    /// CPU time (user and system) of the whole daemon per sample, in µs:
+    /// unlike the rate, it hardly depends on what else the shared cores run.
+    cpu_us_per_sample: f64,
+    /// CPU time of its scorer thread per scored window, in µs.
+    scorer_cpu_us_per_window: f64,
+}
 
-    // 3. The daemon.
+/// CPU seconds (user and system) from a `/proc/…/stat` line.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / per_second)
+}
+
+/// CPU seconds of process `pid`, and of its thread named `anomalyd-scorer`.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let process = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_seconds(&s))
+        .unwrap_or(f64::NAN);
+    let scorer = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim() == "anomalyd-scorer")
+                .then(|| std::fs::read_to_string(task.path().join("stat")).ok())?
+                .and_then(|s| stat_cpu_seconds(&s))
+        })
+        .unwrap_or(f64::NAN);
+    (process, scorer)
+}
+
+/// Runs `binary` on `broker`'s filled input topic from the start until it
+/// has scored every window; rates between 10 % and 90 % of the windows.
+fn daemon_throughput(
+    binary: &Path,
+    broker: &Broker,
+    model: &Path,
+    per_entity: usize,
+) -> anyhow::Result<Throughput> {
     let dir = tempfile::tempdir()?;
-    let mut daemon = launch_daemon(&broker, &model, dir.path(), "");
+    let mut daemon = launch_daemon(binary, broker, model, dir.path(), "");
     let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
-    let mut samples_seen = Vec::new(); // (seconds, records consumed, windows scored)
+    // (seconds, records consumed, windows scored, CPU seconds: daemon, scorer thread)
+    let mut samples_seen = Vec::new();
     let started = Instant::now();
     loop {
         let consumed = daemon.metric_sum("anomalyd_records_consumed_total");
         let scored = daemon.metric_sum("anomalyd_windows_scored_total");
-        samples_seen.push((started.elapsed().as_secs_f64(), consumed, scored));
+        let (cpu, scorer_cpu) = cpu_seconds(daemon.child.id());
+        samples_seen.push((
+            started.elapsed().as_secs_f64(),
+            consumed,
+            scored,
+            cpu,
+            scorer_cpu,
+        ));
         if scored >= windows_expected {
             break;
         }
@@ -441,20 +474,152 @@ fn main() -> anyhow::Result<()> {
             .find(|s| s.2 >= fraction * windows_expected)
             .expect("reached")
     };
-    let (t0, c0, w0) = at(0.1);
-    let (t1, c1, w1) = at(0.9);
-    let rate = (c1 - c0) / (t1 - t0);
-    let windows_rate = (w1 - w0) / (t1 - t0);
-    let rss = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
-    println!(
-        "{{\"phase\": \"daemon\", \"samples\": {total}, \"samples_per_s\": {rate:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {windows_rate:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {rss:.1}}}",
-        rate * channels.len() as f64,
-        rate / ceiling
-    );
-
+    let (t0, c0, w0, cpu0, scorer0) = at(0.1);
+    let (t1, c1, w1, cpu1, scorer1) = at(0.9);
+    let throughput = Throughput {
+        samples_per_s: (c1 - c0) / (t1 - t0),
+        windows_per_s: (w1 - w0) / (t1 - t0),
+        peak_rss_mib: daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
+        cpu_us_per_sample: (cpu1 - cpu0) / (c1 - c0) * 1e6,
+        scorer_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
+    };
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit(Duration::from_secs(30));
-    drop(broker);
+    Ok(throughput)
+}
+
+/// `values` to two decimals, for printing.
+fn rounded(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|r| (r * 100.0).round() / 100.0).collect()
+}
+
+/// The median of `values` (not empty).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut per_entity = 2_000usize;
+    let mut latency_seconds = 15.0;
+    let mut tuning = "";
+    // Rates low enough for this machine's broker and load generator to keep up.
+    let mut low_rates = vec![10_000.0, 25_000.0];
+    let mut baseline: Option<PathBuf> = None;
+    let mut rounds = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--samples-per-entity" => per_entity = args.next().unwrap_or_default().parse()?,
+            "--latency-seconds" => latency_seconds = args.next().unwrap_or_default().parse()?,
+            "--low-rates" => {
+                low_rates = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|r| !r.is_empty())
+                    .map(|r| r.parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--low-latency" => tuning = LOW_LATENCY,
+            "--baseline" => baseline = Some(args.next().unwrap_or_default().into()),
+            "--rounds" => rounds = Some(args.next().unwrap_or_default().parse::<usize>()?),
+            "--bench" => {}
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    if let Some(binary) = &baseline {
+        anyhow::ensure!(
+            binary.is_file(),
+            "no baseline binary at {}",
+            binary.display()
+        );
+    }
+    // Alternating with a baseline, three rounds by default: the machine's
+    // speed drifts, so only ratios within a round compare.
+    let rounds = rounds
+        .unwrap_or(if baseline.is_some() { 3 } else { 1 })
+        .max(1);
+    let (model, scorer) = support::four_channel_model();
+    let channels = scorer.metadata().channels.clone();
+    let records = Records::new(&channels);
+    let total = per_entity * ENTITIES;
+
+    // 1.-3. Fill, consume-only ceiling, daemon; each daemon run on a fresh,
+    // freshly filled broker, alternating the order with a baseline.
+    let mut current = Vec::new();
+    let mut ratios_to_ceiling = Vec::new();
+    let mut ratios_to_baseline = Vec::new();
+    // Baseline's CPU per sample over this build's: above 1 means cheaper now.
+    let mut cpu_ratios_to_baseline = Vec::new();
+    for round in 0..rounds {
+        let mut binaries = vec![("current", current_binary())];
+        if let Some(binary) = &baseline {
+            binaries.push(("baseline", binary.clone()));
+            if round % 2 == 1 {
+                binaries.reverse();
+            }
+        }
+        let mut ceiling = None;
+        let mut this_round = Vec::new();
+        for (label, binary) in binaries {
+            let broker = bench_broker(PARTITIONS);
+            fill(&broker, &records, per_entity);
+            if ceiling.is_none() {
+                let rate = consume_only(&broker.brokers, &channels, total);
+                println!(
+                    "{{\"phase\": \"consume_only\", \"round\": {round}, \"samples_per_s\": {rate:.0}, \"values_per_s\": {:.0}}}",
+                    rate * channels.len() as f64
+                );
+                ceiling = Some(rate);
+            }
+            this_round.push((
+                label,
+                daemon_throughput(&binary, &broker, &model, per_entity)?,
+            ));
+            let (_, run) = this_round.last().expect("pushed");
+            let ceiling = ceiling.expect("measured first");
+            println!(
+                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scorer_cpu_us_per_window\": {:.1}}}",
+                run.samples_per_s,
+                run.samples_per_s * channels.len() as f64,
+                run.windows_per_s,
+                run.samples_per_s / ceiling,
+                run.peak_rss_mib,
+                run.cpu_us_per_sample,
+                run.scorer_cpu_us_per_window,
+            );
+            if label == "current" {
+                ratios_to_ceiling.push(run.samples_per_s / ceiling);
+                current.push(run.samples_per_s);
+            }
+        }
+        if let [(a, first), (_, second)] = this_round.as_slice() {
+            let (now, before) = if *a == "current" {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            ratios_to_baseline.push(now.samples_per_s / before.samples_per_s);
+            cpu_ratios_to_baseline.push(before.cpu_us_per_sample / now.cpu_us_per_sample);
+        }
+    }
+    let rate = median(&mut current);
+    println!(
+        "{{\"phase\": \"daemon_summary\", \"rounds\": {rounds}, \"median_samples_per_s\": {rate:.0}, \"median_vs_consume_only\": {:.2}{}}}",
+        median(&mut ratios_to_ceiling),
+        if ratios_to_baseline.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", \"vs_baseline\": {:?}, \"median_vs_baseline\": {:.2}, \"cpu_per_sample_baseline_over_current\": {:?}, \"median_cpu_per_sample_baseline_over_current\": {:.2}",
+                rounded(&ratios_to_baseline),
+                median(&mut ratios_to_baseline.clone()),
+                rounded(&cpu_ratios_to_baseline),
+                median(&mut cpu_ratios_to_baseline.clone())
+            )
+        }
+    );
 
     // 4. Latency at steady rates, each on a fresh broker and daemon.
     let mut rates = vec![rate * 0.5];

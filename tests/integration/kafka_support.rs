@@ -84,11 +84,17 @@ impl DaemonProcess {
     /// Starts `anomalyd run --config` with `config` written into `dir`;
     /// `Err(log)` if the daemon exited before it was up (for example because
     /// its admin port was taken meanwhile).
-    fn try_start(dir: &Path, name: &str, config: &str, admin_port: u16) -> Result<Self, String> {
+    fn try_start(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        admin_port: u16,
+    ) -> Result<Self, String> {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&config_path)
             .env("ANOMALYD_LOG", "info")
@@ -123,11 +129,25 @@ impl DaemonProcess {
     /// `brokers`, consumer group `group` and the `extra` tables. A port taken
     /// between choosing and binding it (tests run in parallel) is chosen again.
     pub fn launch(dir: &Path, brokers: &str, name: &str, group: &str, extra: &str) -> Self {
+        let binary = Path::new(env!("CARGO_BIN_EXE_anomalyd"));
+        Self::launch_binary(binary, dir, brokers, name, group, extra)
+    }
+
+    /// [`launch`](Self::launch) with another build of the daemon (a
+    /// benchmark's baseline).
+    pub fn launch_binary(
+        binary: &Path,
+        dir: &Path,
+        brokers: &str,
+        name: &str,
+        group: &str,
+        extra: &str,
+    ) -> Self {
         let mut attempts = 0;
         loop {
             let port = free_port();
             let config = daemon_config(brokers, group, port, extra);
-            match Self::try_start(dir, name, &config, port) {
+            match Self::try_start(binary, dir, name, &config, port) {
                 Ok(process) => return process,
                 Err(log) if log.contains("in use") && attempts < 4 => attempts += 1,
                 Err(log) => panic!("the daemon exited before it was up; log:\n{log}"),
