@@ -144,7 +144,7 @@ fn flush(
     let scores = if windows.is_empty() {
         Vec::new()
     } else {
-        scorer.score_windows(windows)?
+        scorer.score_windows(windows.iter())?
     };
     let channels = scorer.metadata().channels.len();
     for row in pending.drain(..) {

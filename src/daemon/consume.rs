@@ -15,7 +15,7 @@ use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
 use super::produce::{dead_letter, Sink};
-use super::score::Work;
+use super::score::{SampleBatch, Work};
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -80,6 +80,24 @@ pub struct ConsumerEvents {
     committed: Mutex<HashMap<Partition, i64>>,
     /// An error the daemon cannot carry on after; the loop stops on it.
     fatal: Mutex<Option<String>>,
+    /// Samples decoded but not yet sent to the scorer. Sent when
+    /// `SAMPLES_PER_SEND` are in, when the consumer has nothing more to read
+    /// at once, and before anything else goes to the scorer (revoke, restore,
+    /// drain), so the scorer sees everything in order.
+    unsent: Mutex<SampleBatch>,
+    samples_per_send: usize,
+}
+
+/// Most samples sent to the scorer in one message: few enough that a
+/// batch is quickly scored, many enough that the channel's cost (a lock and
+/// often a wake-up) is shared.
+const SAMPLES_PER_SEND: usize = 256;
+
+/// The work channel's capacity, in messages, for at most `queue_capacity`
+/// samples queued (`scoring.queue_capacity`), and the samples per message.
+pub fn work_queue_shape(queue_capacity: usize) -> (usize, usize) {
+    let per_send = SAMPLES_PER_SEND.min(queue_capacity).max(1);
+    ((queue_capacity / per_send).max(1), per_send)
 }
 
 impl ConsumerEvents {
@@ -92,6 +110,7 @@ impl ConsumerEvents {
         health: Arc<Health>,
         grace: Duration,
         restore: Option<RestoreSettings>,
+        samples_per_send: usize,
     ) -> Self {
         Self {
             work,
@@ -104,6 +123,57 @@ impl ConsumerEvents {
             assigned: Mutex::new(BTreeSet::new()),
             committed: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
+            unsent: Mutex::new(SampleBatch::default()),
+            samples_per_send,
+        }
+    }
+
+    /// Queues a decoded sample for the scorer; sends the batch once full,
+    /// waiting for the scorer while `keep_waiting` says so.
+    fn queue_sample(
+        &self,
+        sample: super::decode::Sample,
+        source: SourceOffset,
+        message: &BorrowedMessage<'_>,
+        keep_waiting: impl Fn() -> bool,
+    ) {
+        let full = {
+            let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+            unsent.push(
+                sample,
+                source,
+                message.timestamp().to_millis(),
+                message.key(),
+                message.payload().unwrap_or_default(),
+            );
+            unsent.len() >= self.samples_per_send
+        };
+        if full {
+            self.send_samples(keep_waiting);
+        }
+    }
+
+    /// Sends the queued samples to the scorer. Back-pressure: waits for room
+    /// while `keep_waiting` says so, staying visibly alive. Samples not sent
+    /// keep their offsets held, so they are read again at the next start.
+    fn send_samples(&self, keep_waiting: impl Fn() -> bool) -> bool {
+        let batch = std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return true;
+        }
+        let mut item = Work::Samples(batch);
+        loop {
+            match self.work.send_timeout(item, Duration::from_millis(100)) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    item = back;
+                    self.health.consumer_beat();
+                    if !keep_waiting() {
+                        return false;
+                    }
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+            }
         }
     }
 
@@ -139,6 +209,7 @@ impl ConsumerEvents {
                     "entity state restored"
                 );
                 if !restored.checkpoints.is_empty() {
+                    self.send_samples(|| true);
                     let _ = self.work.send(Work::Restore(restored.checkpoints));
                 }
             }
@@ -148,6 +219,14 @@ impl ConsumerEvents {
                 fatal.get_or_insert(error.to_string());
             }
         }
+    }
+
+    fn has_unsent_samples(&self) -> bool {
+        !self
+            .unsent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn assigned(&self) -> Vec<Partition> {
@@ -234,10 +313,11 @@ impl ConsumerEvents {
         }
         let deadline = Instant::now() + self.grace;
         let (done, finished) = crossbeam_channel::bounded(1);
-        let drained = self
-            .work
-            .send_deadline(Work::Revoke(partitions.to_vec(), deadline, done), deadline)
-            .is_ok()
+        let drained = self.send_samples(|| Instant::now() < deadline)
+            && self
+                .work
+                .send_deadline(Work::Revoke(partitions.to_vec(), deadline, done), deadline)
+                .is_ok()
             && finished.recv_deadline(deadline).is_ok();
         let flushed = self.sink.flush(deadline);
         if !(drained && flushed) {
@@ -360,8 +440,17 @@ impl ConsumerLoop {
         while !*shutdown.borrow() && context.fatal().is_none() {
             self.health.consumer_beat();
             self.sink.resend_failed();
-            match self.consumer.poll(Duration::from_millis(100)) {
-                None => {}
+            // With samples waiting to be sent, only look for more that are
+            // already here; when none are, send what there is.
+            let timeout = if context.has_unsent_samples() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.consumer.poll(timeout) {
+                None => {
+                    context.send_samples(|| !*shutdown.borrow());
+                }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 Some(Ok(message)) => self.take(&message, &mut topics, &shutdown),
             }
@@ -382,10 +471,11 @@ impl ConsumerLoop {
         self.health.set_shutting_down();
         let deadline = Instant::now() + self.grace;
         let (done, finished) = crossbeam_channel::bounded(1);
-        let drained = self
-            .work
-            .send_deadline(Work::Drain(deadline, done), deadline)
-            .is_ok()
+        let drained = context.send_samples(|| Instant::now() < deadline)
+            && self
+                .work
+                .send_deadline(Work::Drain(deadline, done), deadline)
+                .is_ok()
             && finished.recv_deadline(deadline).is_ok();
         let flushed = self.sink.flush(deadline);
         context.commit(&self.consumer, &context.assigned(), CommitMode::Sync, true);
@@ -428,28 +518,9 @@ impl ConsumerLoop {
         {
             Ok(sample) => {
                 self.metrics.records_decoded.inc();
-                let mut item = Work::Sample {
-                    sample,
-                    source,
-                    record_time_ms: message.timestamp().to_millis(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                };
-                // Back-pressure: wait for the scorer, staying visibly alive.
-                loop {
-                    match self.work.send_timeout(item, Duration::from_millis(100)) {
-                        Ok(()) => return,
-                        Err(SendTimeoutError::Timeout(back)) => {
-                            item = back;
-                            self.health.consumer_beat();
-                            if *shutdown.borrow() {
-                                // Its offset stays held, so it is read again at the next start.
-                                return;
-                            }
-                        }
-                        Err(SendTimeoutError::Disconnected(_)) => return,
-                    }
-                }
+                self.consumer
+                    .context()
+                    .queue_sample(sample, source, message, || !*shutdown.borrow());
             }
             Err(rejection) => {
                 self.metrics

@@ -124,7 +124,9 @@ impl Daemon {
         if config.state.checkpoints {
             checkpoint::ensure_topic(&config, &runtime)?;
         }
-        let (work_tx, work_rx) = crossbeam_channel::bounded(config.scoring.queue_capacity);
+        let (work_messages, samples_per_send) =
+            consume::work_queue_shape(config.scoring.queue_capacity);
+        let (work_tx, work_rx) = crossbeam_channel::bounded(work_messages);
         let grace = Duration::from_secs(config.shutdown.grace_period_s);
         let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(&config)
             .create_with_context(ConsumerEvents::new(
@@ -138,6 +140,7 @@ impl Daemon {
                     topic: config.state.topic.clone(),
                     timeout: Duration::from_secs(config.state.restore_timeout_s),
                 }),
+                samples_per_send,
             ))
             .map_err(without_secrets)
             .context("cannot create the Kafka consumer")?;

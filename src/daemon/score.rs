@@ -29,19 +29,9 @@ use std::time::{Duration, Instant};
 
 /// What the consumer (and the reloader) send the scorer, in order.
 pub enum Work {
-    /// A decoded sample; its source offset is held by the consumer.
-    Sample {
-        /// The sample.
-        sample: Sample,
-        /// Where it came from.
-        source: SourceOffset,
-        /// Its Kafka timestamp.
-        record_time_ms: Option<i64>,
-        /// The original record, for the dead-letter topic if it is out of order.
-        key: Option<Vec<u8>>,
-        /// See `key`.
-        payload: Vec<u8>,
-    },
+    /// Decoded samples in the order they were read; their source offsets
+    /// are held by the consumer.
+    Samples(SampleBatch),
     /// Serve this model from the next batch on (same channels and window length).
     UseModel(Arc<Scorer>),
     /// Checkpoints of newly assigned partitions, before any of their samples.
@@ -51,6 +41,70 @@ pub enum Work {
     Revoke(Vec<Partition>, Instant, Sender<()>),
     /// Finish everything queued and checkpoint every entity, then answer (shutdown).
     Drain(Instant, Sender<()>),
+}
+
+/// Samples sent to the scorer together: one channel message, and one
+/// buffer for their original records, instead of one each per sample.
+#[derive(Default)]
+pub struct SampleBatch {
+    samples: Vec<IncomingSample>,
+    /// The original records' keys and payloads, back to back.
+    records: Vec<u8>,
+}
+
+/// A decoded sample with where it came from.
+struct IncomingSample {
+    sample: Sample,
+    source: SourceOffset,
+    /// Its Kafka timestamp.
+    record_time_ms: Option<i64>,
+    /// The original record's key and payload in the batch's `records`, for
+    /// the dead-letter topic if the sample turns out to be out of order.
+    key: Option<std::ops::Range<usize>>,
+    payload: std::ops::Range<usize>,
+}
+
+/// The original record of a sample, for the dead-letter topic.
+struct OriginalRecord<'a> {
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+}
+
+impl SampleBatch {
+    /// Adds a sample read from `source` with its original record.
+    pub fn push(
+        &mut self,
+        sample: Sample,
+        source: SourceOffset,
+        record_time_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let mut append = |bytes: &[u8]| {
+            let start = self.records.len();
+            self.records.extend_from_slice(bytes);
+            start..self.records.len()
+        };
+        let key = key.map(&mut append);
+        let payload = append(payload);
+        self.samples.push(IncomingSample {
+            sample,
+            source,
+            record_time_ms,
+            key,
+            payload,
+        });
+    }
+
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether the batch has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
 }
 
 /// Where and how often checkpoints are written.
@@ -188,13 +242,21 @@ impl ScoringWorker {
 
     fn handle(&mut self, item: Work) {
         match item {
-            Work::Sample {
-                sample,
-                source,
-                record_time_ms,
-                key,
-                payload,
-            } => self.admit(sample, source, record_time_ms, key, payload),
+            Work::Samples(batch) => {
+                let SampleBatch { samples, records } = batch;
+                for incoming in samples {
+                    let original = OriginalRecord {
+                        key: incoming.key.map(|range| &records[range]),
+                        payload: &records[incoming.payload],
+                    };
+                    self.admit(
+                        incoming.sample,
+                        incoming.source,
+                        incoming.record_time_ms,
+                        original,
+                    );
+                }
+            }
             Work::UseModel(scorer) => {
                 self.flush();
                 self.entities.use_model(&scorer);
@@ -247,8 +309,7 @@ impl ScoringWorker {
         sample: Sample,
         source: SourceOffset,
         record_time_ms: Option<i64>,
-        key: Option<Vec<u8>>,
-        payload: Vec<u8>,
+        original: OriginalRecord<'_>,
     ) {
         let now = Instant::now();
         if self.entities.would_exceed_cap(&sample.entity) {
@@ -279,8 +340,8 @@ impl ScoringWorker {
                 let output = dead_letter(
                     &self.dead_letter_topic,
                     &source,
-                    key,
-                    payload,
+                    original.key.map(<[u8]>::to_vec),
+                    original.payload.to_vec(),
                     RejectReason::OutOfOrder,
                     &detail,
                 );
@@ -348,14 +409,16 @@ impl ScoringWorker {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let windows: Vec<_> = batch.iter().map(|q| q.pending.window.clone()).collect();
         let started = Instant::now();
-        let scores = match self.scorer.score_windows(&windows) {
+        let scores = match self
+            .scorer
+            .score_windows(batch.iter().map(|q| &q.pending.window))
+        {
             Ok(scores) => scores,
             Err(error) => {
                 // Their offsets stay held: nothing past them is committed, and
                 // a restart scores them again.
-                tracing::error!(%error, windows = windows.len(), "the model failed on a batch; its offsets stay uncommitted");
+                tracing::error!(%error, windows = batch.len(), "the model failed on a batch; its offsets stay uncommitted");
                 return;
             }
         };

@@ -265,7 +265,7 @@ impl EntityDetector {
         let window = &pending.window;
         let raw = match self.newest_rows {
             None => scored.score as f64,
-            Some(k) => newest_error(scorer, &window.values, &scored.reconstruction, k),
+            Some(k) => newest_error(scorer, &window.values, &scored.normalised_reconstruction, k),
         };
         let calibrated = self.calibrator.update(raw);
         self.state = calibrated.state;
@@ -286,7 +286,9 @@ impl EntityDetector {
                     channel: name.clone(),
                     contribution: scored.channel_contributions[c] as f64,
                     actual: window.values[c * len + len - 1] as f64,
-                    expected: scored.reconstruction[c * len + len - 1] as f64,
+                    expected: scorer
+                        .denormalise(c, scored.normalised_reconstruction[c * len + len - 1])
+                        as f64,
                 })
                 .collect()
         };
@@ -330,14 +332,14 @@ impl EntityDetector {
 
 /// Mean squared error of the newest `k` rows of a window, in normalised units,
 /// averaged over channels.
-fn newest_error(scorer: &Scorer, actual: &[f32], expected: &[f32], k: usize) -> f64 {
+fn newest_error(scorer: &Scorer, actual: &[f32], expected_normalised: &[f32], k: usize) -> f64 {
     let metadata = scorer.metadata();
     let len = metadata.window_len;
     let k = k.min(len);
     let mut total = 0.0f64;
     for (c, norm) in metadata.normalisation.iter().enumerate() {
         for t in len - k..len {
-            let d = norm.apply(actual[c * len + t]) - norm.apply(expected[c * len + t]);
+            let d = norm.apply(actual[c * len + t]) - expected_normalised[c * len + t];
             total += (d * d) as f64;
         }
     }

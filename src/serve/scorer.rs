@@ -21,8 +21,13 @@ pub struct WindowScore {
     pub score: f32,
     /// Each channel's share of `score` (they sum to it), in model channel order.
     pub channel_contributions: Vec<f32>,
-    /// The reconstruction in the channels' own units, channel-major like the window.
-    pub reconstruction: Vec<f32>,
+    /// The reconstruction, normalised (as the model sees the window),
+    /// channel-major like the window; [`Scorer::denormalise`] gives a value
+    /// in its channel's units. Kept normalised because only a few values are
+    /// ever needed in channel units (an alert's evidence), and converting a
+    /// whole window back for every score cost more than the rest of the
+    /// scoring outside the model.
+    pub normalised_reconstruction: Vec<f32>,
 }
 
 /// A loaded, optimised, checked model.
@@ -192,6 +197,11 @@ impl Scorer {
         }
     }
 
+    /// A normalised value of `channel` (model channel index) in the channel's units.
+    pub fn denormalise(&self, channel: usize, normalised: f32) -> f32 {
+        self.metadata.normalisation[channel].invert(normalised)
+    }
+
     /// Runs the network on `count` normalised windows (`[count, channels, window_len]`).
     pub fn reconstruct_normalised(
         &self,
@@ -230,15 +240,21 @@ impl Scorer {
             .collect())
     }
 
-    /// Scores raw windows (in the channels' own units).
-    pub fn score_windows(&self, windows: &[Window]) -> Result<Vec<WindowScore>, ModelError> {
-        let mut batch = Vec::with_capacity(windows.len() * self.window_size());
+    /// Scores raw windows (in the channels' own units), in one model call.
+    pub fn score_windows<'w>(
+        &self,
+        windows: impl IntoIterator<Item = &'w Window>,
+    ) -> Result<Vec<WindowScore>, ModelError> {
+        let windows = windows.into_iter();
+        let mut batch = Vec::with_capacity(windows.size_hint().0 * self.window_size());
+        let mut count = 0;
         for window in windows {
             let start = batch.len();
             batch.extend_from_slice(&window.values);
             self.normalise(&mut batch[start..]);
+            count += 1;
         }
-        self.score_normalised(&batch, windows.len())
+        self.score_normalised(&batch, count)
     }
 
     /// The hybrid distance between a normalised window and its reconstruction.
@@ -247,12 +263,7 @@ impl Scorer {
         let channels = self.metadata.channels.len() as f32;
         let loss = &self.metadata.loss;
         let mut contributions = Vec::with_capacity(self.metadata.channels.len());
-        let mut denormalised = Vec::with_capacity(window.len());
-        for ((x, y), norm) in window
-            .chunks(len)
-            .zip(reconstructed.chunks(len))
-            .zip(&self.metadata.normalisation)
-        {
+        for (x, y) in window.chunks(len).zip(reconstructed.chunks(len)) {
             let squared: f32 =
                 x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / len as f32;
             let mut contribution = loss.pointwise_weight * squared;
@@ -260,12 +271,11 @@ impl Scorer {
                 contribution += loss.perceptual_weight * self.features.distance(x, y);
             }
             contributions.push(contribution / channels);
-            denormalised.extend(y.iter().map(|&v| norm.invert(v)));
         }
         WindowScore {
             score: contributions.iter().sum(),
             channel_contributions: contributions,
-            reconstruction: denormalised,
+            normalised_reconstruction: reconstructed.to_vec(),
         }
     }
 }
