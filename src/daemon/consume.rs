@@ -546,3 +546,24 @@ impl ConsumerLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_queue_never_holds_more_samples_than_configured() {
+        for capacity in [1, 2, 255, 256, 257, 511, 512, 8_192, 10_000] {
+            let (messages, per_send) = work_queue_shape(capacity);
+            assert!(messages >= 1 && per_send >= 1, "capacity {capacity}");
+            assert!(per_send <= SAMPLES_PER_SEND, "capacity {capacity}");
+            assert!(
+                messages * per_send <= capacity,
+                "capacity {capacity}: {messages} messages of {per_send}"
+            );
+        }
+        // The default keeps its whole capacity, in full-size messages.
+        assert_eq!(work_queue_shape(8_192), (32, 256));
+        assert_eq!(work_queue_shape(100), (1, 100));
+    }
+}

@@ -140,7 +140,9 @@ pub struct ScoringConfig {
     pub max_batch: usize,
     /// Longest a window waits for its batch to fill (ms).
     pub max_wait_ms: u64,
-    /// Decoded samples queued between the consumer and the scorer.
+    /// Decoded samples queued between the consumer and the scorer, at most;
+    /// they travel in messages of up to 256 samples, and one more message
+    /// may be filling.
     pub queue_capacity: usize,
 }
 
