@@ -400,8 +400,9 @@ struct Throughput {
     /// CPU time (user and system) of the whole daemon per sample, in µs:
     /// unlike the rate, it hardly depends on what else the shared cores run.
     cpu_us_per_sample: f64,
-    /// CPU time of its scorer thread per scored window, in µs.
-    scorer_cpu_us_per_window: f64,
+    /// CPU time of its scoring threads (scorer and model threads) per
+    /// scored window, in µs.
+    scoring_cpu_us_per_window: f64,
 }
 
 /// CPU seconds (user and system) from a `/proc/…/stat` line.
@@ -414,7 +415,8 @@ fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     Some(ticks / per_second)
 }
 
-/// CPU seconds of process `pid`, and of its thread named `anomalyd-scorer`.
+/// CPU seconds of process `pid`, and of its scoring threads (the scorer
+/// thread and the model threads; names as `/proc` truncates them).
 fn cpu_seconds(pid: u32) -> (f64, f64) {
     let process = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -424,13 +426,14 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
         .into_iter()
         .flatten()
         .flatten()
-        .find_map(|task| {
+        .filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            (comm.trim() == "anomalyd-scorer")
+            let comm = comm.trim();
+            (comm == "anomalyd-scorer" || comm.starts_with("anomalyd-model"))
                 .then(|| std::fs::read_to_string(task.path().join("stat")).ok())?
                 .and_then(|s| stat_cpu_seconds(&s))
         })
-        .unwrap_or(f64::NAN);
+        .sum();
     (process, scorer)
 }
 
@@ -445,19 +448,19 @@ fn daemon_throughput(
     let dir = tempfile::tempdir()?;
     let mut daemon = launch_daemon(binary, broker, model, dir.path(), "");
     let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
-    // (seconds, records consumed, windows scored, CPU seconds: daemon, scorer thread)
+    // (seconds, records consumed, windows scored, CPU seconds: daemon, scoring threads)
     let mut samples_seen = Vec::new();
     let started = Instant::now();
     loop {
         let consumed = daemon.metric_sum("anomalyd_records_consumed_total");
         let scored = daemon.metric_sum("anomalyd_windows_scored_total");
-        let (cpu, scorer_cpu) = cpu_seconds(daemon.child.id());
+        let (cpu, scoring_cpu) = cpu_seconds(daemon.child.id());
         samples_seen.push((
             started.elapsed().as_secs_f64(),
             consumed,
             scored,
             cpu,
-            scorer_cpu,
+            scoring_cpu,
         ));
         if scored >= windows_expected {
             break;
@@ -481,7 +484,7 @@ fn daemon_throughput(
         windows_per_s: (w1 - w0) / (t1 - t0),
         peak_rss_mib: daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
         cpu_us_per_sample: (cpu1 - cpu0) / (c1 - c0) * 1e6,
-        scorer_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
+        scoring_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
     };
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit(Duration::from_secs(30));
@@ -580,14 +583,14 @@ fn main() -> anyhow::Result<()> {
             let (_, run) = this_round.last().expect("pushed");
             let ceiling = ceiling.expect("measured first");
             println!(
-                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scorer_cpu_us_per_window\": {:.1}}}",
+                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scoring_cpu_us_per_window\": {:.1}}}",
                 run.samples_per_s,
                 run.samples_per_s * channels.len() as f64,
                 run.windows_per_s,
                 run.samples_per_s / ceiling,
                 run.peak_rss_mib,
                 run.cpu_us_per_sample,
-                run.scorer_cpu_us_per_window,
+                run.scoring_cpu_us_per_window,
             );
             if label == "current" {
                 ratios_to_ceiling.push(run.samples_per_s / ceiling);

@@ -8,7 +8,7 @@
 //! once every output sent before it is acknowledged ([`super::checkpoint`]).
 
 use super::checkpoint::Checkpoint;
-use super::config::DaemonConfig;
+use super::config::{DaemonConfig, MIN_WINDOWS_PER_THREAD};
 use super::decode::{RejectReason, Sample};
 use super::entities::{Admission, EntityTable, StateWrite};
 use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
@@ -21,8 +21,10 @@ use crate::alert::AlertEvent;
 use crate::calibrate::CalibrationState;
 use crate::detect::PendingWindow;
 use crate::series::timestamp::format_timestamp;
-use crate::serve::Scorer;
+use crate::serve::{ModelError, Scorer, WindowScore};
+use crate::window::Window;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,6 +127,8 @@ struct Queued {
 /// The scorer thread's state.
 pub struct ScoringWorker {
     scorer: Arc<Scorer>,
+    /// The model threads (`scoring.threads` > 1); `None` runs the model here.
+    model_threads: Option<rayon::ThreadPool>,
     entities: EntityTable,
     batch: Vec<Queued>,
     batch_deadline: Option<Instant>,
@@ -159,7 +163,21 @@ impl ScoringWorker {
             every: Duration::from_millis(config.state.checkpoint_interval_ms),
             next: Instant::now() + Duration::from_millis(config.state.checkpoint_interval_ms),
         });
+        let threads = config.scoring.threads;
+        let model_threads = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|index| format!("anomalyd-model-{index}"))
+                    .build()
+            })
+            .transpose()
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, threads, "cannot start the model threads; the scorer thread runs the model alone");
+                None
+            });
         Self {
+            model_threads,
             entities: EntityTable::new(
                 config.windows.clone(),
                 config.detector.clone(),
@@ -410,10 +428,12 @@ impl ScoringWorker {
         }
         let batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
-        let scores = match self
-            .scorer
-            .score_windows(batch.iter().map(|q| &q.pending.window))
-        {
+        let scores = match score_in_parts(
+            &self.scorer,
+            self.model_threads.as_ref(),
+            &batch,
+            |queued| &queued.pending.window,
+        ) {
             Ok(scores) => scores,
             Err(error) => {
                 // Their offsets stay held: nothing past them is committed, and
@@ -643,6 +663,79 @@ impl ScoringWorker {
                 evicted = evicted.cap,
                 "entity cap reached: evicted the least recently seen entities"
             );
+        }
+    }
+}
+
+/// Scores the windows of `items` in their order: split between the model
+/// `threads` when each part gets at least [`MIN_WINDOWS_PER_THREAD`]
+/// windows, else in one model call on this thread.
+fn score_in_parts<T: Sync>(
+    scorer: &Scorer,
+    threads: Option<&rayon::ThreadPool>,
+    items: &[T],
+    window: impl Fn(&T) -> &Window + Sync,
+) -> Result<Vec<WindowScore>, ModelError> {
+    let score = |part: &[T]| scorer.score_windows(part.iter().map(&window));
+    let parts = threads.map_or(1, |pool| {
+        pool.current_num_threads()
+            .min(items.len() / MIN_WINDOWS_PER_THREAD)
+    });
+    match threads {
+        Some(pool) if parts > 1 => {
+            let per_part = items.len().div_ceil(parts);
+            let scored: Vec<_> = pool.install(|| items.par_chunks(per_part).map(score).collect());
+            let mut scores = Vec::with_capacity(items.len());
+            for part in scored {
+                scores.extend(part?);
+            }
+            Ok(scores)
+        }
+        _ => score(items),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::embedded::default_scorer;
+
+    /// Windows whose scores differ widely, so that a mixed-up order shows.
+    fn windows(scorer: &Scorer, count: usize) -> Vec<Window> {
+        let size = scorer.window_size();
+        (0..count)
+            .map(|index| Window {
+                start_ms: index as i64,
+                end_ms: index as i64 + 1,
+                values: (0..size)
+                    .map(|i| ((i * 7 + index * 13) % 29) as f32 * (1.0 + index as f32))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn model_threads_score_every_window_in_order() {
+        let scorer = default_scorer().expect("the embedded model loads");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("two threads");
+        for count in [1, 7, 15, 16, 17, 40] {
+            let windows = windows(&scorer, count);
+            let alone = score_in_parts(&scorer, None, &windows, |w| w).expect("scores");
+            let split = score_in_parts(&scorer, Some(&pool), &windows, |w| w).expect("scores");
+            assert_eq!(alone.len(), count);
+            assert_eq!(split.len(), count);
+            for (index, (a, b)) in alone.iter().zip(&split).enumerate() {
+                let tolerance = 1e-5 * a.score.abs().max(1e-3);
+                assert!(
+                    (a.score - b.score).abs() <= tolerance,
+                    "{count} windows, window {index}: {} alone, {} split",
+                    a.score,
+                    b.score
+                );
+            }
         }
     }
 }

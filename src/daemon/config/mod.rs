@@ -222,6 +222,12 @@ impl DaemonConfig {
         if self.scoring.max_batch == 0 {
             return Err(invalid("scoring.max_batch", "must be at least 1".into()));
         }
+        if !(1..=64).contains(&self.scoring.threads) {
+            return Err(invalid(
+                "scoring.threads",
+                format!("must be between 1 and 64, not {}", self.scoring.threads),
+            ));
+        }
         if self.scoring.queue_capacity == 0 {
             return Err(invalid(
                 "scoring.queue_capacity",
@@ -352,6 +358,7 @@ input_topics = ["readings"]
         let config = parse(&text).unwrap();
         assert_eq!(config.detector, DetectorConfig::default());
         assert_eq!(config.windows.stride, WindowConfig::default().stride);
+        assert_eq!(config.scoring.threads, ScoringConfig::default().threads);
     }
 
     #[test]
@@ -380,6 +387,12 @@ input_topics = ["readings"]
             .unwrap_err()
             .to_string();
         assert!(error.contains("detector.alerts.threshold"), "{error}");
+        for threads in [0, 65] {
+            let error = parse(&format!("{MINIMAL}\n[scoring]\nthreads = {threads}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("scoring.threads"), "{error}");
+        }
     }
 
     #[test]

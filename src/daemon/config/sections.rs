@@ -132,6 +132,10 @@ impl Default for WindowConfig {
     }
 }
 
+/// Fewest windows a model thread is given: below this a batch is scored on
+/// one thread, as splitting it would cost more than it saves.
+pub const MIN_WINDOWS_PER_THREAD: usize = 8;
+
 /// `[scoring]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +144,10 @@ pub struct ScoringConfig {
     pub max_batch: usize,
     /// Longest a window waits for its batch to fill (ms).
     pub max_wait_ms: u64,
+    /// Threads that run the model. A batch of at least
+    /// [`MIN_WINDOWS_PER_THREAD`] windows per thread is split between them;
+    /// with 1 the scorer thread runs the model itself.
+    pub threads: usize,
     /// Decoded samples queued between the consumer and the scorer, at most;
     /// they travel in messages of up to 256 samples, and one more message
     /// may be filling.
@@ -151,6 +159,7 @@ impl Default for ScoringConfig {
         Self {
             max_batch: 64,
             max_wait_ms: 5,
+            threads: 2,
             queue_capacity: 8_192,
         }
     }
