@@ -6,8 +6,11 @@
 //! Field names and the channel mapping come from `[input]`; the entity may
 //! come from the record key instead. Channels the model does not use are ignored.
 
+mod fields;
+
 use super::config::{EntitySource, InputConfig};
 use crate::series::timestamp::parse_timestamp;
+use fields::{read_fields, FieldNames, ValuesField};
 use serde_json::Value;
 
 /// One decoded sample.
@@ -162,13 +165,17 @@ impl Decoder {
         }
         let text = std::str::from_utf8(payload)
             .map_err(|e| Rejection::new(NotUtf8, format!("payload is not UTF-8: {e}")))?;
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Rejection::new(BadJson, format!("not JSON: {e}")))?;
-        let Value::Object(mut object) = value else {
-            return Err(Rejection::new(BadJson, "the record is not a JSON object"));
+        let names = FieldNames {
+            entity: (self.entity_from == EntitySource::Field).then_some(self.entity_field.as_str()),
+            timestamp: &self.timestamp_field,
+            values: &self.values_field,
+            channels: &self.record_channels,
         };
+        let fields = read_fields(text, &names)
+            .map_err(|e| Rejection::new(BadJson, format!("not JSON: {e}")))?
+            .ok_or_else(|| Rejection::new(BadJson, "the record is not a JSON object"))?;
         let entity = match self.entity_from {
-            EntitySource::Field => match object.remove(&self.entity_field) {
+            EntitySource::Field => match fields.entity {
                 Some(Value::String(s)) if !s.is_empty() => s,
                 Some(Value::String(_)) => {
                     return Err(Rejection::new(
@@ -202,7 +209,7 @@ impl Decoder {
                 }
             },
         };
-        let timestamp_ms = match object.get(&self.timestamp_field) {
+        let timestamp_ms = match &fields.timestamp {
             Some(Value::String(s)) => parse_timestamp(s).map_err(|m| {
                 Rejection::new(BadTimestamp, format!("{}: {m}", self.timestamp_field))
             })?,
@@ -245,15 +252,15 @@ impl Decoder {
                 ),
             ));
         }
-        let Some(Value::Object(values)) = object.get(&self.values_field) else {
+        let Some(ValuesField::Channels(values)) = &fields.values else {
             return Err(Rejection::new(
                 MissingChannel,
                 format!("no object field {:?}", self.values_field),
             ));
         };
         let mut out = Vec::with_capacity(self.record_channels.len());
-        for channel in &self.record_channels {
-            let value = match values.get(channel) {
+        for (channel, value) in self.record_channels.iter().zip(values) {
+            let value = match value {
                 None | Some(Value::Null) => {
                     return Err(Rejection::new(
                         MissingChannel,
@@ -463,6 +470,60 @@ mod tests {
         assert_eq!(sample.entity, "pump-7");
         let missing = decoder.decode(Some(payload), None, NOW).unwrap_err();
         assert_eq!(missing.reason, RejectReason::MissingEntity);
+    }
+
+    #[test]
+    fn reads_records_as_a_json_object_parse_would() {
+        let decode = |payload: &str| decoder().decode(Some(payload.as_bytes()), None, NOW);
+        let ok = |payload: &str| decode(payload).unwrap_or_else(|e| panic!("{payload}: {e:?}"));
+        let reason = |payload: &str| decode(payload).unwrap_err().reason;
+        // A field given twice counts with its last value.
+        let sample = ok(
+            r#"{"entity":7,"ts":"x","values":3,"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2,"temp_c":5}}"#,
+        );
+        assert_eq!(sample.entity, "p1");
+        assert_eq!(sample.values, vec![5.0, 2.0]);
+        assert_eq!(
+            reason(
+                r#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2},"values":[]}"#
+            ),
+            RejectReason::MissingChannel
+        );
+        // Escaped keys are the same keys; nested look-alikes are not the fields.
+        let sample = ok(
+            r#"{"ent\u0069ty":"p\"2","ts":1767225600000,"values":{"temp\u005fc":1,"pressure":2,"x":{"temp_c":9}},"other":{"entity":"no"}}"#,
+        );
+        assert_eq!(sample.entity, "p\"2");
+        assert_eq!(sample.values, vec![1.0, 2.0]);
+        // The whole payload must be one JSON value; a non-object is named.
+        let good = r#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2}}"#;
+        assert_eq!(reason(&format!("{good} x")), RejectReason::BadJson);
+        assert_eq!(reason(&format!("{good}{good}")), RejectReason::BadJson);
+        assert_eq!(
+            reason(r#"{"entity":"p1","values":{"temp_c":[1,}}"#),
+            RejectReason::BadJson
+        );
+        for not_object in ["[1,{\"a\":2}]", "\"text\"", "3", "null", "true"] {
+            let rejection = decode(not_object).unwrap_err();
+            assert_eq!(rejection.reason, RejectReason::BadJson, "{not_object}");
+            assert!(
+                rejection.detail.contains("not a JSON object"),
+                "{not_object}"
+            );
+        }
+        // Two model channels may read one record channel.
+        let mut input = InputConfig::default();
+        input.channels.insert("a".into(), "shared".into());
+        input.channels.insert("b".into(), "shared".into());
+        let decoder = Decoder::new(&input, 0, &["a".to_string(), "b".to_string()]);
+        let sample = decoder
+            .decode(
+                Some(br#"{"entity":"p","ts":1767225600000,"values":{"shared":4}}"#),
+                None,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(sample.values, vec![4.0, 4.0]);
     }
 
     #[test]
