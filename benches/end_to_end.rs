@@ -270,8 +270,8 @@ fn latency(
                     ) else {
                         continue;
                     };
-                    // The event time of the window's last sample: in ms on
-                    // scores, as RFC 3339 (ms precision) on alerts.
+                    // The event time of the window's last sample, in ms
+                    // (RFC 3339 `window_end` has whole seconds only).
                     let end = json["window_end_ms"]
                         .as_i64()
                         .or_else(|| parse_timestamp(json["window_end"].as_str()?).ok());

@@ -43,10 +43,14 @@ pub struct AlertMessage<'a> {
     pub alert_id: &'a str,
     /// The entity.
     pub entity: &'a str,
-    /// First and last event time of the window that caused the event (RFC 3339).
+    /// First and last event time of the window that caused the event (RFC 3339,
+    /// whole seconds).
     pub window_start: String,
     /// See `window_start`.
     pub window_end: String,
+    /// `window_end` in epoch milliseconds: the exact event time of the
+    /// sample that completed the window, as on the scores topic.
+    pub window_end_ms: i64,
     /// The model's raw score of that window (as `anomalyd score` reports it).
     pub raw_score: f64,
     /// The calibrated score in [0, 1] the decision used.
@@ -88,6 +92,7 @@ impl<'a> AlertMessage<'a> {
             entity: &alert.entity,
             window_start: format_timestamp(window.0),
             window_end: format_timestamp(window.1),
+            window_end_ms: window.1,
             raw_score,
             calibrated_score,
             threshold,

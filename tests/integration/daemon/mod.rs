@@ -116,6 +116,15 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
         .into_iter()
         .filter(|m| m["event"] == "opened")
         .collect();
+    for message in &opened {
+        // The exact end agrees with the whole-second RFC 3339 one.
+        let end_ms = message["window_end_ms"].as_i64().expect("window_end_ms");
+        let end = anomalyd::series::timestamp::parse_timestamp(
+            message["window_end"].as_str().expect("window_end"),
+        )
+        .expect("RFC 3339");
+        assert_eq!(end, end_ms - end_ms.rem_euclid(1000), "{message}");
+    }
     let on_clean = opened
         .iter()
         .filter(|m| m["entity"] == clean.entity.as_str())
