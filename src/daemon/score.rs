@@ -8,7 +8,7 @@
 //! once every output sent before it is acknowledged ([`super::checkpoint`]).
 
 use super::checkpoint::Checkpoint;
-use super::config::{DaemonConfig, MIN_WINDOWS_PER_THREAD};
+use super::config::DaemonConfig;
 use super::decode::{RejectReason, Sample};
 use super::entities::{Admission, EntityTable, StateWrite};
 use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
@@ -21,13 +21,18 @@ use crate::alert::AlertEvent;
 use crate::calibrate::CalibrationState;
 use crate::detect::PendingWindow;
 use crate::series::timestamp::format_timestamp;
-use crate::serve::{ModelError, Scorer, WindowScore};
-use crate::window::Window;
+use crate::serve::Scorer;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod model_threads;
+mod samples;
+
+use model_threads::score_in_parts;
+use samples::OriginalRecord;
+pub use samples::SampleBatch;
 
 /// What the consumer (and the reloader) send the scorer, in order.
 pub enum Work {
@@ -43,70 +48,6 @@ pub enum Work {
     Revoke(Vec<Partition>, Instant, Sender<()>),
     /// Finish everything queued and checkpoint every entity, then answer (shutdown).
     Drain(Instant, Sender<()>),
-}
-
-/// Samples sent to the scorer together: one channel message, and one
-/// buffer for their original records, instead of one each per sample.
-#[derive(Default)]
-pub struct SampleBatch {
-    samples: Vec<IncomingSample>,
-    /// The original records' keys and payloads, back to back.
-    records: Vec<u8>,
-}
-
-/// A decoded sample with where it came from.
-struct IncomingSample {
-    sample: Sample,
-    source: SourceOffset,
-    /// Its Kafka timestamp.
-    record_time_ms: Option<i64>,
-    /// The original record's key and payload in the batch's `records`, for
-    /// the dead-letter topic if the sample turns out to be out of order.
-    key: Option<std::ops::Range<usize>>,
-    payload: std::ops::Range<usize>,
-}
-
-/// The original record of a sample, for the dead-letter topic.
-struct OriginalRecord<'a> {
-    key: Option<&'a [u8]>,
-    payload: &'a [u8],
-}
-
-impl SampleBatch {
-    /// Adds a sample read from `source` with its original record.
-    pub fn push(
-        &mut self,
-        sample: Sample,
-        source: SourceOffset,
-        record_time_ms: Option<i64>,
-        key: Option<&[u8]>,
-        payload: &[u8],
-    ) {
-        let mut append = |bytes: &[u8]| {
-            let start = self.records.len();
-            self.records.extend_from_slice(bytes);
-            start..self.records.len()
-        };
-        let key = key.map(&mut append);
-        let payload = append(payload);
-        self.samples.push(IncomingSample {
-            sample,
-            source,
-            record_time_ms,
-            key,
-            payload,
-        });
-    }
-
-    /// Samples in the batch.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// Whether the batch has no samples.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
 }
 
 /// Where and how often checkpoints are written.
@@ -663,79 +604,6 @@ impl ScoringWorker {
                 evicted = evicted.cap,
                 "entity cap reached: evicted the least recently seen entities"
             );
-        }
-    }
-}
-
-/// Scores the windows of `items` in their order: split between the model
-/// `threads` when each part gets at least [`MIN_WINDOWS_PER_THREAD`]
-/// windows, else in one model call on this thread.
-fn score_in_parts<T: Sync>(
-    scorer: &Scorer,
-    threads: Option<&rayon::ThreadPool>,
-    items: &[T],
-    window: impl Fn(&T) -> &Window + Sync,
-) -> Result<Vec<WindowScore>, ModelError> {
-    let score = |part: &[T]| scorer.score_windows(part.iter().map(&window));
-    let parts = threads.map_or(1, |pool| {
-        pool.current_num_threads()
-            .min(items.len() / MIN_WINDOWS_PER_THREAD)
-    });
-    match threads {
-        Some(pool) if parts > 1 => {
-            let per_part = items.len().div_ceil(parts);
-            let scored: Vec<_> = pool.install(|| items.par_chunks(per_part).map(score).collect());
-            let mut scores = Vec::with_capacity(items.len());
-            for part in scored {
-                scores.extend(part?);
-            }
-            Ok(scores)
-        }
-        _ => score(items),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::serve::embedded::default_scorer;
-
-    /// Windows whose scores differ widely, so that a mixed-up order shows.
-    fn windows(scorer: &Scorer, count: usize) -> Vec<Window> {
-        let size = scorer.window_size();
-        (0..count)
-            .map(|index| Window {
-                start_ms: index as i64,
-                end_ms: index as i64 + 1,
-                values: (0..size)
-                    .map(|i| ((i * 7 + index * 13) % 29) as f32 * (1.0 + index as f32))
-                    .collect(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn model_threads_score_every_window_in_order() {
-        let scorer = default_scorer().expect("the embedded model loads");
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("two threads");
-        for count in [1, 7, 15, 16, 17, 40] {
-            let windows = windows(&scorer, count);
-            let alone = score_in_parts(&scorer, None, &windows, |w| w).expect("scores");
-            let split = score_in_parts(&scorer, Some(&pool), &windows, |w| w).expect("scores");
-            assert_eq!(alone.len(), count);
-            assert_eq!(split.len(), count);
-            for (index, (a, b)) in alone.iter().zip(&split).enumerate() {
-                let tolerance = 1e-5 * a.score.abs().max(1e-3);
-                assert!(
-                    (a.score - b.score).abs() <= tolerance,
-                    "{count} windows, window {index}: {} alone, {} split",
-                    a.score,
-                    b.score
-                );
-            }
         }
     }
 }

@@ -1,0 +1,69 @@
+//! The samples the consumer hands the scorer: many to one channel message,
+//! with their original records in one buffer for the dead-letter topic.
+
+use super::super::decode::Sample;
+use super::super::ledger::SourceOffset;
+
+/// Samples sent to the scorer together: one channel message, and one
+/// buffer for their original records, instead of one each per sample.
+#[derive(Default)]
+pub struct SampleBatch {
+    pub(super) samples: Vec<IncomingSample>,
+    /// The original records' keys and payloads, back to back.
+    pub(super) records: Vec<u8>,
+}
+
+/// A decoded sample with where it came from.
+pub(super) struct IncomingSample {
+    pub(super) sample: Sample,
+    pub(super) source: SourceOffset,
+    /// Its Kafka timestamp.
+    pub(super) record_time_ms: Option<i64>,
+    /// The original record's key and payload in the batch's `records`, for
+    /// the dead-letter topic if the sample turns out to be out of order.
+    pub(super) key: Option<std::ops::Range<usize>>,
+    pub(super) payload: std::ops::Range<usize>,
+}
+
+/// The original record of a sample, for the dead-letter topic.
+pub(super) struct OriginalRecord<'a> {
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) payload: &'a [u8],
+}
+
+impl SampleBatch {
+    /// Adds a sample read from `source` with its original record.
+    pub fn push(
+        &mut self,
+        sample: Sample,
+        source: SourceOffset,
+        record_time_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let mut append = |bytes: &[u8]| {
+            let start = self.records.len();
+            self.records.extend_from_slice(bytes);
+            start..self.records.len()
+        };
+        let key = key.map(&mut append);
+        let payload = append(payload);
+        self.samples.push(IncomingSample {
+            sample,
+            source,
+            record_time_ms,
+            key,
+            payload,
+        });
+    }
+
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether the batch has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
