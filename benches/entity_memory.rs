@@ -124,7 +124,10 @@ impl Feeder<'_> {
 
     fn flush(&mut self, table: &mut EntityTable) {
         let windows: Vec<_> = self.pending.iter().map(|(_, p)| p.window.clone()).collect();
-        let scores = self.scorer.score_windows(&windows).expect("tract scores");
+        let scores = self
+            .scorer
+            .score_normalised_windows(&windows)
+            .expect("tract scores");
         for ((entity, pending), score) in self.pending.drain(..).zip(&scores) {
             let state = table.get_mut(&entity).expect("admitted");
             state.detector.decide(self.scorer, &pending, score);

@@ -218,7 +218,7 @@ impl ScoringWorker {
             }
             Work::UseModel(scorer) => {
                 self.flush();
-                self.entities.use_model(&scorer);
+                self.entities.use_model(&self.scorer, &scorer);
                 tracing::info!(
                     model_version = scorer.model_version(),
                     "serving the reloaded model"

@@ -95,13 +95,22 @@ impl RowOutcome {
 /// A window assembled by [`EntityDetector::push`], waiting for its score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingWindow {
-    /// The window (raw values, channel-major).
+    /// The window, channel-major, its values **normalised** as the model
+    /// takes them: score it with [`Scorer::score_normalised_windows`].
     pub window: Window,
+    /// The row that completed the window, raw (in the channels' units), for
+    /// an alert's evidence.
+    pub newest_row: Vec<f32>,
     /// Whether the row that completed it left the entity's range so far.
     pub out_of_range: bool,
 }
 
 /// One entity's detection state.
+///
+/// Its window buffer holds the rows normalised by the serving model: each
+/// value is normalised once, when its row arrives, not once for every window
+/// it is part of (8 times at stride 8; 64 at stride 1). A model with another
+/// normalisation maps the buffer over ([`use_model`](Self::use_model)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityDetector {
     newest_rows: Option<usize>,
@@ -157,11 +166,38 @@ impl EntityDetector {
         self.alerts.share_settings(&prototype.alerts);
     }
 
-    /// Switches to another model of the same shape (a retrained one): the
-    /// window buffer, calibration history and alerts carry on; new alerts
-    /// name the new model version.
-    pub fn use_model(&mut self, scorer: &Scorer) {
+    /// Switches from `previous` to another model of the same shape (a
+    /// retrained one): the window buffer (normalised again if the models
+    /// normalise differently), calibration history and alerts carry on; new
+    /// alerts name the new model version.
+    pub fn use_model(&mut self, previous: &Scorer, scorer: &Scorer) {
+        let (old, new) = (
+            &previous.metadata().normalisation,
+            &scorer.metadata().normalisation,
+        );
+        if old != new {
+            self.assembler
+                .map_rows(|c, value| new[c].apply(old[c].invert(value)));
+        }
         self.alerts.set_model_version(scorer.model_version());
+    }
+
+    /// [`use_model`](Self::use_model) for a caller that still has the raw
+    /// rows (the evaluation, which retrains as the series goes on): the
+    /// window buffer is normalised again from `recent_rows`, the rows pushed
+    /// last (row-major, oldest first, at least a window's length of them, or
+    /// all rows pushed if fewer), exactly as if the new model had served them.
+    pub fn use_model_with_rows(&mut self, scorer: &Scorer, recent_rows: &[f32]) {
+        self.assembler
+            .rewrite_rows(recent_rows, |c, value| scorer.normalise_value(c, value));
+        self.alerts.set_model_version(scorer.model_version());
+    }
+
+    /// Normalises a window buffer that holds raw rows (restored from a
+    /// checkpoint of format 2, which kept them raw) with `scorer`'s model.
+    pub fn normalise_raw_window(&mut self, scorer: &Scorer) {
+        self.assembler
+            .map_rows(|c, value| scorer.normalise_value(c, value));
     }
 
     /// The alert machine (for its open alert).
@@ -177,7 +213,7 @@ impl EntityDetector {
         timestamp_ms: i64,
         row: &[f32],
     ) -> Result<RowOutcome, ModelError> {
-        let Some(pending) = self.push(timestamp_ms, row) else {
+        let Some(pending) = self.push(scorer, timestamp_ms, row) else {
             return Ok(RowOutcome {
                 raw: None,
                 calibrated: None,
@@ -188,23 +224,32 @@ impl EntityDetector {
             });
         };
         let scored = scorer
-            .score_windows(std::slice::from_ref(&pending.window))?
+            .score_normalised_windows(std::slice::from_ref(&pending.window))?
             .pop()
             .ok_or_else(|| ModelError::Run("the model returned no score".into()))?;
         Ok(self.decide(scorer, &pending, &scored))
     }
 
     /// The first half of [`observe`](Self::observe), for callers that score
-    /// many entities' windows in one batch: range check and window assembly.
-    /// Returns the window this row completes, if any; pass it, once scored,
-    /// to [`decide`](Self::decide), in the order the windows were returned.
-    pub fn push(&mut self, timestamp_ms: i64, row: &[f32]) -> Option<PendingWindow> {
+    /// many entities' windows in one batch: range check and window assembly
+    /// (the row is stored normalised by `scorer`'s model). Returns the window
+    /// this row completes, if any; pass it, once scored, to
+    /// [`decide`](Self::decide), in the order the windows were returned.
+    pub fn push(
+        &mut self,
+        scorer: &Scorer,
+        timestamp_ms: i64,
+        row: &[f32],
+    ) -> Option<PendingWindow> {
         let out_of_range = self.check_range(row);
         self.last_out_of_range = out_of_range;
         self.assembler
-            .push(timestamp_ms, row)
+            .push_mapped(timestamp_ms, row, |c, value| {
+                scorer.normalise_value(c, value)
+            })
             .map(|window| PendingWindow {
                 window,
+                newest_row: row.to_vec(),
                 out_of_range,
             })
     }
@@ -285,7 +330,7 @@ impl EntityDetector {
                 .map(|(c, name)| ChannelEvidence {
                     channel: name.clone(),
                     contribution: scored.channel_contributions[c] as f64,
-                    actual: window.values[c * len + len - 1] as f64,
+                    actual: pending.newest_row[c] as f64,
                     expected: scorer
                         .denormalise(c, scored.normalised_reconstruction[c * len + len - 1])
                         as f64,
@@ -332,14 +377,14 @@ impl EntityDetector {
 
 /// Mean squared error of the newest `k` rows of a window, in normalised units,
 /// averaged over channels.
-fn newest_error(scorer: &Scorer, actual: &[f32], expected_normalised: &[f32], k: usize) -> f64 {
+fn newest_error(scorer: &Scorer, normalised: &[f32], expected_normalised: &[f32], k: usize) -> f64 {
     let metadata = scorer.metadata();
     let len = metadata.window_len;
     let k = k.min(len);
     let mut total = 0.0f64;
-    for (c, norm) in metadata.normalisation.iter().enumerate() {
+    for c in 0..metadata.channels.len() {
         for t in len - k..len {
-            let d = norm.apply(actual[c * len + t]) - expected_normalised[c * len + t];
+            let d = normalised[c * len + t] - expected_normalised[c * len + t];
             total += (d * d) as f64;
         }
     }
@@ -349,6 +394,98 @@ fn newest_error(scorer: &Scorer, actual: &[f32], expected_normalised: &[f32], k:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::embedded::default_scorer;
+
+    /// Rows of the default model's 5 channels, some far out (the squash's
+    /// logarithmic part) and some exactly on a channel's center.
+    fn rows(scorer: &Scorer, count: usize) -> Vec<Vec<f32>> {
+        let normalisation = &scorer.metadata().normalisation;
+        (0..count)
+            .map(|t| {
+                normalisation
+                    .iter()
+                    .enumerate()
+                    .map(|(c, n)| match (t + c) % 11 {
+                        0 => n.center,
+                        5 => n.center + 1e4 * n.scale,
+                        k => n.center + n.scale * ((t as f32 * 0.37).sin() * k as f32),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_normalised_on_arrival_score_as_windows_normalised_whole() {
+        let scorer = default_scorer().expect("the embedded model loads");
+        let (channels, len) = (
+            scorer.metadata().channels.len(),
+            scorer.metadata().window_len,
+        );
+        let mut detector =
+            EntityDetector::with_stride("pump", &scorer, &DetectorConfig::default(), 3);
+        let mut raw = WindowAssembler::new(channels, len, 3);
+        let mut windows = 0;
+        for (t, row) in rows(&scorer, 200).iter().enumerate() {
+            let pending = detector.push(&scorer, t as i64 * 1000, row);
+            let whole = raw.push(t as i64 * 1000, row);
+            assert_eq!(pending.is_some(), whole.is_some(), "row {t}");
+            let (Some(pending), Some(whole)) = (pending, whole) else {
+                continue;
+            };
+            assert_eq!(pending.newest_row, *row);
+            let mut normalised = whole.values.clone();
+            scorer.normalise(&mut normalised);
+            // To the bit: the same function of the same values.
+            assert_eq!(pending.window.values, normalised, "row {t}");
+            let by_rows = scorer
+                .score_normalised_windows([&pending.window])
+                .expect("scores");
+            let by_windows = scorer.score_windows([&whole]).expect("scores");
+            assert_eq!(by_rows, by_windows, "row {t}");
+            windows += 1;
+        }
+        assert_eq!(windows, (200 - len) / 3 + 1);
+    }
+
+    #[test]
+    fn another_model_normalises_the_window_buffer_again() {
+        let scorer = default_scorer().expect("the embedded model loads");
+        let mut metadata = scorer.metadata().clone();
+        for n in &mut metadata.normalisation {
+            n.center += 2.0 * n.scale;
+            n.scale *= 1.5;
+        }
+        // The same network with other normalisation; no file, so no hash check.
+        let onnx = crate::serve::embedded::DEFAULT_ONNX;
+        let other = Scorer::from_parts(onnx, metadata, "test").expect("loads");
+        let rows = rows(&scorer, 100);
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let config = DetectorConfig::default();
+        let mut switched = EntityDetector::new("pump", &scorer, &config);
+        let mut served = EntityDetector::new("pump", &other, &config);
+        let mut rewritten = EntityDetector::new("pump", &scorer, &config);
+        for (t, row) in rows[..90].iter().enumerate() {
+            switched.push(&scorer, t as i64, row);
+            served.push(&other, t as i64, row);
+            rewritten.push(&scorer, t as i64, row);
+        }
+        switched.use_model(&scorer, &other);
+        rewritten.use_model_with_rows(&other, &flat[..90 * rows[0].len()]);
+        let window = |d: &mut EntityDetector, t: usize| {
+            d.push(&other, t as i64, &rows[t])
+                .expect("stride 1")
+                .window
+                .values
+        };
+        let expected = window(&mut served, 90);
+        // From the raw rows: exact.
+        assert_eq!(window(&mut rewritten, 90), expected);
+        // Mapped over from the old normalisation: within float rounding.
+        for (a, b) in window(&mut switched, 90).iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} against {b}");
+        }
+    }
 
     #[test]
     fn config_detector_json_is_the_default() {

@@ -197,6 +197,12 @@ impl Scorer {
         }
     }
 
+    /// A value of `channel` (model channel index), normalised as the model takes it.
+    #[inline]
+    pub fn normalise_value(&self, channel: usize, value: f32) -> f32 {
+        self.metadata.normalisation[channel].apply(value)
+    }
+
     /// A normalised value of `channel` (model channel index) in the channel's units.
     pub fn denormalise(&self, channel: usize, normalised: f32) -> f32 {
         self.metadata.normalisation[channel].invert(normalised)
@@ -252,6 +258,23 @@ impl Scorer {
             let start = batch.len();
             batch.extend_from_slice(&window.values);
             self.normalise(&mut batch[start..]);
+            count += 1;
+        }
+        self.score_normalised(&batch, count)
+    }
+
+    /// Scores windows whose values are normalised already (as
+    /// [`normalise`](Self::normalise) or [`normalise_value`](Self::normalise_value)
+    /// give them), in one model call.
+    pub fn score_normalised_windows<'w>(
+        &self,
+        windows: impl IntoIterator<Item = &'w Window>,
+    ) -> Result<Vec<WindowScore>, ModelError> {
+        let windows = windows.into_iter();
+        let mut batch = Vec::with_capacity(windows.size_hint().0 * self.window_size());
+        let mut count = 0;
+        for window in windows {
+            batch.extend_from_slice(&window.values);
             count += 1;
         }
         self.score_normalised(&batch, count)

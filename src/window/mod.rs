@@ -8,7 +8,9 @@ mod times;
 
 use times::RingTimes;
 
-/// One assembled window of raw (not normalised) values.
+/// One assembled window: the values as its rows were stored (raw, or
+/// normalised where the assembler's user stores them so; see
+/// [`WindowAssembler::push_mapped`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     /// Event time of the first and of the last row (epoch ms).
@@ -49,13 +51,28 @@ impl WindowAssembler {
 
     /// Adds one row (`channels` values); returns the window ending at it when one is due.
     pub fn push(&mut self, timestamp_ms: i64, row: &[f32]) -> Option<Window> {
+        self.push_mapped(timestamp_ms, row, |_, value| value)
+    }
+
+    /// Adds one row stored as `map(channel, value)` of each value (the
+    /// daemon stores rows normalised, once per row rather than once per
+    /// window that contains it); returns the window ending at it when one is due.
+    pub fn push_mapped(
+        &mut self,
+        timestamp_ms: i64,
+        row: &[f32],
+        map: impl Fn(usize, f32) -> f32,
+    ) -> Option<Window> {
         assert_eq!(
             row.len(),
             self.channels,
             "row has the wrong number of channels"
         );
         let slot = (self.pushed % self.window_len as u64) as usize;
-        self.rows[slot * self.channels..(slot + 1) * self.channels].copy_from_slice(row);
+        let stored = &mut self.rows[slot * self.channels..(slot + 1) * self.channels];
+        for (channel, (stored, &value)) in stored.iter_mut().zip(row).enumerate() {
+            *stored = map(channel, value);
+        }
         self.pushed += 1;
         let live = self.pushed.min(self.window_len as u64) as usize;
         self.timestamps.set(slot, timestamp_ms, 0..live);
@@ -88,6 +105,33 @@ impl WindowAssembler {
     /// Whether enough rows have been seen for a full window.
     pub fn is_full(&self) -> bool {
         self.pushed >= self.window_len as u64
+    }
+
+    /// Replaces every stored value by `map(channel, value)` (for example to
+    /// normalise the rows again for another model).
+    pub fn map_rows(&mut self, map: impl Fn(usize, f32) -> f32) {
+        for row in self.rows.chunks_mut(self.channels) {
+            for (channel, value) in row.iter_mut().enumerate() {
+                *value = map(channel, *value);
+            }
+        }
+    }
+
+    /// Rewrites the stored rows from `recent_rows`, the rows pushed last
+    /// (row-major, oldest first), each value stored as `map(channel, value)`.
+    /// They must cover every row of the window being assembled.
+    pub fn rewrite_rows(&mut self, recent_rows: &[f32], map: impl Fn(usize, f32) -> f32) {
+        let given = recent_rows.len() / self.channels;
+        let live = self.pushed.min(self.window_len as u64) as usize;
+        assert!(given >= live, "{given} rows given, the window holds {live}");
+        for back in 0..live {
+            let slot = ((self.pushed - 1 - back as u64) % self.window_len as u64) as usize;
+            let row = &recent_rows[(given - 1 - back) * self.channels..][..self.channels];
+            let stored = &mut self.rows[slot * self.channels..(slot + 1) * self.channels];
+            for (channel, (stored, &value)) in stored.iter_mut().zip(row).enumerate() {
+                *stored = map(channel, value);
+            }
+        }
     }
 
     /// Forgets all rows (for example after a gap in the data).

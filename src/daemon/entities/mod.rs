@@ -242,7 +242,9 @@ impl EntityTable {
             }
         }
         state.last_ms = sample.timestamp_ms;
-        let window = state.detector.push(sample.timestamp_ms, &sample.values);
+        let window = state
+            .detector
+            .push(scorer, sample.timestamp_ms, &sample.values);
         if self.checkpoints {
             // Hold the first sample since the last checkpoint until one covers it.
             if !state
@@ -338,12 +340,12 @@ impl EntityTable {
         before - self.entities.len()
     }
 
-    /// Switches every entity to a model of the same shape.
-    pub fn use_model(&mut self, scorer: &Scorer) {
+    /// Switches every entity from `previous` to a model of the same shape.
+    pub fn use_model(&mut self, previous: &Scorer, scorer: &Scorer) {
         self.prototype(scorer);
         let prototype = self.prototype.as_ref().expect("just built");
         for state in self.entities.values_mut() {
-            state.detector.use_model(scorer);
+            state.detector.use_model(previous, scorer);
             state.detector.share_settings(prototype);
         }
     }
@@ -437,7 +439,7 @@ mod tests {
                 && std::ptr::eq(a.model_version(), b.model_version())
         };
         assert!(shared(&mut table));
-        table.use_model(&scorer);
+        table.use_model(&scorer, &scorer);
         assert!(shared(&mut table));
     }
 

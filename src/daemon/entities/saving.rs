@@ -51,7 +51,16 @@ impl EntityTable {
             let through = checkpoint.source(topic);
             let mut detector = checkpoint.detector;
             match detector.adopt_settings(self.fresh_detector(&checkpoint.entity, scorer)) {
-                Ok(reset) => {
+                Ok(mut reset) => {
+                    if checkpoint.format_version < 3 {
+                        // Format 2 kept the window's rows raw.
+                        detector.normalise_raw_window(scorer);
+                    } else if checkpoint.model_version != scorer.model_version() {
+                        // Its rows are normalised by a model this daemon no
+                        // longer has: the window fills again from new rows.
+                        detector.reset_window();
+                        reset.push("window (another model normalised it)");
+                    }
                     if !reset.is_empty() {
                         tracing::info!(entity = %checkpoint.entity, reset = ?reset, "restored with changed settings: these start afresh");
                     }

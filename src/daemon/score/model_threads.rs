@@ -6,7 +6,7 @@ use crate::serve::{ModelError, Scorer, WindowScore};
 use crate::window::Window;
 use rayon::prelude::*;
 
-/// Scores the windows of `items` in their order: split between the model
+/// Scores the (normalised) windows of `items` in their order: split between the model
 /// `threads` when each part gets at least [`MIN_WINDOWS_PER_THREAD`]
 /// windows, else in one model call on this thread.
 pub(super) fn score_in_parts<T: Sync>(
@@ -15,7 +15,7 @@ pub(super) fn score_in_parts<T: Sync>(
     items: &[T],
     window: impl Fn(&T) -> &Window + Sync,
 ) -> Result<Vec<WindowScore>, ModelError> {
-    let score = |part: &[T]| scorer.score_windows(part.iter().map(&window));
+    let score = |part: &[T]| scorer.score_normalised_windows(part.iter().map(&window));
     let parts = threads.map_or(1, |pool| {
         pool.current_num_threads()
             .min(items.len() / MIN_WINDOWS_PER_THREAD)

@@ -190,7 +190,8 @@ pub fn stream(
     for (i, (&t, &v)) in timestamps.iter().zip(values).enumerate() {
         if let Some(fresh) = retrain(i)? {
             scorer = fresh;
-            detector.use_model(&scorer);
+            let window_len = scorer.metadata().window_len;
+            detector.use_model_with_rows(&scorer, &values[i.saturating_sub(window_len)..i]);
         }
         let outcome = detector.observe(&scorer, t, &[v])?;
         run.scores.push(outcome.novel_score);
