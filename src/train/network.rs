@@ -6,7 +6,7 @@
 //! a GPU backend if one is compiled in.
 
 use crate::model::NetworkConfig;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
 use burn::tensor::activation::relu;
@@ -38,7 +38,25 @@ pub const UPSAMPLE_KERNEL: usize = 4;
 /// Padding of the upsampling transposed convolutions.
 pub const UPSAMPLE_PADDING: usize = 1;
 
+/// Reads every float parameter, which makes Burn draw a lazy one's weights.
+struct DrawWeights;
+
+impl ModuleVisitor for DrawWeights {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 impl Autoencoder {
+    /// Draws every weight now. Burn initialises a parameter lazily, on its
+    /// first use, from its process-wide generator: a training that seeds
+    /// that generator must draw all its weights before another training (on
+    /// another thread) can seed or draw, or neither is reproducible.
+    pub fn draw_weights(self) -> Self {
+        self.visit(&mut DrawWeights);
+        self
+    }
+
     /// A freshly initialised network (seed the device first for reproducibility).
     pub fn new(config: &NetworkConfig, device: &Device) -> Self {
         let padding = config.same_padding();

@@ -118,12 +118,13 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
     let device = options.backend.device()?.autodiff();
     // Burn's seed is process-wide: two trainings on two threads would
     // interleave their draws and neither would be reproducible. Seeding and
-    // drawing the initial weights happen under one lock.
+    // drawing the initial weights happen under one lock; the weights are
+    // drawn there, not lazily at the first forward pass, which is after it.
     static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let mut network = {
         let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(options.seed);
-        Autoencoder::new(&options.network, &device)
+        Autoencoder::new(&options.network, &device).draw_weights()
     };
     let inference_device = device.clone().without_autodiff();
     let loss = HybridLoss::new(&options.loss, data.window_len, &device);

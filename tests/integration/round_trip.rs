@@ -136,4 +136,27 @@ fn the_same_seed_trains_the_same_model() {
     assert_eq!(first.onnx, again.onnx, "same seed, different weights");
     assert_eq!(first.metadata.model_version, again.metadata.model_version);
     assert_ne!(first.onnx, other.onnx, "the seed has no effect");
+
+    // Trainings on several threads at once (as `eval nab` runs them) give
+    // each the model it gets alone: Burn's generator is process-wide, and
+    // draws its weights lazily unless made to draw them under the seed lock.
+    let seeds = [1, 2, 3, 4];
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| scope.spawn(move || train(seed)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (seed, model) in seeds.iter().zip(&together) {
+        let alone = match seed {
+            1 => &first,
+            2 => &other,
+            _ => &train(*seed),
+        };
+        assert_eq!(
+            model.metadata.model_version, alone.metadata.model_version,
+            "seed {seed}: trained beside others, a different model than alone"
+        );
+    }
 }
