@@ -239,6 +239,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// latencies (ms) of scores and of alerts whose window ended after the
 /// first `settle` seconds.
 fn latency(
+    binary: &Path,
     model: &Path,
     tuning: &str,
     records: &Records,
@@ -249,7 +250,7 @@ fn latency(
     let broker = bench_broker(LATENCY_PARTITIONS);
     let brokers = broker.brokers.as_str();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = launch_daemon(&current_binary(), &broker, model, dir.path(), tuning);
+    let mut daemon = launch_daemon(binary, &broker, model, dir.path(), tuning);
     daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;
@@ -624,27 +625,45 @@ fn main() -> anyhow::Result<()> {
         }
     );
 
-    // 4. Latency at steady rates, each on a fresh broker and daemon.
+    // 4. Latency at steady rates, each on a fresh broker and daemon; with a
+    // baseline, both binaries at each rate, in alternating order.
     let mut rates = vec![rate * 0.5];
     if 100_000.0 < rate * 0.9 {
         rates.push(100_000.0);
     }
     rates.extend(&low_rates);
-    for target in rates {
-        let LatencyRun {
-            peak_rss_mib,
-            scores,
-            alerts,
-            sent,
-            max_lag,
-            max_unacknowledged,
-        } = latency(&model, tuning, &records, target, latency_seconds, 3.0);
-        println!(
-            "{{\"phase\": \"latency\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, \"low_latency\": {}, {}, {}}}",
-            tuning == LOW_LATENCY,
-            summary("score", &scores),
-            summary("alert", &alerts),
-        );
+    for (index, target) in rates.into_iter().enumerate() {
+        let mut binaries = vec![("current", current_binary())];
+        if let Some(binary) = &baseline {
+            binaries.push(("baseline", binary.clone()));
+            if index % 2 == 1 {
+                binaries.reverse();
+            }
+        }
+        for (name, binary) in binaries {
+            let LatencyRun {
+                peak_rss_mib,
+                scores,
+                alerts,
+                sent,
+                max_lag,
+                max_unacknowledged,
+            } = latency(
+                &binary,
+                &model,
+                tuning,
+                &records,
+                target,
+                latency_seconds,
+                3.0,
+            );
+            println!(
+                "{{\"phase\": \"latency\", \"binary\": \"{name}\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, \"low_latency\": {}, {}, {}}}",
+                tuning == LOW_LATENCY,
+                summary("score", &scores),
+                summary("alert", &alerts),
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The scorer thread: owns every entity's state, micro-batches the windows
-//! of many entities into one model call (`scoring.max_batch`,
-//! `scoring.max_wait_ms`), then calibrates, decides alerts and hands the
+//! of many entities into one model call (up to `scoring.max_batch`, scored
+//! once nothing more is queued or after `scoring.max_wait_ms`), then calibrates, decides alerts and hands the
 //! outputs to the producer. It runs on its own OS thread, so the model never
 //! blocks the async runtime and the consumer keeps reading while it works.
 //! It also takes the entity checkpoints (`state.checkpoint_interval_ms`, and
@@ -171,9 +171,13 @@ impl ScoringWorker {
                     return;
                 }
             }
+            // Nothing more queued: score now rather than wait for windows
+            // that are not coming yet. Under load the queue is rarely empty
+            // and batches fill to `max_batch`; when it is light, a window
+            // waits for no one.
             if self
                 .batch_deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
+                .is_some_and(|deadline| work.is_empty() || Instant::now() >= deadline)
             {
                 self.flush();
             }

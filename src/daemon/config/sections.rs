@@ -142,7 +142,8 @@ pub const MIN_WINDOWS_PER_THREAD: usize = 8;
 pub struct ScoringConfig {
     /// Most windows scored in one model call.
     pub max_batch: usize,
-    /// Longest a window waits for its batch to fill (ms).
+    /// Longest a window waits for its batch to fill (ms) while more samples
+    /// keep arriving; a batch is scored at once when nothing more is queued.
     pub max_wait_ms: u64,
     /// Threads that run the model. A batch of at least
     /// [`MIN_WINDOWS_PER_THREAD`] windows per thread is split between them;
