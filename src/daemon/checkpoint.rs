@@ -453,13 +453,7 @@ mod tests {
         for i in 0..200 {
             original.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
         }
-        let through = SourceOffset {
-            partition: Partition {
-                topic: "in".into(),
-                partition: 3,
-            },
-            offset: 199,
-        };
+        let through = offset_199_of_partition(3);
         let bytes = encode(
             "pump-1",
             &through,
@@ -484,6 +478,17 @@ mod tests {
             let a = original.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
             let b = copy.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
             assert_eq!(a, b, "row {i}");
+        }
+    }
+
+    /// Offset 199 of partition `partition` of topic `in`.
+    fn offset_199_of_partition(partition: i32) -> SourceOffset {
+        SourceOffset {
+            partition: Partition {
+                topic: "in".into(),
+                partition,
+            },
+            offset: 199,
         }
     }
 
@@ -553,13 +558,7 @@ mod tests {
     fn a_checkpoint_of_another_model_refills_its_window() {
         let scorer = default_scorer().unwrap();
         let (detector, row) = fed(&scorer, "pump-1");
-        let through = SourceOffset {
-            partition: Partition {
-                topic: "in".into(),
-                partition: 0,
-            },
-            offset: 199,
-        };
+        let through = offset_199_of_partition(0);
         let same = encode(
             "pump-1",
             &through,

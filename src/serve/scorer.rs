@@ -251,16 +251,7 @@ impl Scorer {
         &self,
         windows: impl IntoIterator<Item = &'w Window>,
     ) -> Result<Vec<WindowScore>, ModelError> {
-        let windows = windows.into_iter();
-        let mut batch = Vec::with_capacity(windows.size_hint().0 * self.window_size());
-        let mut count = 0;
-        for window in windows {
-            let start = batch.len();
-            batch.extend_from_slice(&window.values);
-            self.normalise(&mut batch[start..]);
-            count += 1;
-        }
-        self.score_normalised(&batch, count)
+        self.score_gathered(windows, true)
     }
 
     /// Scores windows whose values are normalised already (as
@@ -270,11 +261,24 @@ impl Scorer {
         &self,
         windows: impl IntoIterator<Item = &'w Window>,
     ) -> Result<Vec<WindowScore>, ModelError> {
+        self.score_gathered(windows, false)
+    }
+
+    /// Gathers `windows` into one batch (normalising each if `normalise`) and scores it.
+    fn score_gathered<'w>(
+        &self,
+        windows: impl IntoIterator<Item = &'w Window>,
+        normalise: bool,
+    ) -> Result<Vec<WindowScore>, ModelError> {
         let windows = windows.into_iter();
         let mut batch = Vec::with_capacity(windows.size_hint().0 * self.window_size());
         let mut count = 0;
         for window in windows {
+            let start = batch.len();
             batch.extend_from_slice(&window.values);
+            if normalise {
+                self.normalise(&mut batch[start..]);
+            }
             count += 1;
         }
         self.score_normalised(&batch, count)
