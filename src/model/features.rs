@@ -5,8 +5,8 @@
 //! channel, optionally followed by a magnitude. Two candidates are offered and
 //! the default, `differences`, was picked by measurement (`anomalyd ablation`,
 //! table in `models/README.md`): on the synthetic set it raised AUC-PR on
-//! noise bursts from 0.85 (denoising MSE) to 0.88-0.89, while `spectral`
-//! lowered it to 0.75-0.82 and did no better on any other kind.
+//! noise bursts from 0.83 (denoising MSE) to 0.885-0.888, while `spectral`
+//! lowered it to 0.76-0.80 and did no better on any other kind.
 //!
 //! - `differences`: multi-scale differences `x[t+lag] - x[t]` for lags 1, 2, 4
 //!   and 8. They see the *shape* of a window (slopes, oscillation, roughness)
