@@ -34,6 +34,10 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The oldest checkpoint format this build restores.
 pub const OLDEST_READABLE_FORMAT: u32 = 2;
 
+/// The first format whose window buffers hold normalised rows (older ones
+/// are normalised when restored).
+pub const NORMALISED_ROWS_FORMAT: u32 = 3;
+
 /// One entity's checkpoint as written (borrows the detector).
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
@@ -110,8 +114,46 @@ pub fn encode(
     model_version: &str,
     detector: &EntityDetector,
 ) -> Vec<u8> {
+    encode_as(
+        FORMAT_VERSION,
+        entity,
+        through,
+        last_ms,
+        model_version,
+        detector,
+    )
+}
+
+/// [`encode`] labelled as format 2, whose window rows were raw: for tests
+/// that restore what an older build wrote.
+#[cfg(test)]
+pub(crate) fn encode_as_format_2(
+    entity: &str,
+    through: &SourceOffset,
+    last_ms: i64,
+    model_version: &str,
+    detector_with_raw_rows: &EntityDetector,
+) -> Vec<u8> {
+    encode_as(
+        2,
+        entity,
+        through,
+        last_ms,
+        model_version,
+        detector_with_raw_rows,
+    )
+}
+
+fn encode_as(
+    format_version: u32,
+    entity: &str,
+    through: &SourceOffset,
+    last_ms: i64,
+    model_version: &str,
+    detector: &EntityDetector,
+) -> Vec<u8> {
     rmp_serde::to_vec_named(&CheckpointRef {
-        format_version: FORMAT_VERSION,
+        format_version,
         entity,
         topic: &through.partition.topic,
         partition: through.partition.partition,
@@ -453,7 +495,13 @@ mod tests {
         for i in 0..200 {
             original.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
         }
-        let through = offset_199_of_partition(3);
+        let through = SourceOffset {
+            partition: Partition {
+                topic: "in".into(),
+                partition: 3,
+            },
+            offset: 199,
+        };
         let bytes = encode(
             "pump-1",
             &through,
@@ -479,107 +527,6 @@ mod tests {
             let b = copy.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
             assert_eq!(a, b, "row {i}");
         }
-    }
-
-    /// Offset 199 of partition `partition` of topic `in`.
-    fn offset_199_of_partition(partition: i32) -> SourceOffset {
-        SourceOffset {
-            partition: Partition {
-                topic: "in".into(),
-                partition,
-            },
-            offset: 199,
-        }
-    }
-
-    /// A detector fed 200 rows, and the row for `i`.
-    fn fed(
-        scorer: &crate::serve::Scorer,
-        entity: &str,
-    ) -> (EntityDetector, impl Fn(usize) -> Vec<f32>) {
-        let channels = scorer.metadata().channels.len();
-        let row = move |i: usize| -> Vec<f32> {
-            (0..channels)
-                .map(|c| 50.0 + ((i * (c + 3)) % 17) as f32)
-                .collect()
-        };
-        let mut detector = EntityDetector::new(entity, scorer, &DetectorConfig::default());
-        for i in 0..200 {
-            detector.push(scorer, 1000 * i as i64, &row(i));
-        }
-        (detector, row)
-    }
-
-    /// Restores `bytes` into a fresh entity table serving `scorer`.
-    fn restore(bytes: &[u8], scorer: &crate::serve::Scorer) -> super::super::entities::EntityTable {
-        let mut table = super::super::entities::EntityTable::new(
-            Default::default(),
-            DetectorConfig::default(),
-            scorer.metadata().window_len,
-            true,
-        );
-        let checkpoint = Checkpoint::decode(bytes).unwrap();
-        let counts = table.restore(vec![checkpoint], scorer, Instant::now());
-        assert_eq!((counts.restored, counts.refused), (1, 0));
-        table
-    }
-
-    #[test]
-    fn format_2_checkpoints_held_raw_rows_and_are_normalised_when_restored() {
-        let scorer = default_scorer().unwrap();
-        let (mut original, row) = fed(&scorer, "pump-1");
-        // Format 2 stored the rows raw: a model that normalises nothing stores them so.
-        let mut metadata = scorer.metadata().clone();
-        for n in &mut metadata.normalisation {
-            (n.center, n.scale, n.soft_clip) = (0.0, 1.0, None);
-        }
-        let onnx = crate::serve::embedded::DEFAULT_ONNX;
-        let identity = crate::serve::Scorer::from_parts(onnx, metadata, "identity").unwrap();
-        let (raw, _) = fed(&identity, "pump-1");
-        let bytes = rmp_serde::to_vec_named(&CheckpointRef {
-            format_version: 2,
-            entity: "pump-1",
-            topic: "in",
-            partition: 0,
-            through_offset: 199,
-            last_ms: 199_000,
-            model_version: scorer.model_version(),
-            detector: &raw,
-        })
-        .unwrap();
-        let mut table = restore(&bytes, &scorer);
-        let restored = &mut table.get_mut("pump-1").unwrap().detector;
-        let expected = original.push(&scorer, 200_000, &row(200)).unwrap();
-        let window = restored.push(&scorer, 200_000, &row(200)).unwrap();
-        assert_eq!(window.window.values, expected.window.values);
-    }
-
-    #[test]
-    fn a_checkpoint_of_another_model_refills_its_window() {
-        let scorer = default_scorer().unwrap();
-        let (detector, row) = fed(&scorer, "pump-1");
-        let through = offset_199_of_partition(0);
-        let same = encode(
-            "pump-1",
-            &through,
-            199_000,
-            scorer.model_version(),
-            &detector,
-        );
-        let other = encode("pump-1", &through, 199_000, "another-model", &detector);
-        let mut table = restore(&same, &scorer);
-        let restored = &mut table.get_mut("pump-1").unwrap().detector;
-        assert!(restored.push(&scorer, 200_000, &row(200)).is_some());
-        let mut table = restore(&other, &scorer);
-        let restored = &mut table.get_mut("pump-1").unwrap().detector;
-        let len = scorer.metadata().window_len;
-        let windows: Vec<bool> = (200..200 + len)
-            .map(|i| restored.push(&scorer, 1000 * i as i64, &row(i)).is_some())
-            .collect();
-        // Its rows were normalised by a model this daemon does not have:
-        // the window fills again, a full window's length of rows.
-        assert!(windows[..len - 1].iter().all(|&w| !w));
-        assert!(windows[len - 1]);
     }
 
     #[test]

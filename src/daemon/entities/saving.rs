@@ -3,7 +3,7 @@
 //! the holds of a checkpoint that could not be written.
 
 use super::{EntityState, EntityTable};
-use crate::daemon::checkpoint::{self, Checkpoint};
+use crate::daemon::checkpoint::{self, Checkpoint, NORMALISED_ROWS_FORMAT};
 use crate::daemon::ledger::{Partition, SourceOffset};
 use crate::serve::Scorer;
 use std::collections::{HashMap, VecDeque};
@@ -52,8 +52,8 @@ impl EntityTable {
             let mut detector = checkpoint.detector;
             match detector.adopt_settings(self.fresh_detector(&checkpoint.entity, scorer)) {
                 Ok(mut reset) => {
-                    if checkpoint.format_version < 3 {
-                        // Format 2 kept the window's rows raw.
+                    if checkpoint.format_version < NORMALISED_ROWS_FORMAT {
+                        // Older formats kept the window's rows raw.
                         detector.normalise_raw_window(scorer);
                     } else if checkpoint.model_version != scorer.model_version() {
                         // Its rows are normalised by a model this daemon no
@@ -148,7 +148,7 @@ mod tests {
     use crate::daemon::entities::tests::{sample, source};
     use crate::daemon::entities::Admission;
     use crate::daemon::ledger::LedgerBatch;
-    use crate::detect::DetectorConfig;
+    use crate::detect::{DetectorConfig, EntityDetector};
     use crate::serve::embedded::default_scorer;
     use std::time::Duration;
 
@@ -236,5 +236,88 @@ mod tests {
         assert_eq!(tombstones.len(), 1);
         assert!(tombstones[0].payload.is_none());
         assert_eq!(tombstones[0].holds, vec![source(last + 2)]);
+    }
+
+    /// A detector fed 200 rows with `scorer`, and the row for `i`.
+    fn fed(scorer: &Scorer, entity: &str) -> (EntityDetector, impl Fn(usize) -> Vec<f32>) {
+        let channels = scorer.metadata().channels.len();
+        let row = move |i: usize| -> Vec<f32> {
+            (0..channels)
+                .map(|c| 50.0 + ((i * (c + 3)) % 17) as f32)
+                .collect()
+        };
+        let mut detector = EntityDetector::new(entity, scorer, &DetectorConfig::default());
+        for i in 0..200 {
+            detector.push(scorer, 1000 * i as i64, &row(i));
+        }
+        (detector, row)
+    }
+
+    /// Restores `bytes` into a fresh entity table serving `scorer`.
+    fn restore(bytes: &[u8], scorer: &Scorer) -> EntityTable {
+        let mut table = EntityTable::new(
+            WindowConfig::default(),
+            DetectorConfig::default(),
+            scorer.metadata().window_len,
+            true,
+        );
+        let checkpoint = Checkpoint::decode(bytes).unwrap();
+        let counts = table.restore(vec![checkpoint], scorer, Instant::now());
+        assert_eq!((counts.restored, counts.refused), (1, 0));
+        table
+    }
+
+    #[test]
+    fn format_2_checkpoints_held_raw_rows_and_are_normalised_when_restored() {
+        let scorer = default_scorer().unwrap();
+        let (mut original, row) = fed(&scorer, "pump-1");
+        // Format 2 stored the rows raw: a model that normalises nothing stores them so.
+        let mut metadata = scorer.metadata().clone();
+        for n in &mut metadata.normalisation {
+            (n.center, n.scale, n.soft_clip) = (0.0, 1.0, None);
+        }
+        let onnx = crate::serve::embedded::DEFAULT_ONNX;
+        let identity = Scorer::from_parts(onnx, metadata, "identity").unwrap();
+        let (raw, _) = fed(&identity, "pump-1");
+        let bytes = checkpoint::encode_as_format_2(
+            "pump-1",
+            &source(199),
+            199_000,
+            scorer.model_version(),
+            &raw,
+        );
+        let mut table = restore(&bytes, &scorer);
+        let restored = &mut table.get_mut("pump-1").unwrap().detector;
+        let expected = original.push(&scorer, 200_000, &row(200)).unwrap();
+        let window = restored.push(&scorer, 200_000, &row(200)).unwrap();
+        assert_eq!(window.window.values, expected.window.values);
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_model_refills_its_window() {
+        let scorer = default_scorer().unwrap();
+        let (detector, row) = fed(&scorer, "pump-1");
+        let through = source(199);
+        let same = checkpoint::encode(
+            "pump-1",
+            &through,
+            199_000,
+            scorer.model_version(),
+            &detector,
+        );
+        let other = checkpoint::encode("pump-1", &through, 199_000, "another-model", &detector);
+        let mut table = restore(&same, &scorer);
+        let restored = &mut table.get_mut("pump-1").unwrap().detector;
+        assert!(restored.push(&scorer, 200_000, &row(200)).is_some());
+        let mut table = restore(&other, &scorer);
+        let restored = &mut table.get_mut("pump-1").unwrap().detector;
+        let len = scorer.metadata().window_len;
+        let windows: Vec<bool> = (200..200 + len)
+            .map(|i| restored.push(&scorer, 1000 * i as i64, &row(i)).is_some())
+            .collect();
+        // Its rows were normalised by a model this daemon does not have:
+        // the window fills again, a full window's length of rows.
+        assert!(windows[..len - 1].iter().all(|&w| !w));
+        assert!(windows[len - 1]);
     }
 }
