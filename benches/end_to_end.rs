@@ -25,27 +25,27 @@
 //! Everything shares the machine's cores: broker, producer, daemon, readers.
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency]`.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--rounds N]]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
 mod kafka_support;
+#[path = "end_to_end/latency.rs"]
+mod latency;
 #[path = "support/mod.rs"]
 mod support;
 
 use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::decode::Decoder;
-use anomalyd::series::timestamp::parse_timestamp;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use kafka_support::{free_port, start_broker, Broker, DaemonProcess};
+use latency::latency;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const ENTITIES: usize = 1_000;
@@ -215,161 +215,23 @@ fn consume_only(brokers: &str, channels: &[String], count: usize) -> f64 {
     count as f64 / started.expect("records read").elapsed().as_secs_f64()
 }
 
-/// What a latency run saw: (total, until sent by the daemon) per output, in ms.
-struct LatencyRun {
-    peak_rss_mib: f64,
-    scores: Vec<(f64, f64)>,
-    alerts: Vec<(f64, f64)>,
-    sent: usize,
-    max_lag: f64,
-    max_unacknowledged: i32,
-}
-
-/// Percentile (0..=100) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
-}
-
-/// On a fresh broker and daemon (a mock cluster slows down as its
-/// partitions fill with message sets), produces at `rate` samples per
-/// second for `seconds`, stamping each with the wall clock; returns output
-/// latencies (ms) of scores and of alerts whose window ended after the
-/// first `settle` seconds.
-fn latency(
-    binary: &Path,
-    model: &Path,
-    tuning: &str,
-    records: &Records,
-    rate: f64,
-    seconds: f64,
-    settle: f64,
-) -> LatencyRun {
-    let broker = bench_broker(LATENCY_PARTITIONS);
-    let brokers = broker.brokers.as_str();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = launch_daemon(binary, &broker, model, dir.path(), tuning);
-    daemon.wait_ready(Duration::from_secs(60));
-    let stop = Arc::new(AtomicBool::new(false));
-    let from_ms = now_ms() + (settle * 1000.0) as i64;
-    let readers: Vec<_> = [("scores", LATENCY_PARTITIONS), ("alerts", 4)]
-        .into_iter()
-        .map(|(topic, partitions)| {
-            let consumer = reader(brokers, topic, partitions, Offset::End);
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut latencies = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
-                        continue;
-                    };
-                    let received = wall_ms();
-                    let Ok(json) = serde_json::from_slice::<serde_json::Value>(
-                        message.payload().unwrap_or_default(),
-                    ) else {
-                        continue;
-                    };
-                    // The event time of the window's last sample, in ms
-                    // (RFC 3339 `window_end` has whole seconds only).
-                    let end = json["window_end_ms"]
-                        .as_i64()
-                        .or_else(|| parse_timestamp(json["window_end"].as_str()?).ok());
-                    if let Some(end) = end.filter(|&e| e >= from_ms) {
-                        // The daemon's producer stamps the record when it sends it.
-                        let sent = message.timestamp().to_millis().unwrap_or(end) as f64;
-                        latencies.push((received - end as f64, sent - end as f64));
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2)); // readers assigned
-    let producer = producer(brokers, "5");
-    let started = Instant::now();
-    let mut sent = 0usize;
-    let mut last_ts = vec![0i64; ENTITIES];
-    let mut step = 0usize;
-    let mut next_report = 1.0;
-    let mut max_lag = 0.0f64;
-    let mut max_unacknowledged = 0;
-    while started.elapsed().as_secs_f64() < seconds {
-        if started.elapsed().as_secs_f64() >= next_report {
-            next_report += 1.0;
-            let lag = daemon.metric_sum("anomalyd_consumer_lag");
-            max_lag = max_lag.max(lag);
-            max_unacknowledged = max_unacknowledged.max(producer.in_flight_count());
-            eprintln!(
-                "latency phase: {:.0} s, {sent} sent, {} not yet acknowledged, daemon lag {lag}",
-                started.elapsed().as_secs_f64(),
-                producer.in_flight_count()
-            );
-        }
-        let due = (started.elapsed().as_secs_f64() * rate) as usize;
-        if sent >= due {
-            std::thread::sleep(Duration::from_micros(200));
-            continue;
-        }
-        while sent < due {
-            let entity = sent % ENTITIES;
-            if entity == 0 {
-                step += 1;
-            }
-            let ts = now_ms().max(last_ts[entity] + 1);
-            last_ts[entity] = ts;
-            send(
-                &producer,
-                LATENCY_PARTITIONS,
-                entity,
-                &records.json(entity, step, ts),
-            );
-            sent += 1;
-        }
-    }
-    if producer.flush(Duration::from_secs(30)).is_err() {
-        eprintln!("the load generator could not deliver everything within 30 s");
-    }
-    std::thread::sleep(Duration::from_secs(2)); // the last outputs arrive
-    stop.store(true, Ordering::Relaxed);
-    let mut results = readers.into_iter().map(|r| r.join().expect("reader"));
-    let scores = results.next().unwrap_or_default();
-    let alerts = results.next().unwrap_or_default();
-    let peak_rss_mib = daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0;
-    daemon.signal(libc::SIGTERM);
-    daemon.wait_exit(Duration::from_secs(30));
-    LatencyRun {
-        peak_rss_mib,
-        scores,
-        alerts,
-        sent,
-        max_lag,
-        max_unacknowledged,
-    }
-}
-
-/// `"name_p50_ms": …, "name_p99_ms": …` of the total latencies and of the
-/// part until the daemon sent the output.
-fn summary(name: &str, latencies: &[(f64, f64)]) -> String {
-    let mut total: Vec<f64> = latencies.iter().map(|l| l.0).collect();
-    let mut in_daemon: Vec<f64> = latencies.iter().map(|l| l.1).collect();
-    total.sort_by(f64::total_cmp);
-    in_daemon.sort_by(f64::total_cmp);
-    format!(
-        "\"{name}_outputs\": {}, \"{name}_p50_ms\": {:.1}, \"{name}_p99_ms\": {:.1}, \"{name}_max_ms\": {:.1}, \"{name}_sent_by_daemon_p50_ms\": {:.1}, \"{name}_sent_by_daemon_p99_ms\": {:.1}",
-        total.len(),
-        percentile(&total, 50.0),
-        percentile(&total, 99.0),
-        total.last().copied().unwrap_or(f64::NAN),
-        percentile(&in_daemon, 50.0),
-        percentile(&in_daemon, 99.0),
-    )
-}
-
 /// The daemon built with this benchmark.
 fn current_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_anomalyd"))
+}
+
+/// The binaries to run in turn `turn`: this build alone, or with the
+/// baseline, first in odd turns (the machine's speed drifts, so the order
+/// alternates).
+fn binaries_in_turn(baseline: Option<&Path>, turn: usize) -> Vec<(&'static str, PathBuf)> {
+    let mut binaries = vec![("current", current_binary())];
+    if let Some(binary) = baseline {
+        binaries.push(("baseline", binary.to_path_buf()));
+        if turn % 2 == 1 {
+            binaries.reverse();
+        }
+    }
+    binaries
 }
 
 /// Fills `broker`'s input topic with `per_entity` samples of every entity,
@@ -557,13 +419,7 @@ fn main() -> anyhow::Result<()> {
     // Baseline's CPU per sample over this build's: above 1 means cheaper now.
     let mut cpu_ratios_to_baseline = Vec::new();
     for round in 0..rounds {
-        let mut binaries = vec![("current", current_binary())];
-        if let Some(binary) = &baseline {
-            binaries.push(("baseline", binary.clone()));
-            if round % 2 == 1 {
-                binaries.reverse();
-            }
-        }
+        let binaries = binaries_in_turn(baseline.as_deref(), round);
         let mut ceiling = None;
         let mut this_round = Vec::new();
         for (label, binary) in binaries {
@@ -633,22 +489,8 @@ fn main() -> anyhow::Result<()> {
     }
     rates.extend(&low_rates);
     for (index, target) in rates.into_iter().enumerate() {
-        let mut binaries = vec![("current", current_binary())];
-        if let Some(binary) = &baseline {
-            binaries.push(("baseline", binary.clone()));
-            if index % 2 == 1 {
-                binaries.reverse();
-            }
-        }
-        for (name, binary) in binaries {
-            let LatencyRun {
-                peak_rss_mib,
-                scores,
-                alerts,
-                sent,
-                max_lag,
-                max_unacknowledged,
-            } = latency(
+        for (name, binary) in binaries_in_turn(baseline.as_deref(), index) {
+            let run = latency(
                 &binary,
                 &model,
                 tuning,
@@ -657,12 +499,7 @@ fn main() -> anyhow::Result<()> {
                 latency_seconds,
                 3.0,
             );
-            println!(
-                "{{\"phase\": \"latency\", \"binary\": \"{name}\", \"samples_per_s\": {target:.0}, \"samples\": {sent}, \"max_daemon_lag\": {max_lag}, \"max_load_generator_unacknowledged\": {max_unacknowledged}, \"daemon_peak_rss_mib\": {peak_rss_mib:.1}, \"low_latency\": {}, {}, {}}}",
-                tuning == LOW_LATENCY,
-                summary("score", &scores),
-                summary("alert", &alerts),
-            );
+            println!("{}", run.json_line(name, target, tuning == LOW_LATENCY));
         }
     }
     Ok(())
