@@ -1,0 +1,92 @@
+//! The scorer thread's side of entity checkpoints: taking them, staging
+//! them behind the outputs sent before them (by epoch), sending them once
+//! those are acknowledged, and taking back the holds of failed ones.
+
+use super::super::entities::StateWrite;
+use super::super::ledger::Partition;
+use super::super::produce::{Output, OutputKind};
+use super::ScoringWorker;
+use std::time::{Duration, Instant};
+
+impl ScoringWorker {
+    /// Scores what is queued, then stages a checkpoint of every changed
+    /// entity (of `partitions`, or all) in a new epoch.
+    pub(super) fn checkpoint(&mut self, partitions: Option<&[Partition]>) {
+        self.flush();
+        self.apply_ledger();
+        if self.checkpoints.is_none() {
+            return;
+        }
+        let writes = self
+            .entities
+            .checkpoint(partitions, self.scorer.model_version());
+        self.stage(writes);
+    }
+
+    /// Stages checkpoints or tombstones: they are sent once every output
+    /// sent before now is acknowledged.
+    pub(super) fn stage(&mut self, writes: Vec<StateWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let epoch = self.sink.epochs().close();
+        self.staged.push_back((epoch, writes));
+    }
+
+    /// Sends the staged checkpoints whose epoch is settled, in order.
+    pub(super) fn send_settled_checkpoints(&mut self) {
+        let Some(schedule) = &self.checkpoints else {
+            return;
+        };
+        while let Some((epoch, _)) = self.staged.front() {
+            if !self.sink.epochs().settled(*epoch) {
+                return;
+            }
+            let (_, writes) = self.staged.pop_front().expect("not empty");
+            for write in writes {
+                // Its holds are in the ledger already (taken when the samples arrived).
+                self.sink.send(Box::new(Output {
+                    kind: OutputKind::State,
+                    topic: schedule.topic.clone(),
+                    partition: Some(write.partition),
+                    key: Some(write.entity.into_bytes()),
+                    payload: write.payload,
+                    headers: Vec::new(),
+                    holds: write.holds,
+                    source_time_ms: None,
+                    is_alert: false,
+                    epoch: 0,
+                }));
+            }
+        }
+    }
+
+    /// Sends every staged checkpoint, waiting for the outputs before them
+    /// until `deadline`. Returns whether all were sent.
+    pub(super) fn send_checkpoints_by(&mut self, deadline: Instant) -> bool {
+        loop {
+            self.take_back_failed_checkpoints();
+            self.send_settled_checkpoints();
+            if self.staged.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // The consumer thread, which usually does this, is waiting for us.
+            self.sink.resend_failed();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Failed checkpoints: their entities take the holds back and are
+    /// checkpointed again with their current state.
+    pub(super) fn take_back_failed_checkpoints(&mut self) {
+        while let Ok(output) = self.sink.failed_checkpoints().try_recv() {
+            let entity = String::from_utf8_lossy(output.key.as_deref().unwrap_or_default());
+            let orphaned = self.entities.checkpoint_failed(&entity, output.holds);
+            self.ledger_ops.releases.extend(orphaned);
+        }
+        self.apply_ledger();
+    }
+}
