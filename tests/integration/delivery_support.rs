@@ -127,8 +127,9 @@ pub fn alert_keys(alerts: &TopicReader) -> BTreeSet<(i32, i64, String)> {
 /// Watches committed offsets while the daemon runs: each time a commit is
 /// seen, every window completed by a record before the committed offset must
 /// already be readable on the scores topic (acknowledged). The alerts topic
-/// is snapshotted at the same moment, for [`check_alert_snapshots`]. Returns
-/// the snapshots.
+/// is snapshotted at the same moment, for [`check_alert_snapshots`]. Stops
+/// when `until` (given the scores read and the offsets just checked) says
+/// so. Returns the snapshots.
 pub fn check_commits_never_pass_unacknowledged_outputs(
     brokers: &str,
     group: &str,
@@ -136,12 +137,13 @@ pub fn check_commits_never_pass_unacknowledged_outputs(
     expected: &BTreeSet<(i32, i64)>,
     scores: &mut TopicReader,
     alerts: &mut TopicReader,
-    until: impl Fn(&TopicReader) -> bool,
+    until: impl Fn(&TopicReader, &[i64]) -> bool,
 ) -> Vec<CommitSnapshot> {
     let mut snapshots = Vec::new();
     let mut last = vec![-1; partitions as usize];
-    while !until(scores) {
-        let committed = committed(brokers, group, "input", partitions);
+    let offsets = CommittedOffsets::new(brokers, group);
+    loop {
+        let committed = offsets.read("input", partitions);
         if committed != last {
             scores.catch_up();
             alerts.catch_up();
@@ -161,9 +163,11 @@ pub fn check_commits_never_pass_unacknowledged_outputs(
             });
             last = committed;
         }
+        if until(scores, &last) {
+            return snapshots;
+        }
         std::thread::sleep(Duration::from_millis(30));
     }
-    snapshots
 }
 
 /// Every alert in the final alerts topic whose source record lies before a

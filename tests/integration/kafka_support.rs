@@ -409,25 +409,44 @@ impl TopicReader {
 
 /// The committed offsets of `group` on `topic`'s partitions (`-1` where none).
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
+    CommittedOffsets::new(brokers, group).read(topic, partitions)
+}
+
+/// Reads a group's committed offsets again and again through one client
+/// (a new client per read spends most of its time finding the coordinator).
+pub struct CommittedOffsets {
+    consumer: BaseConsumer,
+}
+
+impl CommittedOffsets {
+    /// A client of `group` that never joins it nor commits.
+    pub fn new(brokers: &str, group: &str) -> Self {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        CommittedOffsets { consumer }
     }
-    let list = consumer
-        .committed_offsets(list, Duration::from_secs(5))
-        .unwrap();
-    (0..partitions)
-        .map(
-            |p| match list.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => -1,
-            },
-        )
-        .collect()
+
+    /// The committed offset of each partition of `topic`; -1 where none is.
+    pub fn read(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+        let list = self
+            .consumer
+            .committed_offsets(list, Duration::from_secs(5))
+            .unwrap();
+        (0..partitions)
+            .map(
+                |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
 }

@@ -201,7 +201,7 @@ fn delivery_at_least_once_across_a_crash() {
         &expected,
         &mut scores,
         &mut alerts,
-        |_| first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) >= half,
+        |_, _| first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) >= half,
     );
     first.signal(libc::SIGKILL);
     drop(first);
@@ -218,7 +218,7 @@ fn delivery_at_least_once_across_a_crash() {
         &expected,
         &mut scores,
         &mut alerts,
-        |scores| {
+        |scores, _| {
             assert!(
                 Instant::now() < deadline,
                 "the second run did not finish; log:\n{}",

@@ -48,7 +48,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
             let started = Instant::now();
             let kill_time = started + Duration::from_millis(rng.random_range(200..4_000));
             let kill_after_windows = rng.random_range(200..5_000) as f64;
-            let until = |_: &TopicReader| {
+            let until = |_: &TopicReader, _: &[i64]| {
                 if kill == 0 {
                     Instant::now() >= kill_time
                 } else {
@@ -96,7 +96,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
             &expected,
             &mut scores,
             &mut alerts,
-            |scores| {
+            |scores, _| {
                 assert!(
                     Instant::now() < deadline,
                     "run {run} did not finish; log:\n{}",
