@@ -36,6 +36,21 @@ pub fn produce_series(brokers: &str, series: &[&Series]) {
     produce_rows(brokers, series, 0..longest, usize::MAX, Duration::ZERO);
 }
 
+/// Produces the first half of the rows of every series (as
+/// [`produce_series`] does) and returns the rows left, for
+/// [`produce_the_rest`] once the test has set the scene.
+pub fn produce_first_half(brokers: &str, series: &[&Series]) -> std::ops::Range<usize> {
+    let longest = series.iter().map(|s| s.len()).max().unwrap_or(0);
+    let half = longest / 2;
+    produce_rows(brokers, series, 0..half, usize::MAX, Duration::ZERO);
+    half..longest
+}
+
+/// Produces `rest`, the rows [`produce_first_half`] left.
+pub fn produce_the_rest(brokers: &str, series: &[&Series], rest: std::ops::Range<usize>) {
+    produce_rows(brokers, series, rest, usize::MAX, Duration::ZERO);
+}
+
 /// Like [`produce_series`], but in a thread, pausing `pause` every `every`
 /// rows, so faults and membership changes land mid-stream.
 pub fn stream_series(

@@ -185,15 +185,7 @@ fn delivery_at_least_once_across_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     // The first half of the input now, the second after the crash: however
     // fast the daemon, the crash comes mid-stream.
-    let longest = series.iter().map(|s| s.len()).max().unwrap();
-    let half_rows = longest / 2;
-    produce_rows(
-        &broker.brokers,
-        &series,
-        0..half_rows,
-        usize::MAX,
-        Duration::ZERO,
-    );
+    let rest = produce_first_half(&broker.brokers, &series);
     let expected = expected_windows(&series);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
@@ -217,13 +209,7 @@ fn delivery_at_least_once_across_a_crash() {
     first.signal(libc::SIGKILL);
     drop(first);
     let committed_at_crash = committed(&broker.brokers, "delivery", "input", 4);
-    produce_rows(
-        &broker.brokers,
-        &series,
-        half_rows..longest,
-        usize::MAX,
-        Duration::ZERO,
-    );
+    produce_the_rest(&broker.brokers, &series, rest);
 
     // Second run: picks up from the committed offsets.
     let mut second =

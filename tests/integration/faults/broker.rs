@@ -82,15 +82,7 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
     // The first half of the input now, the second half while the daemon is
     // stopped, just before the faults: however fast the daemon scores, it
     // still has the second half's outputs to send when they bite.
-    let longest = series.iter().map(|s| s.len()).max().unwrap();
-    let half = longest / 2;
-    produce_rows(
-        &broker.brokers,
-        &series,
-        0..half,
-        usize::MAX,
-        Duration::ZERO,
-    );
+    let rest = produce_first_half(&broker.brokers, &series);
     let expected = expected_windows(&series);
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
@@ -129,13 +121,7 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
     // the daemon is stopped, before the faults: only the daemon's requests
     // meet them, and it has the second half's outputs still to send.
     daemon.signal(libc::SIGSTOP);
-    produce_rows(
-        &broker.brokers,
-        &series,
-        half..longest,
-        usize::MAX,
-        Duration::ZERO,
-    );
+    produce_the_rest(&broker.brokers, &series, rest);
     let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 20];
     errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 20]);
     errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10]);
