@@ -30,11 +30,38 @@ pub struct WindowScore {
     pub normalised_reconstruction: Vec<f32>,
 }
 
+/// Batch sizes the model is optimised for, largest first. tract picks its
+/// matrix-product kernels when it optimises a model, and with a symbolic
+/// batch it cannot see how wide the products are: the same network ran
+/// 1.3–2× faster optimised for a fixed batch (BENCHMARKS.md, section 1). A
+/// batch of any size runs as chunks of these sizes ([`chunk_size`]).
+const PLAN_BATCHES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+
 /// A loaded, optimised, checked model.
 pub struct Scorer {
     metadata: ModelMetadata,
-    plan: Arc<TypedRunnableModel>,
+    /// One plan per size of [`PLAN_BATCHES`], in that order.
+    plans: Vec<Arc<TypedRunnableModel>>,
     features: FeatureExtractor,
+}
+
+/// The next chunk of a batch with `remaining` windows left: the largest
+/// planned size that fits, or the smallest one that holds them all if it
+/// wastes at most an eighth of its windows on padding (31 windows run as 32,
+/// not as 16 + 8 + 4 + 2 + 1). Returns the index in [`PLAN_BATCHES`] and
+/// how many real windows go in.
+fn chunk_size(remaining: usize) -> (usize, usize) {
+    let fits = PLAN_BATCHES
+        .iter()
+        .position(|&size| size <= remaining)
+        .expect("remaining >= 1 and the smallest size is 1");
+    if fits > 0 {
+        let above = PLAN_BATCHES[fits - 1];
+        if above - remaining <= above / 8 {
+            return (fits - 1, remaining);
+        }
+    }
+    (fits, PLAN_BATCHES[fits])
 }
 
 impl std::fmt::Debug for Scorer {
@@ -94,7 +121,8 @@ impl Scorer {
             .map_err(|e| onnx_error(format!("{e:#}")))?;
         check_io_names(&model, origin)?;
         let typed = model
-            .into_optimized()
+            .clone()
+            .into_typed()
             .map_err(|e| onnx_error(format!("{e:#}")))?;
         let channels = metadata.channels.len();
         let window_len = metadata.window_len;
@@ -123,13 +151,22 @@ impl Scorer {
                 )));
             }
         }
-        let plan = typed
-            .into_runnable()
-            .map_err(|e| onnx_error(format!("{e:#}")))?;
+        let plans = PLAN_BATCHES
+            .iter()
+            .map(|&batch| {
+                let input = f32::fact([batch, channels, window_len]);
+                model
+                    .clone()
+                    .with_input_fact(0, input.into())
+                    .and_then(|fixed| fixed.into_optimized())
+                    .and_then(|optimised| optimised.into_runnable())
+                    .map_err(|e| onnx_error(format!("batch {batch}: {e:#}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let scorer = Self {
             features: FeatureExtractor::new(metadata.loss.perceptual_features, window_len),
             metadata,
-            plan,
+            plans,
         };
         scorer.warm_up(origin)?;
         Ok(scorer)
@@ -214,21 +251,33 @@ impl Scorer {
         windows: &[f32],
         count: usize,
     ) -> Result<Vec<f32>, ModelError> {
-        let shape = [
-            count,
-            self.metadata.channels.len(),
-            self.metadata.window_len,
-        ];
-        let input = tract_ndarray::Array3::from_shape_vec(shape, windows.to_vec())
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        let outputs = self
-            .plan
-            .run(tvec!(Tensor::from(input).into_tvalue()))
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        Ok(view.iter().copied().collect())
+        let (channels, window_len) = (self.metadata.channels.len(), self.metadata.window_len);
+        let size = self.window_size();
+        if windows.len() != count * size {
+            return Err(ModelError::Run(format!(
+                "{} values given for {count} windows of {size}",
+                windows.len()
+            )));
+        }
+        let mut reconstructed = Vec::with_capacity(count * size);
+        let mut start = 0;
+        while start < count {
+            let (plan, taken) = chunk_size(count - start);
+            let batch = PLAN_BATCHES[plan];
+            let mut chunk = windows[start * size..(start + taken) * size].to_vec();
+            chunk.resize(batch * size, 0.0);
+            let input = tract_ndarray::Array3::from_shape_vec([batch, channels, window_len], chunk)
+                .map_err(|e| ModelError::Run(e.to_string()))?;
+            let outputs = self.plans[plan]
+                .run(tvec!(Tensor::from(input).into_tvalue()))
+                .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+            let view = outputs[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| ModelError::Run(e.to_string()))?;
+            reconstructed.extend(view.iter().take(taken * size).copied());
+            start += taken;
+        }
+        Ok(reconstructed)
     }
 
     /// Scores `count` normalised windows.
@@ -333,4 +382,30 @@ fn check_io_names(model: &InferenceModel, origin: &str) -> Result<(), ModelError
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_size, PLAN_BATCHES};
+
+    /// Every batch size runs as planned chunks that hold each window once,
+    /// padded by at most an eighth of a chunk.
+    #[test]
+    fn chunks_cover_every_batch_once_with_little_padding() {
+        for count in 1..=1_500 {
+            let (mut start, mut chunks) = (0, 0);
+            while start < count {
+                let (plan, taken) = chunk_size(count - start);
+                let size = PLAN_BATCHES[plan];
+                assert!(taken >= 1 && taken <= size && taken <= count - start);
+                assert!(size - taken <= size / 8, "{count}: {taken} in {size}");
+                start += taken;
+                chunks += 1;
+            }
+            assert_eq!(start, count);
+            assert!(chunks <= count.div_ceil(512) + 9, "{count}: {chunks} chunks");
+        }
+        assert_eq!(chunk_size(31), (4, 31), "31 windows run as one chunk of 32");
+        assert_eq!(chunk_size(100), (3, 64));
+    }
 }
