@@ -2,13 +2,16 @@
 //!
 //! Burn 0.22 ships no ONNX *exporter* (burn-import only reads ONNX), so the
 //! graph is written directly with the ONNX protobuf types that tract-onnx
-//! exposes (`tract_onnx::pb`), node for node as in [`Autoencoder::forward`],
-//! with one substitution: each upsampling transposed convolution (kernel 4,
-//! stride 2, padding 1) is written as the same computation in operators
-//! tract runs faster, a convolution to twice the channels followed by an
-//! interleave (`upsample`). tract ran ConvTranspose as a generic loop
-//! plus separate bias and ReLU passes, about 29 % of its instructions on
-//! this network (BENCHMARKS.md, section 1).
+//! exposes (`tract_onnx::pb`), computing what [`Autoencoder::forward`]
+//! computes, in operators tract runs fast (BENCHMARKS.md, section 1):
+//! - each upsampling transposed convolution (kernel 4, stride 2, padding 1)
+//!   is a convolution to twice the channels and an interleave (`upsample`):
+//!   tract ran ConvTranspose as a generic loop plus separate bias and ReLU
+//!   passes, about 29 % of its instructions on this network;
+//! - each convolution runs over the whole batch laid end to end, one long
+//!   sequence with each window's padding in place (`fold_convolution`):
+//!   tract convolves a batch window by window, with narrow matrix products.
+//!
 //! The batch dimension is symbolic (`batch`), so one file serves any batch size.
 
 use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
@@ -25,34 +28,48 @@ pub const OPSET_VERSION: i64 = 13;
 pub const IR_VERSION: i64 = 8;
 
 /// Serialises the network to ONNX bytes.
+///
+/// Inside, activations are laid out `[channels, batch, time]` so that each
+/// convolution can run over the whole batch as one long sequence
+/// ([`fold_convolution`]); the file's input and output are still
+/// `[batch, channels, window_len]`.
 pub fn export_onnx(
     network: &Autoencoder,
     config: &NetworkConfig,
     producer_version: &str,
 ) -> Vec<u8> {
     let mut graph = GraphBuilder::default();
-    let padding = config.same_padding() as i64;
-    let kernel = config.kernel_size as i64;
+    let padding = config.same_padding();
+    let kernel = config.kernel_size;
 
-    let mut x = INPUT_NAME.to_string();
+    let mut x = graph.node("Transpose", &[INPUT_NAME], vec![ints("perm", &[1, 0, 2])]);
+    let mut len = config.window_len;
     for (i, convolution) in network.encoder_convolutions.iter().enumerate() {
-        let weight = graph.weight(&format!("encoder.conv{i}.weight"), convolution.weight.val());
+        let name = format!("encoder.conv{i}");
+        let weight = graph.weight(&format!("{name}.weight"), convolution.weight.val());
         let bias = graph.bias(
-            &format!("encoder.conv{i}.bias"),
+            &format!("{name}.bias"),
             convolution.bias.as_ref().map(|b| b.val()),
         );
-        let convolved = graph.node(
-            "Conv",
-            &[&x, &weight, &bias],
-            vec![
-                ints("kernel_shape", &[kernel]),
-                ints("strides", &[2]),
-                ints("pads", &[padding, padding]),
-            ],
-        );
-        x = graph.node("Relu", &[&convolved], vec![]);
+        let [out_channels, channels, _] = convolution.weight.dims();
+        let fold = Fold {
+            channels,
+            out_channels,
+            len,
+            kernel,
+            stride: 2,
+            padding,
+            relu: true,
+        };
+        (x, len) = fold_convolution(&mut graph, &name, &x, &weight, &bias, &fold);
     }
-    let flat = graph.node("Flatten", &[&x], vec![int("axis", 1)]);
+    // [width, batch, len] -> [batch, width · len], in the order Burn flattens.
+    let batch_first = graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
+    let flat_shape = graph.int64_constant(
+        "encoder.flatten.shape",
+        &[-1, (network.encoded_width * network.encoded_len) as i64],
+    );
+    let flat = graph.node("Reshape", &[&batch_first, &flat_shape], vec![]);
     let latent = gemm(
         &mut graph,
         "encoder.linear",
@@ -72,8 +89,9 @@ pub fn export_onnx(
         "decoder.reshape.shape",
         &[-1, network.encoded_width as i64, network.encoded_len as i64],
     );
-    x = graph.node("Reshape", &[&activated, &shape], vec![]);
-    let mut len = network.encoded_len;
+    let unflat = graph.node("Reshape", &[&activated, &shape], vec![]);
+    x = graph.node("Transpose", &[&unflat], vec![ints("perm", &[1, 0, 2])]);
+    len = network.encoded_len;
     for (i, convolution) in network.decoder_convolutions.iter().enumerate() {
         x = upsample(
             &mut graph,
@@ -87,14 +105,18 @@ pub fn export_onnx(
     let output = &network.output_convolution;
     let weight = graph.weight("decoder.output.weight", output.weight.val());
     let bias = graph.bias("decoder.output.bias", output.bias.as_ref().map(|b| b.val()));
-    graph.node(
-        "Conv",
-        &[&x, &weight, &bias],
-        vec![
-            ints("kernel_shape", &[kernel]),
-            ints("pads", &[padding, padding]),
-        ],
-    );
+    let [out_channels, channels, _] = output.weight.dims();
+    let fold = Fold {
+        channels,
+        out_channels,
+        len,
+        kernel,
+        stride: 1,
+        padding,
+        relu: false,
+    };
+    (x, _) = fold_convolution(&mut graph, "decoder.output", &x, &weight, &bias, &fold);
+    graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
     // Name the graph output.
     graph.nodes.last_mut().expect("output node").output = vec![OUTPUT_NAME.to_string()];
 
@@ -143,8 +165,9 @@ pub fn export_onnx(
 /// takes `x[m+1]·W[.., 0] + x[m]·W[.., 2]`. So a convolution of kernel 3
 /// (taps at `m-1, m, m+1`, padding 1) to `2 × out` channels computes the even
 /// samples in its first `out` channels and the odd ones in the rest; ReLU
-/// goes there, where tract fuses it; then `[batch, 2, out, len]` is
-/// transposed to `[batch, out, len, 2]` and flattened to `[batch, out, 2·len]`.
+/// goes there, where tract fuses it; then `[2, out, batch, len]` is
+/// transposed to `[out, batch, len, 2]` and flattened to `[out, batch, 2·len]`
+/// (the `[channels, batch, time]` layout of [`fold_convolution`]).
 fn upsample(
     graph: &mut GraphBuilder,
     name: &str,
@@ -191,18 +214,131 @@ fn upsample(
         vec![2 * outputs as i64],
         [bias.clone(), bias].concat(),
     );
-    let convolved = graph.node(
-        "Conv",
-        &[input, &weight, &bias],
-        vec![ints("kernel_shape", &[3]), ints("pads", &[1, 1])],
-    );
-    let activated = graph.node("Relu", &[&convolved], vec![]);
+    let fold = Fold {
+        channels: inputs,
+        out_channels: 2 * outputs,
+        len,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        relu: true,
+    };
+    let (activated, _) = fold_convolution(graph, name, input, &weight, &bias, &fold);
+    // [2 · out, batch, len] -> [out, batch, len, 2] -> [out, batch, 2 · len].
     let (outputs, len) = (outputs as i64, len as i64);
-    let split = graph.int64_constant(&format!("{name}.split"), &[-1, 2, outputs, len]);
+    let split = graph.int64_constant(&format!("{name}.split"), &[2, outputs, -1, len]);
     let split = graph.node("Reshape", &[&activated, &split], vec![]);
-    let interleaved = graph.node("Transpose", &[&split], vec![ints("perm", &[0, 2, 3, 1])]);
-    let joined = graph.int64_constant(&format!("{name}.join"), &[-1, outputs, 2 * len]);
+    let interleaved = graph.node("Transpose", &[&split], vec![ints("perm", &[1, 2, 3, 0])]);
+    let joined = graph.int64_constant(&format!("{name}.join"), &[outputs, -1, 2 * len]);
     graph.node("Reshape", &[&interleaved, &joined], vec![])
+}
+
+/// One convolution of [`fold_convolution`]: input and output channels, length
+/// of each window, kernel, stride, zero padding on each side, and whether
+/// ReLU follows.
+struct Fold {
+    channels: usize,
+    out_channels: usize,
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+}
+
+/// A convolution of every window of a batch, `[channels, batch, len]` ->
+/// `[out, batch, out_len]`, run as one convolution over the batch laid end to
+/// end. Each window gets its zero padding on both sides (Pad), the batch
+/// becomes one sequence `[1, channels, batch · (len + 2·padding)]`, and an
+/// unpadded convolution slides over it. Output `j` of window `b` sits at
+/// `b · period + j`, with `period = (len + 2·padding) / stride`; the
+/// `period - out_len` outputs after each window straddle two windows and are
+/// cut (Pad the last one's, Reshape, Slice). Every kept output sees exactly
+/// the taps it sees in a per-window convolution, so the result is the same.
+///
+/// Why: tract convolves each window of a batch on its own, with a
+/// matrix product only `out_len` columns wide. Laid end to end, the batch
+/// is one im2col and one matrix product `batch · period` columns wide
+/// (BENCHMARKS.md, section 1).
+fn fold_convolution(
+    graph: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    weight: &str,
+    bias: &str,
+    fold: &Fold,
+) -> (String, usize) {
+    let &Fold {
+        channels,
+        out_channels,
+        len,
+        kernel,
+        stride,
+        padding,
+        relu,
+    } = fold;
+    let padded = len + 2 * padding;
+    assert!(
+        padded.is_multiple_of(stride) && padded >= kernel,
+        "{name}: each padded window ({padded}) must hold whole strides and one kernel"
+    );
+    let period = padded / stride;
+    let out_len = (padded - kernel) / stride + 1;
+    // The sequence's end is padded so that the strides fit it exactly
+    // (`batch · padded + end - kernel` a multiple of the stride): the output
+    // length is then a plain multiple of the batch that tract's symbolic
+    // shapes can divide back into windows (it cannot prove that
+    // `(68·batch + 1) / 2` is `34·batch`). The end padding only reaches
+    // outputs that are cut below.
+    let end = kernel % stride;
+    // Outputs of the whole sequence, minus `batch · period`.
+    let surplus = (end as i64 - kernel as i64) / stride as i64 + 1;
+    let (period, out_len, padding) = (period as i64, out_len as i64, padding as i64);
+    let mut x = input.to_string();
+    if padding > 0 {
+        let pads = graph.int64_constant(&format!("{name}.pads"), &[0, 0, padding, 0, 0, padding]);
+        x = graph.node("Pad", &[&x, &pads], vec![]);
+    }
+    let sequence = graph.int64_constant(&format!("{name}.sequence"), &[1, channels as i64, -1]);
+    x = graph.node("Reshape", &[&x, &sequence], vec![]);
+    x = graph.node(
+        "Conv",
+        &[&x, weight, bias],
+        vec![
+            ints("kernel_shape", &[kernel as i64]),
+            ints("strides", &[stride as i64]),
+            ints("pads", &[0, end as i64]),
+        ],
+    );
+    if relu {
+        x = graph.node("Relu", &[&x], vec![]);
+    }
+    // Bring the sequence to `batch · period` outputs: the last window's
+    // straddling outputs are missing (pad them) or one too many (cut it).
+    if surplus < 0 {
+        let tail = graph.int64_constant(&format!("{name}.tail"), &[0, 0, 0, 0, 0, -surplus]);
+        x = graph.node("Pad", &[&x, &tail], vec![]);
+    } else if surplus > 0 {
+        x = slice_time(graph, &format!("{name}.whole"), &x, -surplus);
+    }
+    let windows = graph.int64_constant(
+        &format!("{name}.windows"),
+        &[out_channels as i64, -1, period],
+    );
+    x = graph.node("Reshape", &[&x, &windows], vec![]);
+    if period > out_len {
+        x = slice_time(graph, &format!("{name}.keep"), &x, out_len);
+    }
+    (x, out_len as usize)
+}
+
+/// `x[.., .., ..end]`: the first `end` samples of the last axis, or all but
+/// the last `-end` if `end` is negative.
+fn slice_time(graph: &mut GraphBuilder, name: &str, x: &str, end: i64) -> String {
+    let starts = graph.int64_constant(&format!("{name}.start"), &[0]);
+    let ends = graph.int64_constant(&format!("{name}.end"), &[end]);
+    let axes = graph.int64_constant(&format!("{name}.axis"), &[2]);
+    graph.node("Slice", &[x, &starts, &ends, &axes], vec![])
 }
 
 fn gemm(
@@ -286,15 +422,6 @@ fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
-}
-
 fn dim_value(value: i64) -> pb::tensor_shape_proto::Dimension {
     pb::tensor_shape_proto::Dimension {
         denotation: String::new(),
@@ -308,5 +435,74 @@ fn dim_param(name: &str) -> pb::tensor_shape_proto::Dimension {
         value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
             name.into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{export_onnx, Autoencoder, NetworkConfig};
+    use burn::tensor::{Device, TensorData};
+    use tract_onnx::prelude::*;
+
+    /// The folded graph computes what Burn computes, for shapes other than
+    /// the shipped model's: odd and even strides' leftovers, kernel 1 (no
+    /// padding, nothing straddles), deeper encoders, batches of 1 and more.
+    #[test]
+    fn exported_graph_matches_burn_for_other_shapes() {
+        let configs = [
+            (3, 32, vec![4, 8, 8], 3),
+            (2, 16, vec![4], 1),
+            (1, 8, vec![2], 7),
+            (4, 64, vec![8, 16], 5),
+        ];
+        for (channels, window_len, widths, kernel_size) in configs {
+            let config = NetworkConfig {
+                channels,
+                window_len,
+                widths,
+                kernel_size,
+                latent_size: 6,
+            };
+            config.validate().unwrap();
+            let device = Device::flex();
+            device.seed(3);
+            let network = Autoencoder::new(&config, &device).draw_weights();
+            let bytes = export_onnx(&network, &config, "test");
+            let plan = tract_onnx::onnx()
+                .model_for_read(&mut std::io::Cursor::new(&bytes))
+                .and_then(|model| model.into_optimized())
+                .and_then(|model| model.into_runnable())
+                .unwrap_or_else(|e| panic!("{config:?}: {e:#}"));
+            for batch in [1usize, 5] {
+                let values: Vec<f32> = (0..batch * channels * window_len)
+                    .map(|i| ((i * 7919 % 113) as f32 / 113.0 - 0.5) * 4.0)
+                    .collect();
+                let shape = [batch, channels, window_len];
+                let input = tract_ndarray::Array3::from_shape_vec(shape, values.clone()).unwrap();
+                let outputs = plan
+                    .run(tvec!(tract_onnx::prelude::Tensor::from(input).into_tvalue()))
+                    .unwrap();
+                let from_tract: Vec<f32> = outputs[0]
+                    .to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect();
+                let windows =
+                    burn::tensor::Tensor::<3>::from_data(TensorData::new(values, shape), &device);
+                let (from_burn, _) = network.forward(windows);
+                let from_burn = from_burn.into_data().try_to_vec::<f32>().unwrap();
+                assert_eq!(from_burn.len(), from_tract.len());
+                let max_difference = from_burn
+                    .iter()
+                    .zip(&from_tract)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    max_difference <= 1e-5,
+                    "{config:?}, batch {batch}: max |burn - tract| = {max_difference}"
+                );
+            }
+        }
     }
 }
