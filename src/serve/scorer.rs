@@ -403,7 +403,10 @@ mod tests {
                 chunks += 1;
             }
             assert_eq!(start, count);
-            assert!(chunks <= count.div_ceil(512) + 9, "{count}: {chunks} chunks");
+            assert!(
+                chunks <= count.div_ceil(512) + 9,
+                "{count}: {chunks} chunks"
+            );
         }
         assert_eq!(chunk_size(31), (4, 31), "31 windows run as one chunk of 32");
         assert_eq!(chunk_size(100), (3, 64));
