@@ -25,7 +25,7 @@
 //! Everything shares the machine's cores: broker, producer, daemon, readers.
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--rounds N]]`.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX] [--rounds N]]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
@@ -220,13 +220,17 @@ fn current_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_anomalyd"))
 }
 
-/// The binaries to run in turn `turn`: this build alone, or with the
-/// baseline, first in odd turns (the machine's speed drifts, so the order
-/// alternates).
-fn binaries_in_turn(baseline: Option<&Path>, turn: usize) -> Vec<(&'static str, PathBuf)> {
-    let mut binaries = vec![("current", current_binary())];
-    if let Some(binary) = baseline {
-        binaries.push(("baseline", binary.to_path_buf()));
+/// The binaries to run in turn `turn`, each with the model it runs: this
+/// build alone, or with the baseline, first in odd turns (the machine's speed
+/// drifts, so the order alternates).
+fn binaries_in_turn(
+    model: &Path,
+    baseline: Option<&(PathBuf, PathBuf)>,
+    turn: usize,
+) -> Vec<(&'static str, PathBuf, PathBuf)> {
+    let mut binaries = vec![("current", current_binary(), model.to_path_buf())];
+    if let Some((binary, model)) = baseline {
+        binaries.push(("baseline", binary.clone(), model.clone()));
         if turn % 2 == 1 {
             binaries.reverse();
         }
@@ -372,6 +376,7 @@ fn main() -> anyhow::Result<()> {
     // Rates low enough for this machine's broker and load generator to keep up.
     let mut low_rates = vec![10_000.0, 25_000.0];
     let mut baseline: Option<PathBuf> = None;
+    let mut baseline_model: Option<PathBuf> = None;
     let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -389,6 +394,7 @@ fn main() -> anyhow::Result<()> {
             }
             "--low-latency" => tuning = LOW_LATENCY,
             "--baseline" => baseline = Some(args.next().unwrap_or_default().into()),
+            "--baseline-model" => baseline_model = Some(args.next().unwrap_or_default().into()),
             "--rounds" => rounds = Some(args.next().unwrap_or_default().parse::<usize>()?),
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
@@ -401,12 +407,19 @@ fn main() -> anyhow::Result<()> {
             binary.display()
         );
     }
+    if let Some(model) = &baseline_model {
+        anyhow::ensure!(baseline.is_some(), "--baseline-model needs --baseline");
+        anyhow::ensure!(model.is_file(), "no baseline model at {}", model.display());
+    }
     // Alternating with a baseline, three rounds by default: the machine's
     // speed drifts, so only ratios within a round compare.
     let rounds = rounds
         .unwrap_or(if baseline.is_some() { 3 } else { 1 })
         .max(1);
     let (model, scorer) = support::four_channel_model();
+    // The baseline runs its own export of the model if given one (an
+    // exporter change is part of what the baseline lacks), else this one.
+    let baseline = baseline.map(|binary| (binary, baseline_model.unwrap_or(model.clone())));
     let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
     let total = per_entity * ENTITIES;
@@ -419,10 +432,10 @@ fn main() -> anyhow::Result<()> {
     // Baseline's CPU per sample over this build's: above 1 means cheaper now.
     let mut cpu_ratios_to_baseline = Vec::new();
     for round in 0..rounds {
-        let binaries = binaries_in_turn(baseline.as_deref(), round);
+        let binaries = binaries_in_turn(&model, baseline.as_ref(), round);
         let mut ceiling = None;
         let mut this_round = Vec::new();
-        for (label, binary) in binaries {
+        for (label, binary, model) in binaries {
             let broker = bench_broker(PARTITIONS);
             fill(&broker, &records, per_entity);
             if ceiling.is_none() {
@@ -489,7 +502,7 @@ fn main() -> anyhow::Result<()> {
     }
     rates.extend(&low_rates);
     for (index, target) in rates.into_iter().enumerate() {
-        for (name, binary) in binaries_in_turn(baseline.as_deref(), index) {
+        for (name, binary, model) in binaries_in_turn(&model, baseline.as_ref(), index) {
             let run = latency(
                 &binary,
                 &model,
