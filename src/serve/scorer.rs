@@ -32,9 +32,10 @@ pub struct WindowScore {
 
 /// Batch sizes the model is optimised for, largest first. tract picks its
 /// matrix-product kernels when it optimises a model, and with a symbolic
-/// batch it cannot see how wide the products are: the same network ran
-/// 1.3–2× faster optimised for a fixed batch (BENCHMARKS.md, section 1). A
-/// batch of any size runs as chunks of these sizes ([`chunk_size`]).
+/// batch it cannot see how wide the products are and chose narrow kernels.
+/// With fixed batches and the batch-folded export the network ran 1.2–1.5×
+/// faster at batch 8–512 (BENCHMARKS.md, section 1). A batch of any size
+/// runs as chunks of these sizes ([`chunk_size`]).
 const PLAN_BATCHES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// A loaded, optimised, checked model.
