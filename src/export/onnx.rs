@@ -253,13 +253,16 @@ struct Fold {
 /// unpadded convolution slides over it. Output `j` of window `b` sits at
 /// `b · period + j`, with `period = (len + 2·padding) / stride`; the
 /// `period - out_len` outputs after each window straddle two windows and are
-/// cut (Pad the last one's, Reshape, Slice). Every kept output sees exactly
-/// the taps it sees in a per-window convolution, so the result is the same.
+/// cut (the sequence evened to whole periods, Reshape, Slice). Every kept
+/// output sees exactly the taps it sees in a per-window convolution, so the
+/// result is the same.
 ///
 /// Why: tract convolves each window of a batch on its own, with a
 /// matrix product only `out_len` columns wide. Laid end to end, the batch
-/// is one im2col and one matrix product `batch · period` columns wide
-/// (BENCHMARKS.md, section 1).
+/// is one im2col and one matrix product `batch · period` columns wide. That
+/// pays only when tract knows the batch when it optimises (the scorer's
+/// fixed-batch plans): with a symbolic batch it picks narrow kernels and
+/// this graph ran slower than the per-window one (BENCHMARKS.md, section 1).
 fn fold_convolution(
     graph: &mut GraphBuilder,
     name: &str,
