@@ -17,7 +17,7 @@
 use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
 use crate::model::NetworkConfig;
 use crate::train::network::{Autoencoder, UPSAMPLE_KERNEL, UPSAMPLE_PADDING};
-use burn::nn::conv::ConvTranspose1d;
+use burn::nn::conv::{Conv1d, ConvTranspose1d};
 use burn::tensor::Tensor;
 use prost::Message;
 use tract_onnx::pb;
@@ -39,29 +39,18 @@ pub fn export_onnx(
     producer_version: &str,
 ) -> Vec<u8> {
     let mut graph = GraphBuilder::default();
-    let padding = config.same_padding();
-    let kernel = config.kernel_size;
-
     let mut x = graph.node("Transpose", &[INPUT_NAME], vec![ints("perm", &[1, 0, 2])]);
     let mut len = config.window_len;
     for (i, convolution) in network.encoder_convolutions.iter().enumerate() {
-        let name = format!("encoder.conv{i}");
-        let weight = graph.weight(&format!("{name}.weight"), convolution.weight.val());
-        let bias = graph.bias(
-            &format!("{name}.bias"),
-            convolution.bias.as_ref().map(|b| b.val()),
-        );
-        let [out_channels, channels, _] = convolution.weight.dims();
-        let fold = Fold {
-            channels,
-            out_channels,
+        (x, len) = same_padded(
+            &mut graph,
+            &format!("encoder.conv{i}"),
+            &x,
+            convolution,
             len,
-            kernel,
-            stride: 2,
-            padding,
-            relu: true,
-        };
-        (x, len) = fold_convolution(&mut graph, &name, &x, &weight, &bias, &fold);
+            2,
+            true,
+        );
     }
     // [width, batch, len] -> [batch, width · len], in the order Burn flattens.
     let batch_first = graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
@@ -103,19 +92,7 @@ pub fn export_onnx(
         len *= 2;
     }
     let output = &network.output_convolution;
-    let weight = graph.weight("decoder.output.weight", output.weight.val());
-    let bias = graph.bias("decoder.output.bias", output.bias.as_ref().map(|b| b.val()));
-    let [out_channels, channels, _] = output.weight.dims();
-    let fold = Fold {
-        channels,
-        out_channels,
-        len,
-        kernel,
-        stride: 1,
-        padding,
-        relu: false,
-    };
-    (x, _) = fold_convolution(&mut graph, "decoder.output", &x, &weight, &bias, &fold);
+    (x, _) = same_padded(&mut graph, "decoder.output", &x, output, len, 1, false);
     graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
     // Name the graph output.
     graph.nodes.last_mut().expect("output node").output = vec![OUTPUT_NAME.to_string()];
@@ -231,6 +208,36 @@ fn upsample(
     let interleaved = graph.node("Transpose", &[&split], vec![ints("perm", &[1, 2, 3, 0])]);
     let joined = graph.int64_constant(&format!("{name}.join"), &[outputs, -1, 2 * len]);
     graph.node("Reshape", &[&interleaved, &joined], vec![])
+}
+
+/// One of the network's same-padded `Conv1d` layers (weights `{name}.weight`
+/// and `{name}.bias`), folded over the batch: `[channels, batch, len]` ->
+/// `[out, batch, len / stride]`, with ReLU after it if `relu`.
+fn same_padded(
+    graph: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    convolution: &Conv1d,
+    len: usize,
+    stride: usize,
+    relu: bool,
+) -> (String, usize) {
+    let weight = graph.weight(&format!("{name}.weight"), convolution.weight.val());
+    let bias = graph.bias(
+        &format!("{name}.bias"),
+        convolution.bias.as_ref().map(|b| b.val()),
+    );
+    let [out_channels, channels, kernel] = convolution.weight.dims();
+    let fold = Fold {
+        channels,
+        out_channels,
+        len,
+        kernel,
+        stride,
+        padding: kernel / 2,
+        relu,
+    };
+    fold_convolution(graph, name, input, &weight, &bias, &fold)
 }
 
 /// One convolution of [`fold_convolution`]: input and output channels, length
