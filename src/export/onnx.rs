@@ -39,21 +39,31 @@ pub fn export_onnx(
     producer_version: &str,
 ) -> Vec<u8> {
     let mut graph = GraphBuilder::default();
-    let mut x = graph.node("Transpose", &[INPUT_NAME], vec![ints("perm", &[1, 0, 2])]);
-    let mut len = config.window_len;
+    // [batch, channels, len] -> [channels, batch, period]: each window
+    // followed by the zeros the first convolution reads past its ends.
+    let periods = encoder_periods(config);
+    let x = graph.node("Transpose", &[INPUT_NAME], vec![ints("perm", &[1, 0, 2])]);
+    let mut x = pad_gaps(
+        &mut graph,
+        "encoder.input",
+        &x,
+        config.window_len,
+        periods[0],
+    );
+    let layers = network.encoder_convolutions.len();
     for (i, convolution) in network.encoder_convolutions.iter().enumerate() {
-        (x, len) = same_padded(
-            &mut graph,
-            &format!("encoder.conv{i}"),
-            &x,
-            convolution,
-            len,
-            2,
-            true,
-        );
+        // The last one's gaps are cut for the linear layer.
+        let gaps = if i + 1 < layers {
+            Gaps::Zeroed
+        } else {
+            Gaps::Cut
+        };
+        let name = format!("encoder.conv{i}");
+        x = same_padded(&mut graph, &name, &x, convolution, 2, true, gaps);
     }
+    let encoded = x.name;
     // [width, batch, len] -> [batch, width · len], in the order Burn flattens.
-    let batch_first = graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
+    let batch_first = graph.node("Transpose", &[&encoded], vec![ints("perm", &[1, 0, 2])]);
     let flat_shape = graph.int64_constant(
         "encoder.flatten.shape",
         &[-1, (network.encoded_width * network.encoded_len) as i64],
@@ -66,34 +76,48 @@ pub fn export_onnx(
         network.encoder_linear.weight.val(),
         network.encoder_linear.bias.as_ref().map(|b| b.val()),
     );
-    let expanded = gemm(
+    // The decoder's first layer writes each window's gaps itself (zero
+    // weights and bias there), so it needs no Pad.
+    let (width, len) = (network.encoded_width, network.encoded_len);
+    let period = len + decoder_gap(config);
+    let expanded = gemm_gapped(
         &mut graph,
         "decoder.linear",
         &latent,
-        network.decoder_linear.weight.val(),
-        network.decoder_linear.bias.as_ref().map(|b| b.val()),
+        &network.decoder_linear,
+        width,
+        len,
+        period,
     );
     let activated = graph.node("Relu", &[&expanded], vec![]);
-    let shape = graph.int64_constant(
-        "decoder.reshape.shape",
-        &[-1, network.encoded_width as i64, network.encoded_len as i64],
-    );
+    let shape = graph.int64_constant("decoder.reshape.shape", &[-1, width as i64, period as i64]);
     let unflat = graph.node("Reshape", &[&activated, &shape], vec![]);
-    x = graph.node("Transpose", &[&unflat], vec![ints("perm", &[1, 0, 2])]);
-    len = network.encoded_len;
+    // Zero weights give zero only for a finite code: a window whose code
+    // is NaN would fill its gaps with NaN, which the next window reads.
+    x = Gapped {
+        name: graph.node("Transpose", &[&unflat], vec![ints("perm", &[1, 0, 2])]),
+        len,
+        period,
+    };
     for (i, convolution) in network.decoder_convolutions.iter().enumerate() {
-        x = upsample(
-            &mut graph,
-            &format!("decoder.deconv{i}"),
-            &x,
-            convolution,
-            len,
-        );
-        len *= 2;
+        let name = format!("decoder.deconv{i}");
+        x = upsample(&mut graph, &name, &x, convolution);
     }
     let output = &network.output_convolution;
-    (x, _) = same_padded(&mut graph, "decoder.output", &x, output, len, 1, false);
-    graph.node("Transpose", &[&x], vec![ints("perm", &[1, 0, 2])]);
+    let reconstructed = same_padded(
+        &mut graph,
+        "decoder.output",
+        &x,
+        output,
+        1,
+        false,
+        Gaps::Cut,
+    );
+    graph.node(
+        "Transpose",
+        &[&reconstructed.name],
+        vec![ints("perm", &[1, 0, 2])],
+    );
     // Name the graph output.
     graph.nodes.last_mut().expect("output node").output = vec![OUTPUT_NAME.to_string()];
 
@@ -136,22 +160,107 @@ pub fn export_onnx(
     model.encode_to_vec()
 }
 
+/// An activation `[channels, batch, period]`: each window's `len` samples,
+/// then `period - len` zeros, its gap (none if `period == len`). A
+/// convolution slides over the whole batch as one sequence
+/// (`fold_convolution`), and the gaps are the zero padding each window
+/// needs, after it and before the next.
+///
+/// The zeros are exact for finite inputs: gaps are zeroed by multiplying
+/// with 0, which leaves a NaN a NaN, so a non-finite value in one window
+/// could reach the next. The scorer only passes finite windows (decoded
+/// values are checked finite, and normalisation keeps them so).
+struct Gapped {
+    name: String,
+    len: usize,
+    period: usize,
+}
+
+/// What a convolution does with its outputs that fall in the gaps (they
+/// straddle two windows).
+#[derive(Clone, Copy, PartialEq)]
+enum Gaps {
+    /// Multiplied by zero right after the convolution and its ReLU, where
+    /// tract fuses the product into the convolution's matrix product: the
+    /// output is ready for the next convolution.
+    Zeroed,
+    /// Cut off (a Slice): the output is `[channels, batch, len]`.
+    Cut,
+}
+
+/// Pads each window of `[channels, batch, len]` at its end to `period`.
+fn pad_gaps(graph: &mut GraphBuilder, name: &str, x: &str, len: usize, period: usize) -> Gapped {
+    let name = if period > len {
+        let gap = (period - len) as i64;
+        let pads = graph.int64_constant(&format!("{name}.pads"), &[0, 0, 0, 0, 0, gap]);
+        graph.node("Pad", &[x, &pads], vec![])
+    } else {
+        x.to_string()
+    };
+    Gapped { name, len, period }
+}
+
+/// The gap a window needs after it for a same-padded convolution to see
+/// only zeros outside the window: `padding` for the next window's first
+/// outputs, and as far as its own last output reaches past its end.
+fn gap_needed(kernel: usize, stride: usize, padding: usize, len: usize) -> usize {
+    let out_len = (len + 2 * padding - kernel) / stride + 1;
+    // The last tap of the last output, in the window's padded coordinates.
+    let last_tap = (out_len - 1) * stride + kernel - 1;
+    padding.max((last_tap + 1).saturating_sub(padding + len))
+}
+
+/// The period of each encoder convolution's input. Each is its stride (2)
+/// times the period of its output, which is the next one's input, and
+/// leaves the gap the convolution needs; worked back from the last, whose
+/// output's gap is cut.
+fn encoder_periods(config: &NetworkConfig) -> Vec<usize> {
+    let (kernel, padding) = (config.kernel_size, config.same_padding());
+    let layers = config.widths.len();
+    let mut periods = vec![0; layers];
+    let mut out_period = config.encoded_len();
+    for layer in (0..layers).rev() {
+        let len = config.window_len >> layer;
+        while 2 * out_period - len < gap_needed(kernel, 2, padding, len) {
+            out_period += 1;
+        }
+        periods[layer] = 2 * out_period;
+        out_period = periods[layer];
+    }
+    periods
+}
+
+/// The gap the decoder starts with: each upsampling doubles it, and each
+/// convolution needs its `gap_needed`.
+fn decoder_gap(config: &NetworkConfig) -> usize {
+    let fits = |gap: usize| {
+        let (mut gap, mut len) = (gap, config.encoded_len());
+        for _ in 0..config.widths.len() {
+            if gap < gap_needed(3, 1, 1, len) {
+                return false;
+            }
+            (gap, len) = (2 * gap, 2 * len);
+        }
+        gap >= gap_needed(config.kernel_size, 1, config.same_padding(), len)
+    };
+    (0..).find(|&gap| fits(gap)).expect("some gap fits")
+}
+
 /// `ReLU(ConvTranspose1d(x))` with kernel 4, stride 2, padding 1, written as
 /// a convolution and an interleave. Output sample `2m` of the transposed
 /// convolution takes `x[m]·W[.., 1] + x[m-1]·W[.., 3]`, and sample `2m + 1`
 /// takes `x[m+1]·W[.., 0] + x[m]·W[.., 2]`. So a convolution of kernel 3
 /// (taps at `m-1, m, m+1`, padding 1) to `2 × out` channels computes the even
 /// samples in its first `out` channels and the odd ones in the rest; ReLU
-/// goes there, where tract fuses it; then `[2, out, batch, len]` is
-/// transposed to `[out, batch, len, 2]` and flattened to `[out, batch, 2·len]`
-/// (the `[channels, batch, time]` layout of [`fold_convolution`]).
+/// goes there, where tract fuses it; then `[2, out, batch, period]` is
+/// transposed to `[out, batch, period, 2]` and flattened to
+/// `[out, batch, 2·period]`: windows and gaps both double.
 fn upsample(
     graph: &mut GraphBuilder,
     name: &str,
-    input: &str,
+    input: &Gapped,
     convolution: &ConvTranspose1d,
-    len: usize,
-) -> String {
+) -> Gapped {
     assert_eq!(
         (UPSAMPLE_KERNEL, UPSAMPLE_PADDING),
         (4, 1),
@@ -194,34 +303,36 @@ fn upsample(
     let fold = Fold {
         channels: inputs,
         out_channels: 2 * outputs,
-        len,
         kernel: 3,
         stride: 1,
         padding: 1,
         relu: true,
     };
-    let (activated, _) = fold_convolution(graph, name, input, &weight, &bias, &fold);
-    // [2 · out, batch, len] -> [out, batch, len, 2] -> [out, batch, 2 · len].
-    let (outputs, len) = (outputs as i64, len as i64);
-    let split = graph.int64_constant(&format!("{name}.split"), &[2, outputs, -1, len]);
-    let split = graph.node("Reshape", &[&activated, &split], vec![]);
+    let activated = fold_convolution(graph, name, input, &weight, &bias, &fold, Gaps::Zeroed);
+    // [2 · out, batch, period] -> [out, batch, period, 2] -> [out, batch, 2 · period].
+    let (outputs, period) = (outputs as i64, activated.period as i64);
+    let split = graph.int64_constant(&format!("{name}.split"), &[2, outputs, -1, period]);
+    let split = graph.node("Reshape", &[&activated.name, &split], vec![]);
     let interleaved = graph.node("Transpose", &[&split], vec![ints("perm", &[1, 2, 3, 0])]);
-    let joined = graph.int64_constant(&format!("{name}.join"), &[outputs, -1, 2 * len]);
-    graph.node("Reshape", &[&interleaved, &joined], vec![])
+    let joined = graph.int64_constant(&format!("{name}.join"), &[outputs, -1, 2 * period]);
+    Gapped {
+        name: graph.node("Reshape", &[&interleaved, &joined], vec![]),
+        len: 2 * activated.len,
+        period: 2 * activated.period,
+    }
 }
 
 /// One of the network's same-padded `Conv1d` layers (weights `{name}.weight`
-/// and `{name}.bias`), folded over the batch: `[channels, batch, len]` ->
-/// `[out, batch, len / stride]`, with ReLU after it if `relu`.
+/// and `{name}.bias`), folded over the batch, with ReLU after it if `relu`.
 fn same_padded(
     graph: &mut GraphBuilder,
     name: &str,
-    input: &str,
+    input: &Gapped,
     convolution: &Conv1d,
-    len: usize,
     stride: usize,
     relu: bool,
-) -> (String, usize) {
+    gaps: Gaps,
+) -> Gapped {
     let weight = graph.weight(&format!("{name}.weight"), convolution.weight.val());
     let bias = graph.bias(
         &format!("{name}.bias"),
@@ -231,115 +342,129 @@ fn same_padded(
     let fold = Fold {
         channels,
         out_channels,
-        len,
         kernel,
         stride,
         padding: kernel / 2,
         relu,
     };
-    fold_convolution(graph, name, input, &weight, &bias, &fold)
+    fold_convolution(graph, name, input, &weight, &bias, &fold, gaps)
 }
 
-/// One convolution of [`fold_convolution`]: input and output channels, length
-/// of each window, kernel, stride, zero padding on each side, and whether
-/// ReLU follows.
+/// One convolution of [`fold_convolution`]: input and output channels,
+/// kernel, stride, zero padding on each side, and whether ReLU follows.
 struct Fold {
     channels: usize,
     out_channels: usize,
-    len: usize,
     kernel: usize,
     stride: usize,
     padding: usize,
     relu: bool,
 }
 
-/// A convolution of every window of a batch, `[channels, batch, len]` ->
-/// `[out, batch, out_len]`, run as one convolution over the batch laid end to
-/// end. Each window gets its zero padding on both sides (Pad), the batch
-/// becomes one sequence `[1, channels, batch · (len + 2·padding)]`, and an
-/// unpadded convolution slides over it. Output `j` of window `b` sits at
-/// `b · period + j`, with `period = (len + 2·padding) / stride`; the
-/// `period - out_len` outputs after each window straddle two windows and are
-/// cut (the sequence evened to whole periods, Reshape, Slice). Every kept
-/// output sees exactly the taps it sees in a per-window convolution, so the
-/// result is the same.
+/// A convolution of every window of a batch, run as one convolution over
+/// the batch laid end to end: `[channels, batch, period]` is reshaped to one
+/// sequence `[1, channels, batch · period]`. Each window's gap is its zero
+/// padding after it and the next window's before it; the convolution's own
+/// padding serves the first window's start. Output `j` of window `b` sits at
+/// `b · period / stride + j` and sees exactly the taps it sees in a
+/// per-window convolution; the outputs after each window's `out_len` read
+/// into the next window, and `gaps` says what becomes of them.
 ///
-/// Why: tract convolves each window of a batch on its own, with a
-/// matrix product only `out_len` columns wide. Laid end to end, the batch
-/// is one im2col and one matrix product `batch · period` columns wide. That
-/// pays only when tract knows the batch when it optimises (the scorer's
-/// fixed-batch plans): with a symbolic batch it picks narrow kernels and
-/// this graph ran slower than the per-window one (BENCHMARKS.md, section 1).
+/// Why: tract convolves each window of a batch on its own, with a matrix
+/// product only `out_len` columns wide. Laid end to end, the batch is one
+/// im2col and one matrix product `batch · period` columns wide. That pays
+/// only when tract knows the batch when it optimises (the scorer's
+/// fixed-batch plans): with a symbolic batch it picks narrow kernels
+/// (BENCHMARKS.md, section 1). The gaps carry each window's padding from one
+/// convolution to the next, zeroed inside the matrix product, where a Pad
+/// and a Slice per convolution took two more copies.
 fn fold_convolution(
     graph: &mut GraphBuilder,
     name: &str,
-    input: &str,
+    input: &Gapped,
     weight: &str,
     bias: &str,
     fold: &Fold,
-) -> (String, usize) {
+    gaps: Gaps,
+) -> Gapped {
     let &Fold {
         channels,
         out_channels,
-        len,
         kernel,
         stride,
         padding,
         relu,
     } = fold;
-    let padded = len + 2 * padding;
+    let (len, period) = (input.len, input.period);
     assert!(
-        padded.is_multiple_of(stride) && padded >= kernel,
-        "{name}: each padded window ({padded}) must hold whole strides and one kernel"
+        period.is_multiple_of(stride) && period - len >= gap_needed(kernel, stride, padding, len),
+        "{name}: windows of {len} in periods of {period} for kernel {kernel}, stride {stride}"
     );
-    let period = padded / stride;
-    let out_len = (padded - kernel) / stride + 1;
-    // The sequence's end is padded so that the strides fit it exactly
-    // (`batch · padded + end - kernel` a multiple of the stride): the output
-    // length is then a plain multiple of the batch that tract's symbolic
-    // shapes can divide back into windows (it cannot prove that
-    // `(68·batch + 1) / 2` is `34·batch`). The end padding only reaches
-    // outputs that are cut below.
-    let end = kernel % stride;
-    // Outputs of the whole sequence, minus `batch · period`.
-    let surplus = (end as i64 - kernel as i64) / stride as i64 + 1;
-    let (period, out_len, padding) = (period as i64, out_len as i64, padding as i64);
-    let mut x = input.to_string();
-    if padding > 0 {
-        let pads = graph.int64_constant(&format!("{name}.pads"), &[0, 0, padding, 0, 0, padding]);
-        x = graph.node("Pad", &[&x, &pads], vec![]);
+    let out_len = (len + 2 * padding - kernel) / stride + 1;
+    let out_period = period / stride;
+    // The sequence's end padding makes the output exactly `batch · period /
+    // stride` long, a plain multiple of the batch that tract's symbolic
+    // shapes divide back into windows (`(68·batch - 2) / 2 + 1`), or one
+    // more, cut below, where the start padding alone overshoots. It only
+    // reaches the last window's gap.
+    let (mut end, mut surplus) = (kernel as i64 - padding as i64 - stride as i64, false);
+    if end < 0 {
+        (end, surplus) = (end + stride as i64, true);
     }
     let sequence = graph.int64_constant(&format!("{name}.sequence"), &[1, channels as i64, -1]);
-    x = graph.node("Reshape", &[&x, &sequence], vec![]);
+    let mut x = graph.node("Reshape", &[&input.name, &sequence], vec![]);
     x = graph.node(
         "Conv",
         &[&x, weight, bias],
         vec![
             ints("kernel_shape", &[kernel as i64]),
             ints("strides", &[stride as i64]),
-            ints("pads", &[0, end as i64]),
+            ints("pads", &[padding as i64, end]),
         ],
     );
     if relu {
         x = graph.node("Relu", &[&x], vec![]);
     }
-    // Bring the sequence to `batch · period` outputs: the last window's
-    // straddling outputs are missing (pad them) or one too many (cut it).
-    if surplus < 0 {
-        let tail = graph.int64_constant(&format!("{name}.tail"), &[0, 0, 0, 0, 0, -surplus]);
-        x = graph.node("Pad", &[&x, &tail], vec![]);
-    } else if surplus > 0 {
-        x = slice_time(graph, &format!("{name}.whole"), &x, -surplus);
+    if surplus {
+        x = slice_time(graph, &format!("{name}.whole"), &x, -1);
+    }
+    if gaps == Gaps::Zeroed && out_period > out_len {
+        // One window's mask, repeated for each window of the batch: a
+        // constant once tract knows the batch, multiplied in per column.
+        let mask: Vec<f32> = (0..out_period)
+            .map(|t| (t < out_len) as u8 as f32)
+            .collect();
+        let mask = graph.float_initializer(
+            &format!("{name}.window"),
+            vec![1, 1, out_period as i64],
+            mask,
+        );
+        let repeats = graph.batch_repeats();
+        let mask = graph.node("Tile", &[&mask, &repeats], vec![]);
+        x = graph.node("Mul", &[&x, &mask], vec![]);
     }
     let windows = graph.int64_constant(
         &format!("{name}.windows"),
-        &[out_channels as i64, -1, period],
+        &[out_channels as i64, -1, out_period as i64],
     );
     x = graph.node("Reshape", &[&x, &windows], vec![]);
-    if period > out_len {
-        x = slice_time(graph, &format!("{name}.keep"), &x, out_len);
+    match gaps {
+        Gaps::Zeroed => Gapped {
+            name: x,
+            len: out_len,
+            period: out_period,
+        },
+        Gaps::Cut if out_period > out_len => Gapped {
+            name: slice_time(graph, &format!("{name}.keep"), &x, out_len as i64),
+            len: out_len,
+            period: out_len,
+        },
+        Gaps::Cut => Gapped {
+            name: x,
+            len: out_len,
+            period: out_len,
+        },
     }
-    (x, out_len as usize)
 }
 
 /// `x[.., .., ..end]`: the first `end` samples of the last axis, or all but
@@ -349,6 +474,55 @@ fn slice_time(graph: &mut GraphBuilder, name: &str, x: &str, end: i64) -> String
     let ends = graph.int64_constant(&format!("{name}.end"), &[end]);
     let axes = graph.int64_constant(&format!("{name}.axis"), &[2]);
     graph.node("Slice", &[x, &starts, &ends, &axes], vec![])
+}
+
+/// The decoder's first linear layer, writing `[batch, width · period]`:
+/// each of the `width` rows of `len` features, then `period - len` features
+/// of zero weights and bias (zero for a finite code).
+fn gemm_gapped(
+    graph: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    linear: &burn::nn::Linear,
+    width: usize,
+    len: usize,
+    period: usize,
+) -> String {
+    let weight = linear.weight.val();
+    let [inputs, outputs] = weight.dims();
+    assert_eq!(
+        outputs,
+        width * len,
+        "{name}: {outputs} features, not {width} × {len}"
+    );
+    let w = weight.into_data().try_to_vec::<f32>().expect("f32 weights");
+    let bias = linear
+        .bias
+        .as_ref()
+        .expect("every layer of the autoencoder has a bias")
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 bias");
+    let gapped = |feature: usize| (feature / len) * period + feature % len;
+    let mut weights = vec![0.0f32; inputs * width * period];
+    for i in 0..inputs {
+        for feature in 0..outputs {
+            weights[i * width * period + gapped(feature)] = w[i * outputs + feature];
+        }
+    }
+    let mut biases = vec![0.0f32; width * period];
+    for (feature, b) in bias.into_iter().enumerate() {
+        biases[gapped(feature)] = b;
+    }
+    let dims = vec![inputs as i64, (width * period) as i64];
+    let weight = graph.float_initializer(&format!("{name}.weight"), dims, weights);
+    let bias = graph.float_initializer(
+        &format!("{name}.bias"),
+        vec![(width * period) as i64],
+        biases,
+    );
+    graph.node("Gemm", &[input, &weight, &bias], vec![])
 }
 
 fn gemm(
@@ -368,9 +542,33 @@ fn gemm(
 struct GraphBuilder {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
+    /// `[1, 1, batch]`, once written.
+    batch_repeats: Option<String>,
 }
 
 impl GraphBuilder {
+    /// `[1, 1, batch]` from the input's shape: Tile's repeats for a
+    /// per-window constant over the whole batch.
+    fn batch_repeats(&mut self) -> String {
+        if let Some(repeats) = &self.batch_repeats {
+            return repeats.clone();
+        }
+        let shape = self.node("Shape", &[INPUT_NAME], vec![]);
+        let first = self.int64_constant("batch.start", &[0]);
+        let second = self.int64_constant("batch.end", &[1]);
+        let batch = self.node("Slice", &[&shape, &first, &second], vec![]);
+        let ones = self.int64_constant("batch.ones", &[1, 1]);
+        let axis = pb::AttributeProto {
+            name: "axis".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: 0,
+            ..Default::default()
+        };
+        let repeats = self.node("Concat", &[&ones, &batch], vec![axis]);
+        self.batch_repeats = Some(repeats.clone());
+        repeats
+    }
+
     fn node(
         &mut self,
         op_type: &str,
@@ -484,22 +682,23 @@ mod tests {
                 .and_then(|model| model.into_runnable())
                 .unwrap_or_else(|e| panic!("{config:?}: {e:#}"));
             for batch in [1usize, 5] {
+                let shape = [batch, channels, window_len];
+                let run = |values: Vec<f32>| -> Vec<f32> {
+                    let input = tract_ndarray::Array3::from_shape_vec(shape, values).unwrap();
+                    let outputs = plan
+                        .run(tvec!(tract_onnx::prelude::Tensor::from(input).into_tvalue()))
+                        .unwrap();
+                    let view = outputs[0].to_plain_array_view::<f32>().unwrap();
+                    view.iter().copied().collect()
+                };
                 let values: Vec<f32> = (0..batch * channels * window_len)
                     .map(|i| ((i * 7919 % 113) as f32 / 113.0 - 0.5) * 4.0)
                     .collect();
-                let shape = [batch, channels, window_len];
-                let input = tract_ndarray::Array3::from_shape_vec(shape, values.clone()).unwrap();
-                let outputs = plan
-                    .run(tvec!(tract_onnx::prelude::Tensor::from(input).into_tvalue()))
-                    .unwrap();
-                let from_tract: Vec<f32> = outputs[0]
-                    .to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect();
-                let windows =
-                    burn::tensor::Tensor::<3>::from_data(TensorData::new(values, shape), &device);
+                let from_tract = run(values.clone());
+                let windows = burn::tensor::Tensor::<3>::from_data(
+                    TensorData::new(values.clone(), shape),
+                    &device,
+                );
                 let (from_burn, _) = network.forward(windows);
                 let from_burn = from_burn.into_data().try_to_vec::<f32>().unwrap();
                 assert_eq!(from_burn.len(), from_tract.len());
@@ -511,6 +710,46 @@ mod tests {
                 assert!(
                     max_difference <= 1e-5,
                     "{config:?}, batch {batch}: max |burn - tract| = {max_difference}"
+                );
+                if batch > 1 {
+                    assert_windows_stay_apart(&run, values, shape, &config);
+                }
+            }
+        }
+    }
+
+    /// The windows of a batch share one convolution over the whole batch,
+    /// but nothing of one window reaches another: a large value in the
+    /// middle window changes its reconstruction and leaves the others' as
+    /// they were, to the bit. (Finite values: the scorer passes no others;
+    /// see `Gapped`.)
+    fn assert_windows_stay_apart(
+        run: &dyn Fn(Vec<f32>) -> Vec<f32>,
+        values: Vec<f32>,
+        shape: [usize; 3],
+        config: &NetworkConfig,
+    ) {
+        let size = shape[1] * shape[2];
+        let changed_window = shape[0] / 2;
+        let mut changed = values.clone();
+        for value in &mut changed[changed_window * size..][..size] {
+            *value = 1e4;
+        }
+        let (before, after) = (run(values), run(changed));
+        for window in 0..shape[0] {
+            let same = before[window * size..][..size]
+                .iter()
+                .zip(&after[window * size..][..size])
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            if window == changed_window {
+                assert!(
+                    !same,
+                    "{config:?}: the changed window reconstructs as before"
+                );
+            } else {
+                assert!(
+                    same,
+                    "{config:?}: window {window} changed with window {changed_window}"
                 );
             }
         }

@@ -260,6 +260,13 @@ impl Scorer {
                 windows.len()
             )));
         }
+        // The exported graph keeps a batch's windows apart only for finite
+        // values (export::onnx, `Gapped`); decoding and normalisation make
+        // every value finite.
+        debug_assert!(
+            windows.iter().all(|v| v.is_finite()),
+            "non-finite value in a window"
+        );
         let mut reconstructed = Vec::with_capacity(count * size);
         let mut start = 0;
         while start < count {
