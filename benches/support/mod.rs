@@ -7,6 +7,7 @@ use anomalyd::export::write_artefact;
 use anomalyd::recipe::ModelRecipe;
 use anomalyd::serve::Scorer;
 use anomalyd::synthetic::{generate, SyntheticConfig};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
 /// Channels of the benchmark model and data.
@@ -23,13 +24,19 @@ pub fn bench_dir() -> PathBuf {
 /// The default architecture and recipe trained for 2 epochs on 4 channels
 /// of the generated machines: real weights of the right shape (throughput
 /// and memory do not depend on how well it is trained). Trained on first
-/// use (about 10 s), then loaded from `target/bench/bench4.onnx`. Returns
-/// the file (for a daemon's config) and the loaded model.
+/// use (about 10 s), then loaded from `target/bench/bench4.onnx`, unless
+/// the network or its exporter changed since (`bench4.sources` keeps a hash
+/// of their sources): a benchmark of a new exporter must not run the old
+/// one's graph. Returns the file (for a daemon's config) and the loaded model.
 pub fn four_channel_model() -> (PathBuf, Scorer) {
     let dir = bench_dir();
     let path = dir.join("bench4.onnx");
-    if let Ok(scorer) = Scorer::load(&path) {
-        return (path, scorer);
+    let stamp = dir.join("bench4.sources");
+    let sources = model_sources_hash();
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == sources) {
+        if let Ok(scorer) = Scorer::load(&path) {
+            return (path, scorer);
+        }
     }
     eprintln!(
         "training the 4-channel benchmark model (2 epochs) into {}",
@@ -49,6 +56,20 @@ pub fn four_channel_model() -> (PathBuf, Scorer) {
         .build(&data.clean_part(), "generated machines, 4 channels, 7 days")
         .expect("the benchmark model trains");
     let path = write_artefact(&built.artefact, &dir).expect("target/bench is writable");
+    std::fs::write(&stamp, &sources).expect("target/bench is writable");
     let scorer = Scorer::load(&path).expect("the model just written loads");
     (path, scorer)
+}
+
+/// A hash of the sources that decide the benchmark model's graph: the
+/// network, its exporter and the recipe.
+fn model_sources_hash() -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    [
+        include_str!("../../src/train/network.rs"),
+        include_str!("../../src/export/onnx.rs"),
+        include_str!("../../src/recipe.rs"),
+    ]
+    .hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
