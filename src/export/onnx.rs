@@ -17,6 +17,7 @@
 use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
 use crate::model::NetworkConfig;
 use crate::train::network::{Autoencoder, UPSAMPLE_KERNEL, UPSAMPLE_PADDING};
+use burn::module::Param;
 use burn::nn::conv::{Conv1d, ConvTranspose1d};
 use burn::tensor::Tensor;
 use prost::Message;
@@ -282,14 +283,7 @@ fn upsample(
             taps[odd + 2] = at(i, o, 0);
         }
     }
-    let bias = convolution
-        .bias
-        .as_ref()
-        .expect("every layer of the autoencoder has a bias")
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 bias");
+    let bias = bias_values(convolution.bias.as_ref());
     let weight = graph.float_initializer(
         &format!("{name}.weight"),
         vec![2 * outputs as i64, inputs as i64, 3],
@@ -496,14 +490,7 @@ fn gemm_gapped(
         "{name}: {outputs} features, not {width} × {len}"
     );
     let w = weight.into_data().try_to_vec::<f32>().expect("f32 weights");
-    let bias = linear
-        .bias
-        .as_ref()
-        .expect("every layer of the autoencoder has a bias")
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 bias");
+    let bias = bias_values(linear.bias.as_ref());
     let gapped = |feature: usize| (feature / len) * period + feature % len;
     let mut weights = vec![0.0f32; inputs * width * period];
     for i in 0..inputs {
@@ -536,6 +523,15 @@ fn gemm(
     let weight = graph.weight(&format!("{name}.weight"), weight);
     let bias = graph.bias(&format!("{name}.bias"), bias);
     graph.node("Gemm", &[input, &weight, &bias], vec![])
+}
+
+/// A layer's bias values (every layer of the autoencoder has a bias).
+fn bias_values(bias: Option<&Param<Tensor<1>>>) -> Vec<f32> {
+    bias.expect("every layer of the autoencoder has a bias")
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 bias")
 }
 
 #[derive(Default)]
