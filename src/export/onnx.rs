@@ -9,8 +9,11 @@
 //!   tract ran ConvTranspose as a generic loop plus separate bias and ReLU
 //!   passes, about 29 % of its instructions on this network;
 //! - each convolution runs over the whole batch laid end to end, one long
-//!   sequence with each window's padding in place (`fold_convolution`):
-//!   tract convolves a batch window by window, with narrow matrix products.
+//!   sequence in which a gap of zeros after each window pads it
+//!   (`fold_convolution`, `Gapped`): tract convolves a batch window by
+//!   window, with narrow matrix products. The outputs that fall in the gaps
+//!   are zeroed inside the convolution's matrix product, so the gaps carry
+//!   over to the next convolution with no Pad or Slice between.
 //!
 //! The batch dimension is symbolic (`batch`), so one file serves any batch size.
 
