@@ -157,11 +157,7 @@ impl ConsumerEvents {
     /// while `keep_waiting` says so, staying visibly alive. Samples not sent
     /// keep their offsets held, so they are read again at the next start.
     fn send_samples(&self, keep_waiting: impl Fn() -> bool) -> bool {
-        let batch = self
-            .unsent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(self.samples_per_send);
+        let batch = std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()));
         if batch.is_empty() {
             return true;
         }

@@ -32,17 +32,6 @@ pub(super) struct OriginalRecord<'a> {
 }
 
 impl SampleBatch {
-    /// Takes the batch, leaving an empty one with room for `samples`
-    /// samples and as many record bytes as this one held: the next batch
-    /// fills without growing its buffers.
-    pub fn take(&mut self, samples: usize) -> Self {
-        let room = Self {
-            samples: Vec::with_capacity(samples),
-            records: Vec::with_capacity(self.records.len()),
-        };
-        std::mem::replace(self, room)
-    }
-
     /// Adds a sample read from `source` with its original record.
     pub fn push(
         &mut self,
