@@ -68,6 +68,8 @@ fn model_sources_hash() -> String {
     [
         include_str!("../../src/train/network.rs"),
         include_str!("../../src/export/onnx.rs"),
+        include_str!("../../src/export/onnx/gapped.rs"),
+        include_str!("../../src/export/onnx/graph.rs"),
         include_str!("../../src/recipe.rs"),
     ]
     .hash(&mut hasher);
