@@ -129,22 +129,27 @@ pub struct EntityDetector {
 impl EntityDetector {
     /// A fresh detector for `entity`, scoring every row with `scorer`'s model.
     pub fn new(entity: &str, scorer: &Scorer, config: &DetectorConfig) -> Self {
-        Self::with_stride(entity, scorer, config, 1)
+        Self::with_stride(entity, scorer, config, 1, 0)
     }
 
-    /// A fresh detector that completes a window every `stride` rows.
+    /// A fresh detector that completes a window every `stride` rows, the
+    /// first `phase` rows (`0..stride`) after its first full window.
     pub fn with_stride(
         entity: &str,
         scorer: &Scorer,
         config: &DetectorConfig,
         stride: usize,
+        phase: usize,
     ) -> Self {
         let metadata = scorer.metadata();
+        let mut assembler =
+            WindowAssembler::new(metadata.channels.len(), metadata.window_len, stride);
+        assembler.set_cadence(stride, phase);
         Self {
             newest_rows: config.newest_rows,
             range_tolerance: config.range_tolerance,
             range: Vec::new(),
-            assembler: WindowAssembler::new(metadata.channels.len(), metadata.window_len, stride),
+            assembler,
             calibrator: config.calibration.build(),
             gate: NoveltyGate::new(config.novelty_rows),
             alerts: AlertMachine::new(entity, scorer.model_version(), config.alerts.clone()),
@@ -270,7 +275,8 @@ impl EntityDetector {
             ));
         }
         let mut reset = Vec::new();
-        self.assembler.set_stride(fresh.assembler.stride());
+        self.assembler
+            .set_cadence(fresh.assembler.stride(), fresh.assembler.phase());
         self.newest_rows = fresh.newest_rows;
         self.range_tolerance = fresh.range_tolerance;
         let calibration_changed = match (&self.calibrator, &fresh.calibrator) {
@@ -423,7 +429,7 @@ mod tests {
             scorer.metadata().window_len,
         );
         let mut detector =
-            EntityDetector::with_stride("pump", &scorer, &DetectorConfig::default(), 3);
+            EntityDetector::with_stride("pump", &scorer, &DetectorConfig::default(), 3, 0);
         let mut raw = WindowAssembler::new(channels, len, 3);
         let mut windows = 0;
         for (t, row) in rows(&scorer, 200).iter().enumerate() {

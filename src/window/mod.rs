@@ -22,31 +22,56 @@ pub struct Window {
 }
 
 /// Streaming assembler for one entity: push rows in time order, get a window
-/// every `stride` rows once `window_len` rows have been seen.
+/// every `stride` rows once `window_len` rows have been seen, the first
+/// `phase` rows after the first full one (see [`entity_phase`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WindowAssembler {
     channels: usize,
     window_len: usize,
-    stride: usize,
+    stride: u32,
     /// Ring buffer of the last `window_len` rows, row-major.
     rows: Vec<f32>,
     timestamps: RingTimes,
     /// Rows pushed since the last reset.
     pushed: u64,
+    /// A window ends on the rows `phase`, `phase + stride`, … after the first
+    /// full window (`0..stride`; checkpoints written before it had 0).
+    #[serde(default)]
+    phase: u32,
+}
+
+/// The phase (`0..stride`) at which `entity`'s windows end when phases are
+/// staggered: entities whose samples arrive in lockstep (one record per
+/// entity per second, say) then complete their windows spread over the
+/// `stride` samples instead of all on the same one, which evens out the
+/// scoring load. A fixed function of the key (64-bit FNV-1a), the same on
+/// every instance and in every version, so an entity keeps its phase when
+/// it moves between instances or is restored from a checkpoint.
+pub fn entity_phase(entity: &str, stride: usize) -> usize {
+    const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = entity.bytes().fold(FNV_OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    (hash % stride.max(1) as u64) as usize
 }
 
 impl WindowAssembler {
-    /// An assembler for windows of `channels × window_len`, emitted every `stride` rows.
+    /// An assembler for windows of `channels × window_len`, emitted every
+    /// `stride` rows from the first full window on.
     pub fn new(channels: usize, window_len: usize, stride: usize) -> Self {
-        assert!(channels > 0 && window_len > 0 && stride > 0);
-        Self {
+        assert!(channels > 0 && window_len > 0);
+        let mut assembler = Self {
             channels,
             window_len,
-            stride,
+            stride: 1,
             rows: vec![0.0; channels * window_len],
             timestamps: RingTimes::new(window_len),
             pushed: 0,
-        }
+            phase: 0,
+        };
+        assembler.set_cadence(stride, 0);
+        assembler
     }
 
     /// Adds one row (`channels` values); returns the window ending at it when one is due.
@@ -80,7 +105,7 @@ impl WindowAssembler {
             return None;
         }
         let rows_after_first_window = self.pushed - self.window_len as u64;
-        if !rows_after_first_window.is_multiple_of(self.stride as u64) {
+        if rows_after_first_window % u64::from(self.stride) != u64::from(self.phase) {
             return None;
         }
         Some(self.current())
@@ -93,13 +118,24 @@ impl WindowAssembler {
 
     /// A window is emitted every this many rows.
     pub fn stride(&self) -> usize {
-        self.stride
+        self.stride as usize
     }
 
-    /// Emits a window every `stride` rows from now on (counted from the first full window).
-    pub fn set_stride(&mut self, stride: usize) {
-        assert!(stride > 0);
-        self.stride = stride;
+    /// Rows after the first full window at which the first window is
+    /// emitted (`0..stride`).
+    pub fn phase(&self) -> usize {
+        self.phase as usize
+    }
+
+    /// Emits a window every `stride` rows from now on, on the rows `phase`,
+    /// `phase + stride`, … counted from the first full window.
+    pub fn set_cadence(&mut self, stride: usize, phase: usize) {
+        assert!(
+            stride > 0 && phase < stride,
+            "phase {phase}, stride {stride}"
+        );
+        self.stride = u32::try_from(stride).expect("a stride below 2^32");
+        self.phase = phase as u32;
     }
 
     /// Whether enough rows have been seen for a full window.
@@ -241,6 +277,45 @@ mod tests {
         assert!(assembler.push(11, &[2.0]).is_none());
         let window = assembler.push(12, &[3.0]).unwrap();
         assert_eq!(window.values, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn a_phase_shifts_every_window_by_that_many_rows() {
+        let mut assembler = WindowAssembler::new(2, 4, 3);
+        assembler.set_cadence(3, 2);
+        let ends: Vec<usize> = rows(14)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (ts, r))| assembler.push(ts, &r).map(|_| i))
+            .collect();
+        assert_eq!(ends, vec![5, 8, 11]);
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_phase_restores_with_phase_zero() {
+        let mut assembler = WindowAssembler::new(1, 3, 4);
+        assembler.set_cadence(4, 3);
+        let mut fields = serde_json::to_value(&assembler).unwrap();
+        assert_eq!(fields["phase"], 3);
+        fields.as_object_mut().unwrap().remove("phase");
+        let restored: WindowAssembler = serde_json::from_value(fields).unwrap();
+        assert_eq!((restored.stride(), restored.phase()), (4, 0));
+    }
+
+    #[test]
+    fn entity_phases_are_fixed_and_spread_evenly() {
+        // 64-bit FNV-1a of "a" is 0xaf63dc4c8601ec8c (the published test vector).
+        assert_eq!(entity_phase("a", 1 << 16), 0xec8c);
+        assert_eq!(entity_phase("anything", 1), 0);
+        let mut counts = [0usize; 8];
+        for entity in 0..1000 {
+            counts[entity_phase(&format!("entity-{entity}"), 8)] += 1;
+        }
+        // 125 each if perfectly even; a fair hash stays well within ±40.
+        assert!(
+            counts.iter().all(|&c| (85..=165).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub struct ModelConfig {
 pub struct WindowConfig {
     /// A window is scored every `stride` samples of an entity.
     pub stride: usize,
+    /// With `stride` > 1, each entity's windows end at its own phase
+    /// (`0..stride` samples after its first full window, a fixed hash of its
+    /// key), so entities that report in lockstep do not all complete a
+    /// window on the same sample. `false`: every entity's first window ends
+    /// on its `window_len`-th sample.
+    pub stagger: bool,
     /// A gap in event time longer than this (ms) resets the entity's window.
     pub max_gap_ms: u64,
     /// Entities without a record for this long (wall clock, s) are evicted.
@@ -125,6 +131,7 @@ impl Default for WindowConfig {
     fn default() -> Self {
         Self {
             stride: 1,
+            stagger: true,
             max_gap_ms: 3_600_000,
             entity_ttl_s: 3_600,
             max_entities: 100_000,

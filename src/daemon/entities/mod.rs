@@ -27,6 +27,7 @@ use super::decode::Sample;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
 use crate::serve::Scorer;
+use crate::window::entity_phase;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -128,14 +129,21 @@ impl EntityTable {
                 scorer,
                 &self.detector,
                 self.config.stride,
+                0,
             ));
         }
         self.prototype.as_ref().expect("just built")
     }
 
     fn fresh_detector(&mut self, entity: &str, scorer: &Scorer) -> EntityDetector {
+        let stride = self.config.stride;
+        let phase = if self.config.stagger {
+            entity_phase(entity, stride)
+        } else {
+            0
+        };
         let mut detector =
-            EntityDetector::with_stride(entity, scorer, &self.detector, self.config.stride);
+            EntityDetector::with_stride(entity, scorer, &self.detector, stride, phase);
         detector.share_settings(self.prototype(scorer));
         detector
     }
@@ -416,6 +424,48 @@ mod tests {
         assert_eq!(ledger.holds.len(), len + 8);
         assert_eq!(ledger.releases.len(), len + 8 - (len - 1));
         assert_eq!(ledger.releases[0], source(0));
+    }
+
+    /// The row of each entity's first window when 16 entities send in lockstep.
+    fn first_window_rows(stagger: bool) -> Vec<i64> {
+        let (mut table, scorer) = table(WindowConfig {
+            stride: 8,
+            stagger,
+            ..Default::default()
+        });
+        let len = scorer.metadata().window_len as i64;
+        let mut ledger = LedgerBatch::default();
+        let mut first = vec![None; 16];
+        for i in 0..len + 8 {
+            for (entity, first) in first.iter_mut().enumerate() {
+                let admission = table.admit(
+                    &scorer,
+                    &sample(&format!("pump-{entity}"), 1000 * i),
+                    &source(i),
+                    Instant::now(),
+                    &mut ledger,
+                );
+                if let Admission::Accepted {
+                    window: Some(_), ..
+                } = admission
+                {
+                    first.get_or_insert(i - (len - 1));
+                }
+            }
+        }
+        first.into_iter().map(|f| f.expect("a window")).collect()
+    }
+
+    #[test]
+    fn staggered_entities_complete_windows_at_their_own_phase() {
+        let staggered = first_window_rows(true);
+        let phases: Vec<i64> = (0..16)
+            .map(|e| entity_phase(&format!("pump-{e}"), 8) as i64)
+            .collect();
+        assert_eq!(staggered, phases);
+        let distinct: std::collections::HashSet<_> = staggered.iter().collect();
+        assert!(distinct.len() >= 5, "phases {staggered:?}");
+        assert_eq!(first_window_rows(false), vec![0; 16]);
     }
 
     #[test]
