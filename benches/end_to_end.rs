@@ -38,6 +38,7 @@ mod support;
 use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
+use anomalyd::window::entity_phase;
 use kafka_support::{free_port, start_broker, Broker, DaemonProcess};
 use latency::latency;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -58,6 +59,13 @@ const PARTITIONS: i32 = 64;
 /// ones stay fast.
 const LATENCY_PARTITIONS: i32 = 4;
 const STRIDE: usize = 8;
+/// The benchmark model's window length.
+const WINDOW_LEN: usize = 64;
+
+/// The key (and entity field) of entity number `entity`.
+fn entity_key(entity: usize) -> String {
+    format!("machine-{entity:04}")
+}
 
 /// Wall-clock time since 1970 in ms, with sub-millisecond precision.
 fn wall_ms() -> f64 {
@@ -102,7 +110,10 @@ impl Records {
             }
             values.push_str(&format!("\"{name}\":{v}"));
         }
-        format!("{{\"entity\":\"machine-{entity:04}\",\"ts\":{ts_ms},\"values\":{{{values}}}}}")
+        format!(
+            "{{\"entity\":\"{}\",\"ts\":{ts_ms},\"values\":{{{values}}}}}",
+            entity_key(entity)
+        )
     }
 }
 
@@ -162,7 +173,7 @@ fn send(
     entity: usize,
     payload: &str,
 ) {
-    let key = format!("machine-{entity:04}");
+    let key = entity_key(entity);
     kafka_support::send(
         producer,
         "input",
@@ -304,6 +315,21 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     (process, scorer)
 }
 
+/// Windows the daemon scores from `per_entity` samples of each entity: each
+/// entity's windows end at its own phase (`windows.stagger`, on by
+/// default), so some entities complete one window fewer. A build from
+/// before staggering (a baseline) scores up to one more window per entity
+/// than this; the bench stops at this count for both.
+fn windows_expected(per_entity: usize) -> usize {
+    let after_first_window = per_entity.saturating_sub(WINDOW_LEN - 1);
+    (0..ENTITIES)
+        .map(|entity| {
+            let phase = entity_phase(&entity_key(entity), STRIDE);
+            after_first_window.saturating_sub(phase).div_ceil(STRIDE)
+        })
+        .sum()
+}
+
 /// Runs `binary` on `broker`'s filled input topic from the start until it
 /// has scored every window; rates between 10 % and 90 % of the windows.
 fn daemon_throughput(
@@ -314,7 +340,7 @@ fn daemon_throughput(
 ) -> anyhow::Result<Throughput> {
     let dir = tempfile::tempdir()?;
     let mut daemon = launch_daemon(binary, broker, model, dir.path(), "");
-    let windows_expected = (ENTITIES * ((per_entity - 64) / STRIDE + 1)) as f64;
+    let windows_expected = windows_expected(per_entity) as f64;
     // (seconds, records consumed, windows scored, CPU seconds: daemon, scoring threads)
     let mut samples_seen = Vec::new();
     let started = Instant::now();
@@ -420,6 +446,10 @@ fn main() -> anyhow::Result<()> {
     // The baseline runs its own export of the model if given one (an
     // exporter change is part of what the baseline lacks), else this one.
     let baseline = baseline.map(|binary| (binary, baseline_model.unwrap_or(model.clone())));
+    anyhow::ensure!(
+        scorer.metadata().window_len == WINDOW_LEN,
+        "the benchmark model's windows are not {WINDOW_LEN} samples long"
+    );
     let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
     let total = per_entity * ENTITIES;
