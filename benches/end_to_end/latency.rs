@@ -3,8 +3,8 @@
 //! its window's output read back from the scores and alerts topics.
 
 use super::{
-    bench_broker, launch_daemon, now_ms, producer, reader, send, wall_ms, Records, ENTITIES,
-    LATENCY_PARTITIONS,
+    bench_broker, launch_daemon, now_ms, producer, reader, send, wall_ms, DaemonProcess, Records,
+    ENTITIES, LATENCY_PARTITIONS,
 };
 use anomalyd::series::timestamp::parse_timestamp;
 use rdkafka::message::Message;
@@ -23,19 +23,65 @@ pub struct LatencyRun {
     sent: usize,
     max_lag: f64,
     max_unacknowledged: i32,
+    /// The daemon's own measure, from its `anomalyd_end_to_end_latency_seconds`
+    /// histogram over the same span: alerts acknowledged by the broker, and
+    /// the fraction of them acknowledged within 10, 20 and 50 ms of their
+    /// record's timestamp.
+    acknowledged: AcknowledgedAlerts,
+}
+
+/// The alert latency histogram's buckets the bench reads (upper bounds, s).
+const ACKNOWLEDGED_WITHIN_S: [&str; 3] = ["0.01", "0.02", "0.05"];
+
+/// Counts of the daemon's alert latency histogram at one moment.
+#[derive(Default, Clone, Copy)]
+struct AcknowledgedAlerts {
+    count: f64,
+    within: [f64; 3],
+}
+
+impl AcknowledgedAlerts {
+    fn read(daemon: &DaemonProcess) -> Self {
+        let name = "anomalyd_end_to_end_latency_seconds";
+        Self {
+            count: daemon.metric_sum(&format!("{name}_count")),
+            within: ACKNOWLEDGED_WITHIN_S
+                .map(|le| daemon.metric_sum(&format!("{name}_bucket{{le=\"{le}\"}}"))),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            count: self.count - earlier.count,
+            within: std::array::from_fn(|i| self.within[i] - earlier.within[i]),
+        }
+    }
+
+    fn json(&self) -> String {
+        let fraction = |i: usize| self.within[i] / self.count;
+        format!(
+            "\"alerts_acknowledged\": {:.0}, \"acknowledged_within_10ms\": {:.4}, \"acknowledged_within_20ms\": {:.4}, \"acknowledged_within_50ms\": {:.4}",
+            self.count,
+            fraction(0),
+            fraction(1),
+            fraction(2)
+        )
+    }
 }
 
 impl LatencyRun {
     /// The bench's JSON line for this run of `binary` at `rate` samples/s.
     pub fn json_line(&self, binary: &str, rate: f64, low_latency: bool) -> String {
         format!(
-            "{{\"phase\": \"latency\", \"binary\": \"{binary}\", \"samples_per_s\": {rate:.0}, \"samples\": {}, \"max_daemon_lag\": {}, \"max_load_generator_unacknowledged\": {}, \"daemon_peak_rss_mib\": {:.1}, \"low_latency\": {low_latency}, {}, {}}}",
+            "{{\"phase\": \"latency\", \"binary\": \"{binary}\", \"samples_per_s\": {rate:.0}, \"samples\": {}, \"max_daemon_lag\": {}, \"max_load_generator_unacknowledged\": {}, \"daemon_peak_rss_mib\": {:.1}, \"low_latency\": {low_latency}, {}, {}, {}}}",
             self.sent,
             self.max_lag,
             self.max_unacknowledged,
             self.peak_rss_mib,
             summary("score", &self.scores),
             summary("alert", &self.alerts),
+            self.acknowledged.json(),
         )
     }
 }
@@ -110,7 +156,11 @@ pub fn latency(
     let mut next_report = 1.0;
     let mut max_lag = 0.0f64;
     let mut max_unacknowledged = 0;
+    let mut acknowledged_at_settle = None;
     while started.elapsed().as_secs_f64() < seconds {
+        if acknowledged_at_settle.is_none() && now_ms() >= from_ms {
+            acknowledged_at_settle = Some(AcknowledgedAlerts::read(&daemon));
+        }
         if started.elapsed().as_secs_f64() >= next_report {
             next_report += 1.0;
             let lag = daemon.metric_sum("anomalyd_consumer_lag");
@@ -147,6 +197,8 @@ pub fn latency(
         eprintln!("the load generator could not deliver everything within 30 s");
     }
     std::thread::sleep(Duration::from_secs(2)); // the last outputs arrive
+    let acknowledged =
+        AcknowledgedAlerts::read(&daemon).since(acknowledged_at_settle.unwrap_or_default());
     stop.store(true, Ordering::Relaxed);
     let mut results = readers.into_iter().map(|r| r.join().expect("reader"));
     let scores = results.next().unwrap_or_default();
@@ -161,6 +213,7 @@ pub fn latency(
         sent,
         max_lag,
         max_unacknowledged,
+        acknowledged,
     }
 }
 
