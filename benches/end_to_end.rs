@@ -283,6 +283,8 @@ struct Throughput {
     /// CPU time of its scoring threads (scorer and model threads) per
     /// scored window, in µs.
     scoring_cpu_us_per_window: f64,
+    /// Windows per model call, on average over the whole run.
+    mean_batch: f64,
 }
 
 /// CPU seconds (user and system) from a `/proc/…/stat` line.
@@ -380,6 +382,8 @@ fn daemon_throughput(
         peak_rss_mib: daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
         cpu_us_per_sample: (cpu1 - cpu0) / (c1 - c0) * 1e6,
         scoring_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
+        mean_batch: daemon.metric_sum("anomalyd_scorer_batch_size_sum")
+            / daemon.metric_sum("anomalyd_scorer_batch_size_count"),
     };
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit(Duration::from_secs(30));
@@ -485,7 +489,7 @@ fn main() -> anyhow::Result<()> {
             let (_, run) = this_round.last().expect("pushed");
             let ceiling = ceiling.expect("measured first");
             println!(
-                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scoring_cpu_us_per_window\": {:.1}}}",
+                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scoring_cpu_us_per_window\": {:.1}, \"mean_batch\": {:.1}}}",
                 run.samples_per_s,
                 run.samples_per_s * channels.len() as f64,
                 run.windows_per_s,
@@ -493,6 +497,7 @@ fn main() -> anyhow::Result<()> {
                 run.peak_rss_mib,
                 run.cpu_us_per_sample,
                 run.scoring_cpu_us_per_window,
+                run.mean_batch,
             );
             if label == "current" {
                 ratios_to_ceiling.push(run.samples_per_s / ceiling);
