@@ -105,7 +105,9 @@ impl WindowAssembler {
             return None;
         }
         let rows_after_first_window = self.pushed - self.window_len as u64;
-        if rows_after_first_window % u64::from(self.stride) != u64::from(self.phase) {
+        // (`max(1)`: a checkpoint is restored before its cadence is set again.)
+        let stride = u64::from(self.stride.max(1));
+        if rows_after_first_window % stride != u64::from(self.phase) {
             return None;
         }
         Some(self.current())

@@ -207,8 +207,11 @@ impl DaemonConfig {
             ));
         }
         parse_timestamp(&input.min_timestamp).map_err(|m| invalid("input.min_timestamp", m))?;
-        if self.windows.stride == 0 {
-            return Err(invalid("windows.stride", "must be at least 1".into()));
+        if self.windows.stride == 0 || u32::try_from(self.windows.stride).is_err() {
+            return Err(invalid(
+                "windows.stride",
+                format!("must be between 1 and {}", u32::MAX),
+            ));
         }
         if self.windows.max_gap_ms == 0 {
             return Err(invalid("windows.max_gap_ms", "must be at least 1".into()));
@@ -379,10 +382,12 @@ input_topics = ["readings"]
 
     #[test]
     fn invalid_value_is_named() {
-        let error = parse(&format!("{MINIMAL}\n[windows]\nstride = 0\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("windows.stride"), "{error}");
+        for stride in [0, 1 << 32] {
+            let error = parse(&format!("{MINIMAL}\n[windows]\nstride = {stride}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("windows.stride"), "{error}");
+        }
         let error = parse(&format!("{MINIMAL}\n[detector.alerts]\nthreshold = 3.0\n"))
             .unwrap_err()
             .to_string();
