@@ -382,7 +382,7 @@ input_topics = ["readings"]
 
     #[test]
     fn invalid_value_is_named() {
-        for stride in [0, 1 << 32] {
+        for stride in [0u64, 1 << 32] {
             let error = parse(&format!("{MINIMAL}\n[windows]\nstride = {stride}\n"))
                 .unwrap_err()
                 .to_string();
