@@ -44,7 +44,7 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
     );
     // A graceful stop checkpoints every entity and commits behind it.
     first.signal(libc::SIGTERM);
-    assert!(first.wait_exit(Duration::from_secs(30)).unwrap().success());
+    first.assert_clean_exit(Duration::from_secs(30));
     let committed = committed(&broker.brokers, "restart", "input", 4);
     assert_eq!(committed, vec![half as i64; 4], "{}", first.log_text());
 
@@ -90,7 +90,7 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
     );
     let mut second = second;
     second.signal(libc::SIGTERM);
-    assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
+    second.assert_clean_exit(Duration::from_secs(30));
 }
 
 /// (what, the state topic's (name, partitions) if any, what stderr says).

@@ -218,6 +218,17 @@ impl DaemonProcess {
         None
     }
 
+    /// Waits up to `limit` for the process to exit and checks it exited 0;
+    /// the panic message holds its log.
+    pub fn assert_clean_exit(&mut self, limit: Duration) {
+        let status = self.wait_exit(limit);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit status after {limit:?}: {status:?} (None: still running); log:\n{}",
+            self.log_text()
+        );
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

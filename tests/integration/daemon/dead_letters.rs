@@ -135,5 +135,5 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     );
     println!("dead letters by reason: {by_reason:?}");
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }

@@ -54,7 +54,7 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
         std::thread::sleep(Duration::from_millis(200));
     }
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 
     // The scores equal offline `anomalyd score` on the same rows.
     let csv = dir.path().join("rows.csv");
@@ -233,7 +233,7 @@ fn delivery_at_least_once_across_a_crash() {
         },
     );
     second.signal(libc::SIGTERM);
-    assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
+    second.assert_clean_exit(Duration::from_secs(30));
     scores.catch_up();
     alerts.catch_up();
     let snapshots: Vec<CommitSnapshot> = checks_first.into_iter().chain(checks_second).collect();
@@ -334,6 +334,6 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
     assert!(first.log_text().contains("partitions revoked"));
     for daemon in [&mut first, &mut second] {
         daemon.signal(libc::SIGTERM);
-        assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+        daemon.assert_clean_exit(Duration::from_secs(30));
     }
 }

@@ -111,7 +111,7 @@ fn metrics_pass_promtool_and_readyz_follows_the_broker() {
     daemon.wait_ready(Duration::from_secs(60));
     daemon.signal(libc::SIGTERM);
     // While it drains, /readyz is 503; then it exits 0.
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
@@ -302,5 +302,5 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
     wait_for("anomalyd_windows_scored_total", (300 - WINDOW + 1) as f64);
     assert!(daemon.log_text().contains("model reload refused"));
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }

@@ -70,7 +70,7 @@ fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
     // Nothing restarted, so nothing is scored twice.
     assert_eq!(tally.duplicates, 0);
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
     assert!(retried > 0.0, "no delivery failed: the fault did not bite");
     let mut daemon = daemon;
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn failed_offset_commits_lose_nothing_and_bound_the_replay() {
     );
     let mut second = second;
     second.signal(libc::SIGTERM);
-    assert!(second.wait_exit(Duration::from_secs(30)).unwrap().success());
+    second.assert_clean_exit(Duration::from_secs(30));
 }
 
 /// The end offsets of the input partitions now.

@@ -192,7 +192,7 @@ fn overload_keeps_memory_bounded_reports_lag_and_drains() {
         mib(second.bytes as u64)
     );
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }
 
 /// A model's ONNX bytes and metadata JSON.
@@ -386,5 +386,5 @@ fn models_swap_under_load_without_losing_or_rescoring_windows() {
     assert_eq!(tally.duplicates, 0, "a swap re-scored windows");
     assert_eq!(by_version.len(), 2, "both models scored: {by_version:?}");
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(30)).unwrap().success());
+    daemon.assert_clean_exit(Duration::from_secs(30));
 }

@@ -125,7 +125,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
             tally.duplicates
         );
         last.signal(libc::SIGTERM);
-        assert!(last.wait_exit(Duration::from_secs(30)).unwrap().success());
+        last.assert_clean_exit(Duration::from_secs(30));
         totals.records += tally.records;
         totals.windows += tally.windows;
         totals.missing += tally.missing;
@@ -160,7 +160,7 @@ fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() 
     );
     // a stops gracefully: b takes its partitions.
     a.signal(libc::SIGTERM);
-    assert!(a.wait_exit(Duration::from_secs(30)).unwrap().success());
+    a.assert_clean_exit(Duration::from_secs(30));
     let c = DaemonProcess::launch(dir.path(), &broker.brokers, "c", "group", extra);
     wait_for_metric(
         &c,
@@ -195,5 +195,5 @@ fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() 
     );
     let mut c = c;
     c.signal(libc::SIGTERM);
-    assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+    c.assert_clean_exit(Duration::from_secs(30));
 }
