@@ -2,6 +2,7 @@
 //! sample's event time (the wall clock when the load generator sends it) to
 //! its window's output read back from the scores and alerts topics.
 
+use super::kafka_support::metric_sum_in;
 use super::{
     bench_broker, launch_daemon, now_ms, producer, reader, send, wall_ms, DaemonProcess, Records,
     ENTITIES, LATENCY_PARTITIONS,
@@ -41,12 +42,14 @@ struct AcknowledgedAlerts {
 }
 
 impl AcknowledgedAlerts {
+    /// From one scrape, so the count and the buckets are of the same moment.
     fn read(daemon: &DaemonProcess) -> Self {
         let name = "anomalyd_end_to_end_latency_seconds";
+        let metrics = daemon.metrics_text();
         Self {
-            count: daemon.metric_sum(&format!("{name}_count")),
+            count: metric_sum_in(&metrics, &format!("{name}_count")),
             within: ACKNOWLEDGED_WITHIN_S
-                .map(|le| daemon.metric_sum(&format!("{name}_bucket{{le=\"{le}\"}}"))),
+                .map(|le| metric_sum_in(&metrics, &format!("{name}_bucket{{le=\"{le}\"}}"))),
         }
     }
 

@@ -180,16 +180,15 @@ impl DaemonProcess {
 
     /// The sum of every sample of `name` (all label sets); 0 when absent.
     pub fn metric_sum(&self, name: &str) -> f64 {
-        let Some((_, body)) = http_get(self.admin, "/metrics") else {
-            return 0.0;
-        };
-        body.lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum_in(&self.metrics_text(), name)
+    }
+
+    /// One scrape of `/metrics` (empty when it cannot be read), for reading
+    /// several metrics from the same moment with [`metric_sum_in`].
+    pub fn metrics_text(&self) -> String {
+        http_get(self.admin, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     /// The process's peak resident set size so far, in bytes (Linux `VmHWM`).
@@ -460,4 +459,16 @@ impl CommittedOffsets {
             )
             .collect()
     }
+}
+
+/// The sum of every sample of `name` (all label sets) in a `/metrics`
+/// scrape; 0 when absent.
+pub fn metric_sum_in(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
