@@ -36,8 +36,9 @@ pub fn consumer_config(config: &DaemonConfig) -> ClientConfig {
     client
 }
 
-/// The producer's configuration: defaults, the configured properties, then
-/// an idempotent producer with `acks=all`.
+/// The bulk producer's configuration (scores, dead letters, checkpoints):
+/// defaults, the configured properties, then an idempotent producer with
+/// `acks=all`.
 pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
@@ -45,23 +46,46 @@ pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
         .set("compression.type", "lz4")
         // Readiness reads the brokers' state from these (health.rs).
         .set("statistics.interval.ms", "1000");
-    for (name, value) in config
-        .kafka
-        .properties
-        .iter()
-        .chain(&config.kafka.producer_properties)
-    {
+    apply(&mut client, &config.kafka.properties);
+    apply(&mut client, &config.kafka.producer_properties);
+    delivery_guarantee(&mut client, config);
+    client
+}
+
+/// The alerts producer's configuration (alert and gap events): the bulk
+/// producer's, except that it sends each event at once (`linger.ms = 0`,
+/// whatever `kafka.producer_properties` say);
+/// `kafka.alerts_producer_properties` come last and may change that too.
+///
+/// Alert events are few and urgent: batching them for 5 ms saved nothing and
+/// added 5 ms to every alert (BENCHMARKS.md, section 3), while the scores,
+/// thousands per second, need the batches.
+pub fn alerts_producer_config(config: &DaemonConfig) -> ClientConfig {
+    let mut client = producer_config(config);
+    client.set("linger.ms", "0");
+    apply(&mut client, &config.kafka.alerts_producer_properties);
+    delivery_guarantee(&mut client, config);
+    client
+}
+
+fn apply(client: &mut ClientConfig, properties: &std::collections::BTreeMap<String, String>) {
+    for (name, value) in properties {
         client.set(name, value);
     }
+}
+
+/// What every producer of the daemon must be: on the configured brokers,
+/// idempotent, acknowledged by all in-sync replicas.
+fn delivery_guarantee(client: &mut ClientConfig, config: &DaemonConfig) {
     client
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all");
-    client
 }
 
-/// Checks both configurations with librdkafka itself (unknown properties,
-/// bad values, features missing from this build) without creating a client.
+/// Checks every client configuration with librdkafka itself (unknown
+/// properties, bad values, features missing from this build) without
+/// creating a client.
 pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
     consumer_config(config)
         .create_native_config()
@@ -71,6 +95,10 @@ pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
         .create_native_config()
         .map_err(without_secrets)
         .map_err(|e| e.context("the Kafka producer settings"))?;
+    alerts_producer_config(config)
+        .create_native_config()
+        .map_err(without_secrets)
+        .map_err(|e| e.context("the Kafka alerts producer settings"))?;
     Ok(())
 }
 
@@ -110,6 +138,41 @@ mod tests {
             Some("true")
         );
         assert!(check(&config).is_ok());
+    }
+
+    #[test]
+    fn alerts_go_out_at_once_unless_their_own_table_says_otherwise() {
+        let config = config(
+            "[kafka.properties]\n\"statistics.interval.ms\" = \"500\"\n\
+             [kafka.producer_properties]\n\"linger.ms\" = \"20\"\n\"batch.num.messages\" = \"500\"\n",
+        );
+        let bulk = producer_config(&config);
+        let alerts = alerts_producer_config(&config);
+        assert_eq!(bulk.get("linger.ms"), Some("20"));
+        assert_eq!(bulk.get("statistics.interval.ms"), Some("500"));
+        assert_eq!(alerts.get("linger.ms"), Some("0"));
+        // Everything else the producers share.
+        assert_eq!(alerts.get("statistics.interval.ms"), Some("500"));
+        assert_eq!(alerts.get("batch.num.messages"), Some("500"));
+        for client in [&bulk, &alerts] {
+            assert_eq!(client.get("enable.idempotence"), Some("true"));
+            assert_eq!(client.get("acks"), Some("all"));
+            assert_eq!(client.get("bootstrap.servers"), Some("b:1"));
+        }
+
+        let config =
+            super::tests::config("[kafka.alerts_producer_properties]\n\"linger.ms\" = \"2\"\n");
+        assert_eq!(alerts_producer_config(&config).get("linger.ms"), Some("2"));
+        assert_eq!(producer_config(&config).get("linger.ms"), Some("5"));
+        assert!(check(&config).is_ok());
+
+        let bad =
+            super::tests::config("[kafka.alerts_producer_properties]\n\"linger.msec\" = \"2\"\n");
+        let error = format!("{:#}", check(&bad).unwrap_err());
+        assert!(
+            error.contains("alerts producer") && error.contains("linger.msec"),
+            "{error}"
+        );
     }
 
     #[test]

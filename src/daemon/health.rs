@@ -7,10 +7,10 @@
 //!
 //! Whether a broker is up comes from the statistics of both Kafka clients.
 //! The consumer's arrive only when its thread polls, so they go stale while
-//! it waits on a full scorer queue; the producer's arrive from its own
-//! thread. But an idle producer does not reconnect after an outage
-//! (librdkafka connects on demand), so its "no broker up" counts only while
-//! it has outputs to deliver: then it is trying to connect.
+//! it waits on a full scorer queue; the producers' arrive from their own
+//! threads. But an idle producer does not reconnect after an outage
+//! (librdkafka connects on demand), so a producer's "no broker up" counts
+//! only while it has outputs to deliver: then it is trying to connect.
 
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 pub enum KafkaClient {
     /// The input consumer.
     Consumer,
-    /// The output producer.
+    /// The bulk output producer (scores, dead letters, checkpoints).
     Producer,
+    /// The alerts producer (alert and gap events).
+    AlertsProducer,
 }
 
 /// Whether the statistics show any broker of the cluster (not a bootstrap
@@ -41,13 +43,16 @@ pub struct Health {
     stall_timeout: Duration,
     model_loaded: AtomicBool,
     assigned_partitions: AtomicI64,
-    /// As the consumer and the producer see it, each: -1 unknown (no
+    /// As each client sees it (indexed by [`KafkaClient`]): -1 unknown (no
     /// statistics yet), 0 no broker up, 1 some broker up.
-    broker_up: [AtomicI64; 2],
+    broker_up: [AtomicI64; 3],
     consumer_beat_ms: AtomicU64,
     scorer_beat_ms: AtomicU64,
-    /// Outputs handed to the producer and not yet acknowledged.
+    /// Outputs handed to the producers and not yet acknowledged.
     awaiting_delivery: AtomicI64,
+    /// The same by producer (indexed by [`KafkaClient`]; the consumer's
+    /// stays 0).
+    awaiting_by_client: [AtomicI64; 3],
     /// When an output was last acknowledged (or the first one sent).
     delivery_beat_ms: AtomicU64,
     shutting_down: AtomicBool,
@@ -61,10 +66,11 @@ impl Health {
             stall_timeout,
             model_loaded: AtomicBool::new(false),
             assigned_partitions: AtomicI64::new(0),
-            broker_up: [AtomicI64::new(-1), AtomicI64::new(-1)],
+            broker_up: [AtomicI64::new(-1), AtomicI64::new(-1), AtomicI64::new(-1)],
             consumer_beat_ms: AtomicU64::new(0),
             scorer_beat_ms: AtomicU64::new(0),
             awaiting_delivery: AtomicI64::new(0),
+            awaiting_by_client: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             delivery_beat_ms: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
@@ -101,8 +107,9 @@ impl Health {
         self.scorer_beat_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// An output was handed to the producer.
-    pub fn output_sent(&self) {
+    /// An output was handed to `producer`.
+    pub fn output_sent(&self, producer: KafkaClient) {
+        self.awaiting_by_client[producer as usize].fetch_add(1, Ordering::Relaxed);
         if self.awaiting_delivery.fetch_add(1, Ordering::Relaxed) == 0 {
             // Nothing was waiting: the wait starts now.
             self.delivery_beat_ms
@@ -110,8 +117,9 @@ impl Health {
         }
     }
 
-    /// The broker acknowledged an output.
-    pub fn output_delivered(&self) {
+    /// The broker acknowledged an output of `producer`.
+    pub fn output_delivered(&self, producer: KafkaClient) {
+        self.awaiting_by_client[producer as usize].fetch_sub(1, Ordering::Relaxed);
         self.awaiting_delivery.fetch_sub(1, Ordering::Relaxed);
         self.delivery_beat_ms
             .store(self.now_ms(), Ordering::Relaxed);
@@ -135,10 +143,13 @@ impl Health {
             reasons.push("no input partitions assigned".to_string());
         }
         let waiting = self.awaiting_delivery.load(Ordering::Relaxed);
-        for (client, name, counts) in [
-            (KafkaClient::Consumer, "consumer", true),
-            (KafkaClient::Producer, "producer", waiting > 0),
+        for (client, name) in [
+            (KafkaClient::Consumer, "consumer"),
+            (KafkaClient::Producer, "producer"),
+            (KafkaClient::AlertsProducer, "alerts producer"),
         ] {
+            let counts = client == KafkaClient::Consumer
+                || self.awaiting_by_client[client as usize].load(Ordering::Relaxed) > 0;
             if counts && self.broker_up[client as usize].load(Ordering::Relaxed) == 0 {
                 reasons.push(format!("no broker is up (as the {name} sees it)"));
             }
@@ -177,9 +188,9 @@ mod tests {
         let health = Health::new(Duration::from_millis(30));
         health.set_model_loaded();
         health.set_assigned_partitions(1);
-        health.output_sent();
-        health.output_sent();
-        health.output_delivered();
+        health.output_sent(KafkaClient::Producer);
+        health.output_sent(KafkaClient::AlertsProducer);
+        health.output_delivered(KafkaClient::Producer);
         std::thread::sleep(Duration::from_millis(60));
         health.consumer_beat();
         health.scorer_beat();
@@ -189,7 +200,7 @@ mod tests {
             reasons[0].starts_with("1 outputs wait for the broker"),
             "{reasons:?}"
         );
-        health.output_delivered();
+        health.output_delivered(KafkaClient::AlertsProducer);
         assert!(health.readiness().is_ok());
     }
 
@@ -211,16 +222,25 @@ mod tests {
         // An idle producer's view does not count: it does not reconnect
         // until it has something to send.
         health.set_broker_up(KafkaClient::Producer, false);
+        health.set_broker_up(KafkaClient::AlertsProducer, false);
         assert!(health.readiness().is_ok());
-        // With outputs to deliver it does.
-        health.output_sent();
+        // With outputs to deliver it does, and only that producer's.
+        health.output_sent(KafkaClient::AlertsProducer);
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            vec!["no broker is up (as the alerts producer sees it)".to_string()]
+        );
+        health.set_broker_up(KafkaClient::AlertsProducer, true);
+        assert!(health.readiness().is_ok());
+        health.output_sent(KafkaClient::Producer);
         assert_eq!(
             health.readiness().unwrap_err(),
             vec!["no broker is up (as the producer sees it)".to_string()]
         );
         health.set_broker_up(KafkaClient::Producer, true);
         assert!(health.readiness().is_ok());
-        health.output_delivered();
+        health.output_delivered(KafkaClient::Producer);
+        health.output_delivered(KafkaClient::AlertsProducer);
         health.set_shutting_down();
         assert_eq!(
             health.readiness().unwrap_err(),

@@ -113,12 +113,13 @@ impl Daemon {
         let sink = Arc::new(
             Sink::new(
                 clients::producer_config(&config),
+                clients::alerts_producer_config(&config),
                 ledger,
                 metrics.clone(),
                 health.clone(),
             )
             .map_err(without_secrets)
-            .context("cannot create the Kafka producer")?,
+            .context("cannot create the Kafka producers")?,
         );
 
         if config.state.checkpoints {

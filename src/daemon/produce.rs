@@ -1,6 +1,7 @@
 //! The producer side: every output (alert, score, dead letter, checkpoint)
 //! is sent with an idempotent producer and holds its source offsets in the
-//! ledger until the broker acknowledges it. A failed delivery is sent again,
+//! ledger until the broker acknowledges it. Alert and gap events have a
+//! producer of their own that sends each at once; the rest are batched. A failed delivery is sent again,
 //! never dropped, so its source offsets stay held and cannot be committed; a
 //! failed checkpoint goes back to the scorer instead, which writes the
 //! entity's newer state in its place.
@@ -43,6 +44,15 @@ impl OutputKind {
     }
 }
 
+/// Which producer sends outputs of `kind`: alert and gap events go out at
+/// once on their own, everything else is batched.
+fn producer_of(kind: OutputKind) -> KafkaClient {
+    match kind {
+        OutputKind::Alerts => KafkaClient::AlertsProducer,
+        OutputKind::Scores | OutputKind::DeadLetter | OutputKind::State => KafkaClient::Producer,
+    }
+}
+
 /// One message to produce.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -71,6 +81,8 @@ pub struct Output {
 
 /// Delivery reports: release on success, send again on failure.
 pub struct DeliveryReports {
+    /// Which producer these reports are of.
+    client: KafkaClient,
     ledger: Ledger,
     metrics: Metrics,
     health: Arc<Health>,
@@ -82,7 +94,7 @@ pub struct DeliveryReports {
 impl ClientContext for DeliveryReports {
     fn stats(&self, statistics: Statistics) {
         self.health
-            .set_broker_up(KafkaClient::Producer, any_broker_up(&statistics));
+            .set_broker_up(self.client, any_broker_up(&statistics));
     }
 }
 
@@ -108,7 +120,7 @@ impl ProducerContext for DeliveryReports {
                     self.ledger.release(source);
                 }
                 self.epochs.settle(output.epoch);
-                self.health.output_delivered();
+                self.health.output_delivered(self.client);
             }
             Err((error, _)) if output.kind == OutputKind::State && output.payload.is_some() => {
                 tracing::warn!(topic = %output.topic, %error, "a checkpoint failed; the entity's newer state is written instead");
@@ -120,7 +132,7 @@ impl ProducerContext for DeliveryReports {
                 // checkpoint; the scorer takes the holds back and writes the
                 // entity's current state at the next checkpoint.
                 self.epochs.settle(output.epoch);
-                self.health.output_delivered();
+                self.health.output_delivered(self.client);
                 let _ = self.failed_checkpoints.send(output);
             }
             Err((error, _)) => {
@@ -136,9 +148,14 @@ impl ProducerContext for DeliveryReports {
     }
 }
 
-/// The shared producer.
+/// The daemon's producers, shared by its threads: one for alert and gap
+/// events, one for everything else. Both report to the same ledger and
+/// checkpoint epochs, and failed deliveries of either come back here.
 pub struct Sink {
-    producer: ThreadedProducer<DeliveryReports>,
+    /// Scores, dead letters, checkpoints: batched (`linger.ms`).
+    bulk: ThreadedProducer<DeliveryReports>,
+    /// Alert and gap events: sent at once.
+    alerts: ThreadedProducer<DeliveryReports>,
     ledger: Ledger,
     health: Arc<Health>,
     epochs: Arc<Epochs>,
@@ -147,9 +164,12 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// A producer with `config` (see [`super::clients::producer_config`]).
+    /// The producers, with `bulk` and `alerts` configurations (see
+    /// [`super::clients::producer_config`] and
+    /// [`super::clients::alerts_producer_config`]).
     pub fn new(
-        config: ClientConfig,
+        bulk: ClientConfig,
+        alerts: ClientConfig,
         ledger: Ledger,
         metrics: Metrics,
         health: Arc<Health>,
@@ -157,16 +177,20 @@ impl Sink {
         let (retry, retries) = crossbeam_channel::unbounded();
         let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
         let epochs = Arc::new(Epochs::default());
-        let producer = config.create_with_context(DeliveryReports {
+        let reports = |client: KafkaClient| DeliveryReports {
+            client,
             ledger: ledger.clone(),
-            metrics,
+            metrics: metrics.clone(),
             health: health.clone(),
             epochs: epochs.clone(),
-            retry,
-            failed_checkpoints: failed_checkpoint,
-        })?;
+            retry: retry.clone(),
+            failed_checkpoints: failed_checkpoint.clone(),
+        };
+        let bulk = bulk.create_with_context(reports(KafkaClient::Producer))?;
+        let alerts = alerts.create_with_context(reports(KafkaClient::AlertsProducer))?;
         Ok(Self {
-            producer,
+            bulk,
+            alerts,
             ledger,
             health,
             epochs,
@@ -175,10 +199,18 @@ impl Sink {
         })
     }
 
+    /// The producer that sends outputs of `kind`.
+    fn producer(&self, kind: OutputKind) -> &ThreadedProducer<DeliveryReports> {
+        match producer_of(kind) {
+            KafkaClient::AlertsProducer => &self.alerts,
+            _ => &self.bulk,
+        }
+    }
+
     /// Sends `output`; its holds must already be in the ledger. Waits while
     /// the producer's queue is full (back-pressure), never drops.
     pub fn send(&self, mut output: Box<Output>) {
-        self.health.output_sent();
+        self.health.output_sent(producer_of(output.kind));
         output.epoch = self.epochs.register();
         self.enqueue(output);
     }
@@ -204,6 +236,7 @@ impl Sink {
                     value: Some(value.as_slice()),
                 });
             }
+            let kind = output.kind;
             let topic = output.topic.clone();
             let payload = output.payload.clone();
             let key = output.key.clone();
@@ -218,7 +251,7 @@ impl Sink {
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }
-            match self.producer.send(record) {
+            match self.producer(kind).send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     output = record.delivery_opaque;
@@ -246,11 +279,11 @@ impl Sink {
     pub fn flush(&self, deadline: Instant) -> bool {
         loop {
             self.resend_failed();
-            let left = deadline.saturating_duration_since(Instant::now());
-            let flushed = self
-                .producer
-                .flush(left.min(Duration::from_millis(200)))
-                .is_ok();
+            let mut flushed = true;
+            for producer in [&self.alerts, &self.bulk] {
+                let left = deadline.saturating_duration_since(Instant::now());
+                flushed &= producer.flush(left.min(Duration::from_millis(200))).is_ok();
+            }
             if flushed && self.retries.is_empty() {
                 return true;
             }

@@ -120,6 +120,10 @@ impl DaemonConfig {
             ("properties", &mut self.kafka.properties),
             ("consumer_properties", &mut self.kafka.consumer_properties),
             ("producer_properties", &mut self.kafka.producer_properties),
+            (
+                "alerts_producer_properties",
+                &mut self.kafka.alerts_producer_properties,
+            ),
         ] {
             for (name, value) in properties.iter_mut() {
                 *value = resolve(value, env)
@@ -408,6 +412,15 @@ input_topics = ["readings"]
         .unwrap_err()
         .to_string();
         assert!(error.contains("enable.auto.offset.store"), "{error}");
+        let error = parse(&format!(
+            "{MINIMAL}\n[kafka.alerts_producer_properties]\n\"acks\" = \"1\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("kafka.alerts_producer_properties.\"acks\""),
+            "{error}"
+        );
     }
 
     #[test]

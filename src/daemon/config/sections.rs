@@ -35,18 +35,25 @@ pub struct KafkaConfig {
     /// librdkafka properties for the consumer only.
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, String>,
-    /// librdkafka properties for the producer only.
+    /// librdkafka properties for the producers only (bulk and alerts).
     #[serde(default)]
     pub producer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the alerts producer only, applied last.
+    #[serde(default)]
+    pub alerts_producer_properties: BTreeMap<String, String>,
 }
 
 impl KafkaConfig {
-    /// The three property tables with their key names.
-    pub fn property_tables(&self) -> [(&'static str, &BTreeMap<String, String>); 3] {
+    /// The property tables with their key names.
+    pub fn property_tables(&self) -> [(&'static str, &BTreeMap<String, String>); 4] {
         [
             ("properties", &self.properties),
             ("consumer_properties", &self.consumer_properties),
             ("producer_properties", &self.producer_properties),
+            (
+                "alerts_producer_properties",
+                &self.alerts_producer_properties,
+            ),
         ]
     }
 }
