@@ -26,19 +26,21 @@ pub struct LatencyRun {
     max_unacknowledged: i32,
     /// The daemon's own measure, from its `anomalyd_end_to_end_latency_seconds`
     /// histogram over the same span: alerts acknowledged by the broker, and
-    /// the fraction of them acknowledged within 10, 20 and 50 ms of their
-    /// record's timestamp.
+    /// the fraction of them acknowledged within 10, 15, 20, 30 and 50 ms of
+    /// their record's timestamp.
     acknowledged: AcknowledgedAlerts,
 }
 
 /// The alert latency histogram's buckets the bench reads (upper bounds, s).
-const ACKNOWLEDGED_WITHIN_S: [&str; 3] = ["0.01", "0.02", "0.05"];
+const ACKNOWLEDGED_WITHIN_S: [&str; 5] = ["0.01", "0.015", "0.02", "0.03", "0.05"];
 
 /// Counts of the daemon's alert latency histogram at one moment.
 #[derive(Default, Clone, Copy)]
 struct AcknowledgedAlerts {
     count: f64,
-    within: [f64; 3],
+    /// NaN where the daemon has no such bucket (builds before 15 and 30 ms
+    /// were added).
+    within: [f64; 5],
 }
 
 impl AcknowledgedAlerts {
@@ -48,8 +50,14 @@ impl AcknowledgedAlerts {
         let metrics = daemon.metrics_text();
         Self {
             count: metric_sum_in(&metrics, &format!("{name}_count")),
-            within: ACKNOWLEDGED_WITHIN_S
-                .map(|le| metric_sum_in(&metrics, &format!("{name}_bucket{{le=\"{le}\"}}"))),
+            within: ACKNOWLEDGED_WITHIN_S.map(|le| {
+                let bucket = format!("{name}_bucket{{le=\"{le}\"}}");
+                if metrics.contains(&bucket) {
+                    metric_sum_in(&metrics, &bucket)
+                } else {
+                    f64::NAN
+                }
+            }),
         }
     }
 
@@ -62,14 +70,17 @@ impl AcknowledgedAlerts {
     }
 
     fn json(&self) -> String {
-        let fraction = |i: usize| self.within[i] / self.count;
-        format!(
-            "\"alerts_acknowledged\": {:.0}, \"acknowledged_within_10ms\": {:.4}, \"acknowledged_within_20ms\": {:.4}, \"acknowledged_within_50ms\": {:.4}",
-            self.count,
-            fraction(0),
-            fraction(1),
-            fraction(2)
-        )
+        let mut json = format!("\"alerts_acknowledged\": {:.0}", self.count);
+        for (le, within) in ACKNOWLEDGED_WITHIN_S.iter().zip(self.within) {
+            let ms = (le.parse::<f64>().expect("a bound") * 1000.0).round();
+            let fraction = within / self.count;
+            if fraction.is_finite() {
+                json += &format!(", \"acknowledged_within_{ms}ms\": {fraction:.4}");
+            } else {
+                json += &format!(", \"acknowledged_within_{ms}ms\": null");
+            }
+        }
+        json
     }
 }
 
