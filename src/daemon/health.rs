@@ -225,22 +225,19 @@ mod tests {
         health.set_broker_up(KafkaClient::AlertsProducer, false);
         assert!(health.readiness().is_ok());
         // With outputs to deliver it does, and only that producer's.
-        health.output_sent(KafkaClient::AlertsProducer);
-        assert_eq!(
-            health.readiness().unwrap_err(),
-            vec!["no broker is up (as the alerts producer sees it)".to_string()]
-        );
-        health.set_broker_up(KafkaClient::AlertsProducer, true);
-        assert!(health.readiness().is_ok());
-        health.output_sent(KafkaClient::Producer);
-        assert_eq!(
-            health.readiness().unwrap_err(),
-            vec!["no broker is up (as the producer sees it)".to_string()]
-        );
-        health.set_broker_up(KafkaClient::Producer, true);
-        assert!(health.readiness().is_ok());
-        health.output_delivered(KafkaClient::Producer);
-        health.output_delivered(KafkaClient::AlertsProducer);
+        for (producer, name) in [
+            (KafkaClient::AlertsProducer, "alerts producer"),
+            (KafkaClient::Producer, "producer"),
+        ] {
+            health.output_sent(producer);
+            assert_eq!(
+                health.readiness().unwrap_err(),
+                vec![format!("no broker is up (as the {name} sees it)")]
+            );
+            health.set_broker_up(producer, true);
+            assert!(health.readiness().is_ok());
+            health.output_delivered(producer);
+        }
         health.set_shutting_down();
         assert_eq!(
             health.readiness().unwrap_err(),
