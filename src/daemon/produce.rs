@@ -1,10 +1,10 @@
 //! The producer side: every output (alert, score, dead letter, checkpoint)
 //! is sent with an idempotent producer and holds its source offsets in the
 //! ledger until the broker acknowledges it. Alert and gap events have a
-//! producer of their own that sends each at once; the rest are batched. A failed delivery is sent again,
-//! never dropped, so its source offsets stay held and cannot be committed; a
-//! failed checkpoint goes back to the scorer instead, which writes the
-//! entity's newer state in its place.
+//! producer of their own that sends each at once; the rest are batched. A
+//! failed delivery is sent again, never dropped, so its source offsets stay
+//! held and cannot be committed; a failed checkpoint goes back to the scorer
+//! instead, which writes the entity's newer state in its place.
 
 use super::checkpoint::Epochs;
 use super::health::{any_broker_up, Health, KafkaClient};
