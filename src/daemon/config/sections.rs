@@ -29,7 +29,7 @@ pub struct KafkaConfig {
     /// How often safe offsets are committed (ms).
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// librdkafka properties for both consumer and producer (TLS, SASL, ...).
+    /// librdkafka properties for the consumer and both producers (TLS, SASL, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
