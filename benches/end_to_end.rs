@@ -18,7 +18,7 @@
 //!    window's output minus the event time of the window's last sample, and
 //!    the part until the daemon sent it (the output's create time); the
 //!    daemon's own histogram gives the fraction of alerts the broker
-//!    acknowledged within 10, 20 and 50 ms of their record. Then the
+//!    acknowledged within 10, 15, 20, 30 and 50 ms of their record. Then the
 //!    same at 10,000 and 25,000 samples/s (`--low-rates`), where this
 //!    machine's broker and load generator keep up: each line reports the
 //!    load generator's largest backlog of unacknowledged records, which
@@ -43,7 +43,7 @@ use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use anomalyd::window::entity_phase;
-use kafka_support::{free_port, start_broker, Broker, DaemonProcess};
+use kafka_support::{free_port, metric_sum_in, start_broker, Broker, DaemonProcess};
 use latency::latency;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -386,8 +386,11 @@ fn daemon_throughput(
         peak_rss_mib: daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
         cpu_us_per_sample: (cpu1 - cpu0) / (c1 - c0) * 1e6,
         scoring_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
-        mean_batch: daemon.metric_sum("anomalyd_scorer_batch_size_sum")
-            / daemon.metric_sum("anomalyd_scorer_batch_size_count"),
+        mean_batch: {
+            let metrics = daemon.metrics_text();
+            metric_sum_in(&metrics, "anomalyd_scorer_batch_size_sum")
+                / metric_sum_in(&metrics, "anomalyd_scorer_batch_size_count")
+        },
     };
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit(Duration::from_secs(30));
