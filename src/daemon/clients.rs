@@ -20,14 +20,8 @@ pub fn consumer_config(config: &DaemonConfig) -> ClientConfig {
         // and took the daemon's p99 latency from seconds to milliseconds
         // (BENCHMARKS.md, end to end).
         .set("fetch.queue.backoff.ms", "10");
-    for (name, value) in config
-        .kafka
-        .properties
-        .iter()
-        .chain(&config.kafka.consumer_properties)
-    {
-        client.set(name, value);
-    }
+    apply(&mut client, &config.kafka.properties);
+    apply(&mut client, &config.kafka.consumer_properties);
     client
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", &config.kafka.group_id)
@@ -68,6 +62,7 @@ pub fn alerts_producer_config(config: &DaemonConfig) -> ClientConfig {
     client
 }
 
+/// Sets each of `properties` on `client`, overriding what is there.
 fn apply(client: &mut ClientConfig, properties: &std::collections::BTreeMap<String, String>) {
     for (name, value) in properties {
         client.set(name, value);

@@ -116,15 +116,7 @@ impl DaemonConfig {
         };
         self.kafka.brokers =
             resolve(&self.kafka.brokers, env).map_err(|m| invalid("kafka.brokers".into(), m))?;
-        for (table, properties) in [
-            ("properties", &mut self.kafka.properties),
-            ("consumer_properties", &mut self.kafka.consumer_properties),
-            ("producer_properties", &mut self.kafka.producer_properties),
-            (
-                "alerts_producer_properties",
-                &mut self.kafka.alerts_producer_properties,
-            ),
-        ] {
+        for (table, properties) in self.kafka.property_tables_mut() {
             for (name, value) in properties.iter_mut() {
                 *value = resolve(value, env)
                     .map_err(|m| invalid(format!("kafka.{table}.\"{name}\""), m))?;

@@ -56,6 +56,19 @@ impl KafkaConfig {
             ),
         ]
     }
+
+    /// The same tables, to change their values in place.
+    pub fn property_tables_mut(&mut self) -> [(&'static str, &mut BTreeMap<String, String>); 4] {
+        [
+            ("properties", &mut self.properties),
+            ("consumer_properties", &mut self.consumer_properties),
+            ("producer_properties", &mut self.producer_properties),
+            (
+                "alerts_producer_properties",
+                &mut self.alerts_producer_properties,
+            ),
+        ]
+    }
 }
 
 /// Where a record's entity comes from.
