@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             learning_rate: recipe.learning_rate,
             max_epochs: epochs,
             patience: epochs,
+            min_steps: 0,
             seed: recipe.seed,
             backend: recipe.backend,
             progress: false,

@@ -35,6 +35,8 @@ pub struct ModelRecipe {
     pub max_epochs: usize,
     /// Early-stopping patience in epochs.
     pub patience: usize,
+    /// Fewest optimiser steps before early stopping (see `TrainOptions`).
+    pub min_steps: usize,
     /// Seed of every random choice.
     pub seed: u64,
     /// Burn backend.
@@ -73,6 +75,7 @@ impl Default for ModelRecipe {
             learning_rate: 2e-3,
             max_epochs: 40,
             patience: 5,
+            min_steps: 500,
             seed: 42,
             backend: TrainingBackend::Flex,
             progress: false,
@@ -122,6 +125,7 @@ impl ModelRecipe {
                 learning_rate: self.learning_rate,
                 max_epochs: self.max_epochs,
                 patience: self.patience,
+                min_steps: self.min_steps,
                 seed: self.seed,
                 backend: self.backend,
                 progress: self.progress,

@@ -81,6 +81,11 @@ pub fn threshold_for_rate(rate: f64) -> f64 {
     score_of_tail(rate)
 }
 
+/// The fewest scored windows a calibration may start from
+/// (`calibration.warm_up`): a Gaussian or a tail fitted to fewer is noise,
+/// and a threshold on it flags normal rows by the dozen.
+pub const MIN_WARM_UP: usize = 30;
+
 /// Which calibration method, with its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
@@ -108,9 +113,23 @@ impl CalibrationConfig {
 
     /// Checks the settings; the error names the bad key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.warm_up() < MIN_WARM_UP {
+            return Err(format!(
+                "calibration.warm_up must be at least {MIN_WARM_UP}, not {}: a tail fitted to fewer scored windows is noise (until an entity has warm_up windows it is warming up and raises no alert)",
+                self.warm_up()
+            ));
+        }
         match self {
             Self::Likelihood(config) => config.validate(),
             Self::Spot(config) => config.validate(),
+        }
+    }
+
+    /// Scored windows an entity needs before its scores are calibrated.
+    pub fn warm_up(&self) -> usize {
+        match self {
+            Self::Likelihood(config) => config.warm_up,
+            Self::Spot(config) => config.warm_up,
         }
     }
 }

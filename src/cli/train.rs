@@ -41,7 +41,8 @@ pub struct TrainArgs {
     /// Stride suggested for streaming, stored in the metadata.
     #[arg(long, default_value_t = 8)]
     pub default_stride: usize,
-    /// Latest fraction of each entity's rows used for validation (time-ordered split).
+    /// Latest fraction of each entity's rows used for validation (time-ordered
+    /// split); 0 = none: no early stopping, the last weights are kept.
     #[arg(long, default_value_t = 0.2)]
     pub validation_fraction: f64,
     /// Encoder convolution widths, comma-separated.
@@ -83,6 +84,10 @@ pub struct TrainArgs {
     /// Early stopping: epochs without a better validation loss.
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
+    /// Fewest optimiser steps (mini-batches) before early stopping; more
+    /// epochs than --max-epochs run if that is what it takes.
+    #[arg(long, default_value_t = 500)]
+    pub min_steps: usize,
     /// Seed of initialisation, shuffling and corruption.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -148,6 +153,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         learning_rate: args.learning_rate,
         max_epochs: args.max_epochs,
         patience: args.patience,
+        min_steps: args.min_steps,
         seed: args.seed,
         backend: args.backend,
         progress: !args.quiet,
@@ -183,15 +189,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         metadata.channels.len(),
         metadata.window_len
     );
-    println!(
-        "training   {} epochs (best {}), validation loss {:.5}, {:.1} s ({:.2} s/epoch on {})",
-        metadata.training.epochs_run,
-        metadata.training.best_epoch,
-        metadata.training.best_validation_loss,
-        metadata.training.seconds,
-        per_epoch,
-        metadata.training.backend
-    );
+    match metadata.training.best_validation_loss {
+        Some(loss) => println!(
+            "training   {} epochs, {} optimiser steps (best epoch {}), validation loss {loss:.5}, {:.1} s ({:.2} s/epoch on {})",
+            metadata.training.epochs_run,
+            built.trained.steps,
+            metadata.training.best_epoch,
+            metadata.training.seconds,
+            per_epoch,
+            metadata.training.backend
+        ),
+        None => println!(
+            "training   {} epochs, {} optimiser steps, no validation split: no early stopping, the last weights kept; {:.1} s on {}",
+            metadata.training.epochs_run,
+            built.trained.steps,
+            metadata.training.seconds,
+            metadata.training.backend
+        ),
+    }
+    let scores = &metadata.validation_scores;
+    if scores.quantiles.is_empty() {
+        println!(
+            "quantiles  not written: {} validation windows, fewer than the {} they need; the detector calibrates each entity online (calibration.warm_up)",
+            scores.count,
+            crate::export::artefact::MIN_QUANTILE_WINDOWS
+        );
+    }
     println!(
         "loss curve {} and {}",
         curve_csv.display(),

@@ -145,10 +145,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  streaming {records} records at {:.0}/s; the first {} windows of each machine calibrate (warm-up)\n",
         options.rate,
-        match &config.detector.calibration {
-            crate::calibrate::CalibrationConfig::Likelihood(c) => c.warm_up,
-            crate::calibrate::CalibrationConfig::Spot(c) => c.warm_up,
-        }
+        config.detector.calibration.warm_up()
     );
     let alerts = view::AlertView::start(&brokers, "anomalyd-alerts")?;
 

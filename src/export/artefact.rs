@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 /// Quantiles of validation scores stored for calibration.
 const QUANTILES: [f64; 9] = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
 
+/// Fewest validation windows the quantiles are written from: the 0.99
+/// quantile of 17 windows is the largest of them, and as a threshold it
+/// flagged two thirds of a file's normal rows. Below this the list is
+/// empty (`count` still says how many there were).
+pub const MIN_QUANTILE_WINDOWS: usize = 100;
+
 /// A model ready to be written: ONNX bytes and finished metadata.
 pub struct Artefact {
     /// The ONNX file's bytes.
@@ -70,7 +76,8 @@ impl Artefact {
                 backend: inputs.backend.to_string(),
                 epochs_run: trained.history.len(),
                 best_epoch: trained.best_epoch,
-                best_validation_loss: trained.best_validation_loss,
+                best_validation_loss: Some(trained.best_validation_loss)
+                    .filter(|loss| loss.is_finite()),
                 seconds: trained.seconds,
             },
             validation_scores: ScoreDistribution {
@@ -92,16 +99,25 @@ impl Artefact {
             );
         }
         scores.sort_by(|a, b| a.total_cmp(b));
-        metadata.validation_scores = ScoreDistribution {
-            count: scores.len(),
-            mean: (scores.iter().sum::<f64>() / scores.len() as f64) as f32,
-            quantiles: QUANTILES
+        let quantiles = if scores.len() >= MIN_QUANTILE_WINDOWS {
+            QUANTILES
                 .iter()
                 .map(|&q| ScoreQuantile {
                     q,
                     score: quantile_sorted(&scores, q) as f32,
                 })
-                .collect(),
+                .collect()
+        } else {
+            Vec::new()
+        };
+        metadata.validation_scores = ScoreDistribution {
+            count: scores.len(),
+            mean: if scores.is_empty() {
+                0.0
+            } else {
+                (scores.iter().sum::<f64>() / scores.len() as f64) as f32
+            },
+            quantiles,
         };
         metadata.model_version = metadata.compute_version(&onnx);
         Ok(Self { onnx, metadata })

@@ -88,8 +88,8 @@ pub struct TrainingSummary {
     pub epochs_run: usize,
     /// The epoch with the best validation loss (1-based).
     pub best_epoch: usize,
-    /// Validation loss at that epoch.
-    pub best_validation_loss: f32,
+    /// Validation loss at that epoch (`null`: trained without validation).
+    pub best_validation_loss: Option<f32>,
     /// Wall-clock training time.
     pub seconds: f64,
 }

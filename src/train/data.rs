@@ -115,9 +115,9 @@ pub fn prepare(
             "no training windows: each entity needs more than {window_len} rows before the validation split"
         ));
     }
-    if prepared.validation_count() == 0 {
+    if prepared.validation_count() == 0 && validation_fraction > 0.0 {
         return Err(format!(
-            "no validation windows: raise --validation-fraction so the latest part of an entity holds at least {window_len} rows"
+            "no validation windows: raise --validation-fraction so the latest part of an entity holds at least {window_len} rows, or set it to 0 to train without validation (no early stopping)"
         ));
     }
     Ok(prepared)

@@ -69,8 +69,13 @@ pub struct TrainOptions {
     pub learning_rate: f64,
     /// Upper bound on epochs.
     pub max_epochs: usize,
-    /// Stop after this many epochs without a better validation loss.
+    /// Stop after this many epochs without a better validation loss...
     pub patience: usize,
+    /// ...but never before this many optimiser steps, and run more epochs
+    /// than `max_epochs` if that is what it takes: on a small file an epoch
+    /// is a handful of steps, and epochs alone would stop before the network
+    /// has learnt anything.
+    pub min_steps: usize,
     /// Seed of initialisation, shuffling and corruption.
     pub seed: u64,
     /// Burn backend.
@@ -106,8 +111,10 @@ pub struct TrainedModel {
     pub history: Vec<EpochRecord>,
     /// The epoch whose weights were kept (1-based).
     pub best_epoch: usize,
-    /// Its validation loss.
+    /// Its validation loss (NaN without validation windows).
     pub best_validation_loss: f32,
+    /// Optimiser steps run.
+    pub steps: usize,
     /// Wall-clock seconds for the whole run.
     pub seconds: f64,
 }
@@ -134,9 +141,16 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
     let window_size = data.window_size();
     let channels = data.channels.len();
     let mut order: Vec<usize> = (0..data.train_count()).collect();
+    let steps_per_epoch = data.train_count().div_ceil(options.batch_size).max(1);
+    let max_epochs = options
+        .max_epochs
+        .max(options.min_steps.div_ceil(steps_per_epoch));
+    // Without validation windows there is no early stopping: every epoch
+    // runs and the last weights are kept.
+    let has_validation = data.validation_count() > 0;
 
     let progress = if options.progress {
-        ProgressBar::new(options.max_epochs as u64)
+        ProgressBar::new(max_epochs as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -148,7 +162,8 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
 
     let mut history = Vec::new();
     let mut best: Option<(usize, f32, Autoencoder)> = None;
-    for epoch in 1..=options.max_epochs {
+    let mut steps = 0usize;
+    for epoch in 1..=max_epochs {
         let epoch_started = Instant::now();
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
@@ -178,13 +193,18 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
             let gradients = GradientsParams::from_grads(gradients, &network);
             network = optimizer.step(options.learning_rate, network, gradients);
         }
+        steps += batches;
         let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let validation = validate(
-            &network.valid(),
-            &validation_loss_fn,
-            data,
-            &inference_device,
-        );
+        let validation = if has_validation {
+            validate(
+                &network.valid(),
+                &validation_loss_fn,
+                data,
+                &inference_device,
+            )
+        } else {
+            [f32::NAN; 4]
+        };
         let record = EpochRecord {
             epoch,
             train_loss: (loss_sum / batches.max(1) as f64) as f32,
@@ -200,18 +220,20 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
             record.train_loss, record.validation_loss
         ));
         progress.inc(1);
-        let improved = best
-            .as_ref()
-            .is_none_or(|(_, best_loss, _)| record.validation_loss < *best_loss);
+        let improved = !has_validation
+            || best
+                .as_ref()
+                .is_none_or(|(_, best_loss, _)| record.validation_loss < *best_loss);
         if improved {
             best = Some((epoch, record.validation_loss, network.valid()));
         }
         history.push(record);
         let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
-        if epoch - best_epoch >= options.patience {
+        if has_validation && epoch - best_epoch >= options.patience && steps >= options.min_steps {
             tracing::info!(
                 epoch,
                 best_epoch,
+                steps,
                 "early stop: no better validation loss for {} epochs",
                 options.patience
             );
@@ -225,6 +247,7 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
         history,
         best_epoch,
         best_validation_loss,
+        steps,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
