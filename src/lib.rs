@@ -14,6 +14,7 @@ pub mod detect;
 pub mod evaluate;
 pub mod export;
 pub mod model;
+pub mod offline;
 pub mod recipe;
 pub mod series;
 pub mod serve;

@@ -2,6 +2,7 @@
 
 mod ablation;
 mod demo;
+pub mod detect;
 pub mod eval;
 mod generate;
 pub mod run;
@@ -33,6 +34,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score every row of a file with a model: the score of the window ending at that row.
     Score(score::ScoreArgs),
+    /// Run the daemon's detector over a file: per-row decisions and the alerts the daemon would send.
+    Detect(detect::DetectArgs),
     /// Measure detection quality: on a labelled file, or on the NAB benchmark.
     Eval(eval::EvalArgs),
     /// Run the daemon: Kafka records in, alerts, scores and metrics out.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
         Command::Score(args) => score::run(args),
+        Command::Detect(args) => detect::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Ablation(args) => ablation::run(args),
         Command::Run(args) => run::run(args),

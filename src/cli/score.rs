@@ -42,7 +42,18 @@ struct PendingRow {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let scorer = Scorer::load(&args.model)?;
     let metadata = scorer.metadata();
-    let mut reader = csv::Reader::from_path(&args.input)
+    let prefix = {
+        use std::io::Read;
+        let mut prefix = Vec::new();
+        std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?
+            .take(1 << 16)
+            .read_to_end(&mut prefix)?;
+        prefix
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(crate::offline::input::sniff_delimiter(&prefix))
+        .from_path(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let header: Vec<String> = reader
         .headers()?

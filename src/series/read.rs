@@ -1,5 +1,6 @@
-//! Reads CSV (a timestamp column and numeric value columns) or JSON lines
-//! (`{"ts": ..., "values": {...}}`) into one [`Series`] per entity.
+//! Reads CSV (a timestamp column and numeric value columns; the delimiter,
+//! `,` `;` tab or `|`, is detected) or JSON lines (`{"ts": ..., "values":
+//! {...}}`) into one [`Series`] per entity.
 
 use super::timestamp::parse_timestamp;
 use super::Series;
@@ -149,10 +150,16 @@ fn content_error(origin: &str, line: usize, message: String) -> SeriesError {
     }
 }
 
-fn parse_number(text: &str, column: &str) -> Result<f32, String> {
-    let value: f32 = text
-        .trim()
+/// A finite number; with `decimal_comma` (a file not separated by commas),
+/// `1,5` reads as 1.5.
+fn parse_number(text: &str, column: &str, decimal_comma: bool) -> Result<f32, String> {
+    let trimmed = text.trim();
+    let value: f32 = trimmed
         .parse()
+        .or_else(|e| match decimal_comma && trimmed.contains(',') {
+            true => trimmed.replacen(',', ".", 1).parse(),
+            false => Err(e),
+        })
         .map_err(|_| format!("column {column:?}: {text:?} is not a number"))?;
     if !value.is_finite() {
         return Err(format!(
@@ -169,8 +176,12 @@ fn parse_csv(
     origin: &str,
 ) -> Result<Vec<Series>, SeriesError> {
     let content_error = |line: usize, message: String| content_error(origin, line, message);
+    let prefix = &text.as_bytes()[..text.len().min(1 << 16)];
+    let delimiter = crate::offline::input::sniff_delimiter(prefix);
+    let decimal_comma = delimiter != b',';
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
+        .delimiter(delimiter)
         .from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
@@ -206,7 +217,7 @@ fn parse_csv(
                 .filter(|&i| {
                     first
                         .and_then(|r| r.get(i))
-                        .is_some_and(|v| v.trim().parse::<f32>().is_ok())
+                        .is_some_and(|v| parse_number(v, "", decimal_comma).is_ok())
                 })
                 .collect()
         }
@@ -226,7 +237,8 @@ fn parse_csv(
         let timestamp =
             parse_timestamp(field(timestamp_index)).map_err(|m| content_error(line, m))?;
         for (slot, (&index, name)) in values.iter_mut().zip(channel_indices.iter().zip(&channels)) {
-            *slot = parse_number(field(index), name).map_err(|m| content_error(line, m))?;
+            *slot = parse_number(field(index), name, decimal_comma)
+                .map_err(|m| content_error(line, m))?;
         }
         let entity = entity_index.map(field).unwrap_or(default_entity);
         let label = label_index.map(|index| field(index).to_string());
@@ -284,7 +296,7 @@ fn parse_json_lines(
                 .get(channel)
                 .and_then(|v| v.as_f64())
                 .ok_or_else(|| format!("channel {channel:?} is missing or not a number"))
-                .and_then(|v| parse_number(&v.to_string(), channel))
+                .and_then(|v| parse_number(&v.to_string(), channel, false))
                 .map_err(|m| content_error(line, m))?;
             values.push(value);
         }
@@ -347,6 +359,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("no column named \"nope\""), "{message}");
+    }
+
+    #[test]
+    fn a_semicolon_separated_file_is_read() {
+        let text = "timestamp;a;b\n2024-01-01 00:00:00;1,5;2\n2024-01-01 00:01:00;3;4\n";
+        let series = parse_csv(text, &ReadOptions::default(), "f", "f.csv").unwrap();
+        assert_eq!(series[0].channels, vec!["a", "b"]);
+        assert_eq!(series[0].values, vec![1.5, 2.0, 3.0, 4.0]);
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub fn format_timestamp(ms: i64) -> String {
     }
 }
 
+/// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => ms.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod common;
 mod daemon;
 mod delivery_support;
 mod deploy_files;
+mod detect;
 mod faults;
 mod kafka_support;
 mod model_refusal;

@@ -166,6 +166,17 @@ impl EntityTable {
             .count()
     }
 
+    /// The names of the entities still warming up.
+    pub fn warming_names(&self) -> Vec<String> {
+        self.entities
+            .iter()
+            .filter(|(_, e)| {
+                e.detector.calibration_state() != crate::calibrate::CalibrationState::Ready
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Open alerts: (warning, critical).
     pub fn open_alerts(&self) -> (usize, usize) {
         let mut counts = (0, 0);

@@ -310,17 +310,7 @@ pub fn write_report(
     let dir = out.join("report");
     std::fs::create_dir_all(&dir)?;
     let threshold = summary.profiles.first().map_or(0.5, |p| p.threshold);
-    let mut html = String::from(
-        "<!doctype html><meta charset=\"utf-8\"><title>anomalyd on NAB</title>\
-         <style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}\
-         td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{width:100%}</style>\
-         <h1>anomalyd on NAB</h1>",
-    );
-    let _ = writeln!(
-        html,
-        "<pre>{}</pre>",
-        summary.markdown().replace('<', "&lt;")
-    );
+    let mut html = crate::evaluate::html::markdown_to_html(&summary.markdown());
     html.push_str(
         "<p>Each plot: the value (blue), labelled windows (red bands), alerts (orange bars), \
          and below it the calibrated score (black) with the oracle threshold of the standard profile (dashed).</p>",
@@ -345,7 +335,10 @@ pub fn write_report(
             f.file, f.windows, f.caught, f.false_alarms
         );
     }
-    std::fs::write(dir.join("index.html"), html)?;
+    std::fs::write(
+        dir.join("index.html"),
+        crate::evaluate::html::page("anomalyd on NAB", &html),
+    )?;
     Ok(())
 }
 
