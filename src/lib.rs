@@ -2,8 +2,10 @@
 //!
 //! The modules follow the model's life and the pipeline: `series` reads
 //! data, `window` assembles windows, `train` fits the network in Burn,
-//! `export` writes the ONNX artefact, `serve` scores windows with tract, and
-//! `evaluate` measures detection quality. See ARCHITECTURE.md.
+//! `export` writes the ONNX artefact, `serve` scores windows with tract,
+//! `detect` decides per entity, `daemon` runs it on Kafka, `offline` runs
+//! it over a file, and `evaluate` measures detection quality. See
+//! ARCHITECTURE.md.
 
 pub mod alert;
 pub mod calibrate;

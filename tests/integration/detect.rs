@@ -442,3 +442,77 @@ fn csv_json_lines_parquet_and_standard_input_give_the_same_rows() {
         "Parquet on standard input"
     );
 }
+
+#[test]
+fn a_small_file_trains_past_its_epochs_and_without_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("small.csv");
+    write_labelled_file(&input, 300, 0);
+    let train = |name: &str, validation: &str| -> (String, Value) {
+        let output = run(anomalyd()
+            .args(["train", "--quiet", "--input"])
+            .arg(&input)
+            .args([
+                "--channels",
+                "c0,c1,c2,c3,c4,c5,c6,c7",
+                "--timestamp-column",
+                "time",
+            ])
+            .args([
+                "--window-len",
+                "32",
+                "--widths",
+                "8,16",
+                "--max-epochs",
+                "2",
+            ])
+            .args([
+                "--min-steps",
+                "40",
+                "--validation-fraction",
+                validation,
+                "--out-dir",
+            ])
+            .arg(dir.path())
+            .args(["--name", name]));
+        let metadata = std::fs::read_to_string(dir.path().join(format!("{name}.json"))).unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            serde_json::from_str(&metadata).unwrap(),
+        )
+    };
+    // 240 training rows: 209 windows, 4 steps an epoch; 40 steps need 10 epochs, not 2.
+    let (stdout, metadata) = train("held", "0.2");
+    assert_eq!(metadata["training"]["epochs_run"], 10, "{stdout}");
+    assert!(stdout.contains("40 optimiser steps"), "{stdout}");
+    // 29 validation windows: too few for quantiles, and it says so.
+    assert_eq!(metadata["validation_scores"]["count"], 29);
+    assert_eq!(
+        metadata["validation_scores"]["quantiles"],
+        serde_json::json!([])
+    );
+    assert!(
+        stdout.contains("quantiles  not written: 29 validation windows"),
+        "{stdout}"
+    );
+    // No validation: no early stopping, stated; every epoch runs.
+    let (stdout, metadata) = train("all", "0");
+    assert!(
+        stdout.contains("no validation split: no early stopping"),
+        "{stdout}"
+    );
+    assert_eq!(metadata["training"]["validation_windows"], 0);
+    assert!(metadata["training"]["best_validation_loss"].is_null());
+    assert_eq!(
+        metadata["training"]["epochs_run"], 8,
+        "269 windows: 5 steps an epoch"
+    );
+    // The model serves.
+    run(anomalyd()
+        .args(["detect", "--quiet", "--model"])
+        .arg(dir.path().join("all.onnx"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("rows.csv")));
+}
