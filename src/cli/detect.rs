@@ -1,7 +1,7 @@
 //! `anomalyd detect`: the daemon's detector over a file. Writes one row of
 //! results per input row and the alert events the daemon would produce.
 
-use crate::daemon::config::{DaemonConfig, WindowConfig};
+use crate::daemon::config::{DaemonConfig, EntitySource, InputConfig, WindowConfig};
 use crate::detect::DetectorConfig;
 use crate::offline::decode::{ColumnRoles, RowDecoder, TimeSource};
 use crate::offline::input::{delimiter_name, Format, InputOptions, Table};
@@ -87,6 +87,18 @@ fn parse_delimiter(text: &str) -> Result<u8, String> {
     }
 }
 
+/// What `--config` (or `--detector`) gives.
+struct Settings {
+    detector: DetectorConfig,
+    windows: WindowConfig,
+    /// `model.path`.
+    model: Option<PathBuf>,
+    /// The first input topic: what the alerts' `source` names.
+    topic: Option<String>,
+    /// How the daemon reads its records.
+    input: Option<InputConfig>,
+}
+
 /// Everything a run needs, prepared from the arguments.
 pub struct Prepared {
     /// The model.
@@ -105,7 +117,13 @@ impl DetectInput {
         if self.batch == 0 {
             anyhow::bail!("--batch must be at least 1");
         }
-        let (detector, mut windows, config_model, config_topic) = self.settings()?;
+        let Settings {
+            detector,
+            mut windows,
+            model: config_model,
+            topic: config_topic,
+            input,
+        } = self.settings()?;
         if let Some(stride) = self.stride {
             if stride == 0 {
                 anyhow::bail!("--stride must be at least 1");
@@ -123,11 +141,39 @@ impl DetectInput {
                 delimiter: self.delimiter,
             },
         )?;
+        // With a daemon config, its record field names and channel names
+        // are the defaults (a JSON lines file of its records reads as is).
+        let present = |name: &String| table.columns().contains(name);
+        let channels: Vec<String> = scorer
+            .metadata()
+            .channels
+            .iter()
+            .map(|c| {
+                input
+                    .as_ref()
+                    .and_then(|i| i.channels.get(c))
+                    .cloned()
+                    .unwrap_or_else(|| c.clone())
+            })
+            .collect();
+        let entity_column = self.entity_column.clone().or_else(|| {
+            input
+                .as_ref()
+                .filter(|i| i.entity_from == EntitySource::Field)
+                .map(|i| i.entity_field.clone())
+                .filter(present)
+        });
+        let time_column = self.time_column.clone().or_else(|| {
+            input
+                .as_ref()
+                .map(|i| i.timestamp_field.clone())
+                .filter(|t| !self.row_order && present(t))
+        });
         let roles = ColumnRoles::find(
             &table,
-            &scorer.metadata().channels,
-            self.entity_column.as_deref(),
-            self.time_column.as_deref(),
+            &channels,
+            entity_column.as_deref(),
+            time_column.as_deref(),
             self.row_order,
             label,
         )
@@ -165,33 +211,33 @@ impl DetectInput {
         })
     }
 
-    /// Detector and window settings, the config's model and first input topic.
-    #[allow(clippy::type_complexity)]
-    fn settings(
-        &self,
-    ) -> anyhow::Result<(
-        DetectorConfig,
-        WindowConfig,
-        Option<PathBuf>,
-        Option<String>,
-    )> {
+    /// The settings from `--config` or `--detector`, or the defaults.
+    fn settings(&self) -> anyhow::Result<Settings> {
         if let Some(path) = &self.config {
-            let config = DaemonConfig::load(path).map_err(|e| match e {
+            // Its Kafka secrets are not needed here, so not resolved.
+            let config = DaemonConfig::load_unresolved(path).map_err(|e| match e {
                 crate::daemon::config::ConfigError::Read { .. } => anyhow::Error::new(e),
                 other => anyhow::Error::new(super::run::BadConfig(other.to_string())),
             })?;
-            return Ok((
-                config.detector,
-                config.windows,
-                config.model.path,
-                config.kafka.input_topics.first().cloned(),
-            ));
+            return Ok(Settings {
+                detector: config.detector,
+                windows: config.windows,
+                model: config.model.path,
+                topic: config.kafka.input_topics.first().cloned(),
+                input: Some(config.input),
+            });
         }
         let detector = match &self.detector {
             Some(path) => super::eval::read_detector_config(path)?,
             None => DetectorConfig::default(),
         };
-        Ok((detector, WindowConfig::default(), None, None))
+        Ok(Settings {
+            detector,
+            windows: WindowConfig::default(),
+            model: None,
+            topic: None,
+            input: None,
+        })
     }
 
     /// A progress bar over the input's bytes, hidden with `--quiet` or when

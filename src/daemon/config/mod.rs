@@ -88,6 +88,23 @@ impl DaemonConfig {
         })
     }
 
+    /// Reads and validates a config file without resolving its `${...}`
+    /// references: for offline detection, which uses only its detector,
+    /// window and model settings and needs none of the Kafka secrets.
+    pub fn load_unresolved(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let config: DaemonConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: origin.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
     /// Parses TOML text; `origin` names it in errors, `env` resolves `${VAR}`.
     pub fn from_toml(
         text: &str,

@@ -1,6 +1,6 @@
 //! JSON lines rows: one object per line. The columns are the first object's
-//! fields (in name order) and, when it has an object field `values` (the
-//! daemon's record format), that object's fields instead of `values` itself.
+//! fields (in name order), and for a field holding an object (`values` in
+//! the daemon's record format) that object's fields instead.
 
 use super::{Cell, InputError, Next, Row};
 use serde_json::{Map, Value};
@@ -14,16 +14,16 @@ pub type JsonRow = Map<String, Value>;
 pub enum Path {
     /// A field of the object.
     Field(String),
-    /// A field of its `values` object.
-    Value(String),
+    /// A field of an object held by a field.
+    Nested(String, String),
 }
 
 /// The cell at `path` of `row`.
 pub(super) fn cell<'a>(row: &'a JsonRow, path: &Path) -> Cell<'a> {
     let value = match path {
         Path::Field(name) => row.get(name),
-        Path::Value(name) => row
-            .get("values")
+        Path::Nested(outer, name) => row
+            .get(outer)
             .and_then(Value::as_object)
             .and_then(|values| values.get(name)),
     };
@@ -87,10 +87,10 @@ impl JsonRows {
         let mut columns = Vec::new();
         for (key, value) in &first {
             match value {
-                Value::Object(values) if key == "values" => {
+                Value::Object(values) => {
                     for channel in values.keys() {
                         columns.push(channel.clone());
-                        rows.paths.push(Path::Value(channel.clone()));
+                        rows.paths.push(Path::Nested(key.clone(), channel.clone()));
                     }
                 }
                 _ => {

@@ -20,8 +20,9 @@ use std::path::Path;
 pub enum Format {
     /// Text with a header line and a delimiter (detected, or `--delimiter`).
     Csv,
-    /// One JSON object per line: the columns are its fields, and the fields
-    /// of a nested `values` object (the daemon's record format).
+    /// One JSON object per line: the columns are its fields, and for a field
+    /// holding an object (`values` in the daemon's record format) that
+    /// object's fields.
     Jsonl,
     /// Apache Parquet.
     Parquet,
