@@ -347,7 +347,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let mut decoded = Decoded::default();
-            match table.next().unwrap() {
+            match table.next_row().unwrap() {
                 Next::Row(row) => out.push(
                     decoder
                         .decode(&row, &mut decoded)

@@ -214,7 +214,7 @@ impl<'a> Detection<'a> {
         let mut row = 0usize;
         loop {
             let mut decoded = self.spare.pop().unwrap_or_default();
-            let outcome = match table.next()? {
+            let outcome = match table.next_row()? {
                 Next::End => break,
                 Next::Unreadable(message) => Err(Skip {
                     reason: RejectReason::BadJson,

@@ -191,19 +191,19 @@ pub fn measure(entities: &[EntityRows], kinds: &[Option<String>], tolerance: usi
             .map(|&l| kinds[l as usize].is_some())
             .collect();
         let p = &mut quality.point;
-        for i in 0..n {
+        for (i, &truly) in anomalous.iter().enumerate() {
             if e.skipped[i] {
                 quality.skipped_rows += 1;
                 continue;
             }
-            match (anomalous[i], e.alerting[i]) {
+            match (truly, e.alerting[i]) {
                 (true, true) => p.true_positives += 1,
                 (false, true) => p.false_positives += 1,
                 (true, false) => p.false_negatives += 1,
                 (false, false) => p.true_negatives += 1,
             }
             scores.push(e.scores[i]);
-            truth.push(anomalous[i]);
+            truth.push(truly);
         }
         let events = runs(anomalous.iter().copied());
         let alerts = runs(e.alerting.iter().copied());

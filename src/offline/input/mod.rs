@@ -235,7 +235,7 @@ impl Table {
     }
 
     /// The next row.
-    pub fn next(&mut self) -> Result<Next<'_>, InputError> {
+    pub fn next_row(&mut self) -> Result<Next<'_>, InputError> {
         match &mut self.reader {
             Reader::Csv(rows) => rows.next(&self.name, &mut self.line),
             Reader::Json(rows) => rows.next(&self.name, &mut self.line),
@@ -283,7 +283,7 @@ mod tests {
     fn read_all(table: &mut Table, columns: &[usize]) -> Vec<Vec<String>> {
         let mut rows = Vec::new();
         loop {
-            match table.next().unwrap() {
+            match table.next_row().unwrap() {
                 Next::Row(row) => rows.push(
                     columns
                         .iter()
