@@ -72,7 +72,8 @@ pub struct DetectArgs {
     #[arg(long, default_value = "-")]
     pub out: PathBuf,
     /// The alert and gap events (JSON lines, as on the alerts topic)
-    /// (default: beside `--out` as `<out>.alerts.jsonl`; none when `--out` is `-`).
+    /// (default: beside a file `--out` as `<out>.alerts.jsonl`; none when
+    /// `--out` is `-` or a device).
     #[arg(long)]
     pub alerts: Option<PathBuf>,
 }
@@ -369,10 +370,13 @@ pub fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
 /// Runs `anomalyd detect`.
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     let mut prepared = args.input.prepare(None)?;
-    let alerts = match (&args.alerts, args.out.as_os_str() == "-") {
+    // Beside a file `--out`; not beside standard output or a device such as /dev/null.
+    let beside_a_file =
+        args.out.as_os_str() != "-" && std::fs::metadata(&args.out).map_or(true, |m| m.is_file());
+    let alerts = match (&args.alerts, beside_a_file) {
         (Some(path), _) => Some(path.clone()),
-        (None, true) => None,
-        (None, false) => Some(args.out.with_extension("alerts.jsonl")),
+        (None, false) => None,
+        (None, true) => Some(args.out.with_extension("alerts.jsonl")),
     };
     eprintln!("{}", describe(&prepared));
     let mut results = FileResults::new(
