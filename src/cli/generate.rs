@@ -24,6 +24,46 @@ pub struct GenerateArgs {
     /// Seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// The CSV delimiter, one character (`;` writes decimal commas too, as
+    /// such files often have).
+    #[arg(long, default_value_t = ',')]
+    pub delimiter: char,
+    /// The label column: the anomaly's kind (empty = normal), or 0/1 flags.
+    #[arg(long, value_enum, default_value_t = LabelStyle::Kinds)]
+    pub labels: LabelStyle,
+    /// Leave out the entity column (with one entity: a plain recording).
+    #[arg(long)]
+    pub no_entity_column: bool,
+}
+
+/// How the label column is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelStyle {
+    /// The anomaly's kind, empty when normal.
+    Kinds,
+    /// 1 = anomaly, 0 = normal.
+    Flags,
+}
+
+/// How `write_csv` lays out a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// The delimiter.
+    pub delimiter: u8,
+    /// Labels as kinds or flags.
+    pub labels: LabelStyle,
+    /// Write the entity column.
+    pub entity_column: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            labels: LabelStyle::Kinds,
+            entity_column: true,
+        }
+    }
 }
 
 /// Runs `anomalyd generate`.
@@ -35,11 +75,22 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     });
+    if !args.delimiter.is_ascii() || args.delimiter.is_ascii_alphanumeric() {
+        anyhow::bail!("--delimiter must be an ASCII punctuation or space character");
+    }
+    if args.no_entity_column && args.entities > 1 {
+        anyhow::bail!("--no-entity-column needs --entities 1: the rows of several entities could not be told apart");
+    }
+    let layout = Layout {
+        delimiter: args.delimiter as u8,
+        labels: args.labels,
+        entity_column: !args.no_entity_column,
+    };
     std::fs::create_dir_all(&args.out)?;
     let train = args.out.join("train.csv");
     let test = args.out.join("test.csv");
-    write_csv(&data.clean_part(), &train)?;
-    write_csv(&data.test_part(), &test)?;
+    write_csv(&data.clean_part(), &train, layout)?;
+    write_csv(&data.test_part(), &test, layout)?;
     println!(
         "wrote {} ({} rows per entity, no anomalies) and {} (labelled in column `anomaly`)",
         train.display(),
@@ -49,26 +100,46 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes series as CSV with columns `timestamp,entity,<channels...>,anomaly`.
-pub fn write_csv(series: &[Series], path: &Path) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_path(path)?;
+/// Writes series as CSV with columns `timestamp,entity,<channels...>,anomaly`
+/// (`layout` chooses the delimiter, the labels and the entity column).
+pub fn write_csv(series: &[Series], path: &Path, layout: Layout) -> anyhow::Result<()> {
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(layout.delimiter)
+        .from_path(path)?;
     let Some(first) = series.first() else {
         return Ok(());
     };
-    let mut header = vec!["timestamp".to_string(), "entity".to_string()];
+    let mut header = vec!["timestamp".to_string()];
+    if layout.entity_column {
+        header.push("entity".into());
+    }
     header.extend(first.channels.iter().cloned());
     header.push("anomaly".into());
     writer.write_record(&header)?;
+    let decimal_comma = layout.delimiter == b';';
     for s in series {
         for row in 0..s.len() {
-            let mut record = vec![format_timestamp(s.timestamps[row]), s.entity.clone()];
-            record.extend(s.row(row).iter().map(|v| format!("{v:.4}")));
-            record.push(
-                s.labels
-                    .as_ref()
-                    .map(|l| l[row].clone())
-                    .unwrap_or_default(),
-            );
+            let mut record = vec![format_timestamp(s.timestamps[row])];
+            if layout.entity_column {
+                record.push(s.entity.clone());
+            }
+            record.extend(s.row(row).iter().map(|v| {
+                let text = format!("{v:.4}");
+                if decimal_comma {
+                    text.replace('.', ",")
+                } else {
+                    text
+                }
+            }));
+            let kind = s
+                .labels
+                .as_ref()
+                .map(|l| l[row].clone())
+                .unwrap_or_default();
+            record.push(match layout.labels {
+                LabelStyle::Kinds => kind,
+                LabelStyle::Flags => u8::from(!kind.is_empty()).to_string(),
+            });
             writer.write_record(&record)?;
         }
     }

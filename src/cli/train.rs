@@ -23,7 +23,8 @@ pub struct TrainArgs {
     /// Model name (file stem).
     #[arg(long, default_value = "model")]
     pub name: String,
-    /// Channels to use, comma-separated, in model order (default: every numeric column).
+    /// Channels to use, comma-separated, in model order (default: every
+    /// numeric column but one named like a label: anomaly, label, target, ...).
     #[arg(long)]
     pub channels: Option<String>,
     /// Timestamp column.

@@ -150,6 +150,20 @@ fn content_error(origin: &str, line: usize, message: String) -> SeriesError {
     }
 }
 
+/// Column names taken for labels, never for channels unless named.
+const LABEL_NAMES: [&str; 6] = [
+    "anomaly",
+    "label",
+    "labels",
+    "is_anomaly",
+    "anomalous",
+    "target",
+];
+
+fn is_label_name(name: &str) -> bool {
+    LABEL_NAMES.iter().any(|l| name.eq_ignore_ascii_case(l))
+}
+
 /// A finite number; with `decimal_comma` (a file not separated by commas),
 /// `1,5` reads as 1.5.
 fn parse_number(text: &str, column: &str, decimal_comma: bool) -> Result<f32, String> {
@@ -209,11 +223,21 @@ fn parse_csv(
     let channel_indices: Vec<usize> = match &options.channels {
         Some(names) => names.iter().map(|n| find(n)).collect::<Result<_, _>>()?,
         None => {
-            // Every other column whose first value is a number is a channel.
+            // Every other column whose first value is a number is a channel,
+            // except one named like a label: a model that reads the labels
+            // learns nothing about the signal.
             let reserved = [Some(timestamp_index), entity_index, label_index];
             let first = records.first();
+            for (i, name) in header.iter().enumerate() {
+                if !reserved.contains(&Some(i)) && is_label_name(name) {
+                    tracing::warn!(
+                        column = %name,
+                        "left out of the channels: it is named like a label (name it in --channels to use it)"
+                    );
+                }
+            }
             (0..header.len())
-                .filter(|i| !reserved.contains(&Some(*i)))
+                .filter(|i| !reserved.contains(&Some(*i)) && !is_label_name(&header[*i]))
                 .filter(|&i| {
                     first
                         .and_then(|r| r.get(i))
@@ -367,6 +391,19 @@ mod tests {
         let series = parse_csv(text, &ReadOptions::default(), "f", "f.csv").unwrap();
         assert_eq!(series[0].channels, vec!["a", "b"]);
         assert_eq!(series[0].values, vec![1.5, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_label_column_is_not_a_channel_unless_named() {
+        let text = "timestamp,a,label\n2024-01-01 00:00:00,1,0\n";
+        let series = parse_csv(text, &ReadOptions::default(), "f", "f.csv").unwrap();
+        assert_eq!(series[0].channels, vec!["a"]);
+        let named = ReadOptions {
+            channels: Some(vec!["a".into(), "label".into()]),
+            ..Default::default()
+        };
+        let series = parse_csv(text, &named, "f", "f.csv").unwrap();
+        assert_eq!(series[0].channels, vec!["a", "label"]);
     }
 
     #[test]

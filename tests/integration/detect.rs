@@ -516,3 +516,46 @@ fn a_small_file_trains_past_its_epochs_and_without_validation() {
         .arg("--out")
         .arg(dir.path().join("rows.csv")));
 }
+
+#[test]
+fn generate_writes_the_layout_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    run(anomalyd()
+        .args([
+            "generate",
+            "--entities",
+            "1",
+            "--channels",
+            "8",
+            "--days",
+            "4",
+        ])
+        .args([
+            "--delimiter",
+            ";",
+            "--labels",
+            "flags",
+            "--no-entity-column",
+            "--out",
+        ])
+        .arg(dir.path()));
+    let test = std::fs::read_to_string(dir.path().join("test.csv")).unwrap();
+    let mut lines = test.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(';').collect();
+    assert_eq!(header.len(), 10, "{header:?}");
+    assert_eq!((header[0], header[9]), ("timestamp", "anomaly"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(';').collect()).collect();
+    assert!(rows
+        .iter()
+        .all(|r| r.len() == 10 && (r[9] == "0" || r[9] == "1")));
+    assert!(rows.iter().any(|r| r[9] == "1"), "some anomalies");
+    assert!(rows[0][1].contains(','), "decimal commas: {:?}", rows[0]);
+    // Several entities need their column.
+    let output = anomalyd()
+        .args(["generate", "--entities", "2", "--no-entity-column", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--entities 1"));
+}
