@@ -120,6 +120,9 @@ fn train_command_writes_the_artefact_and_loss_curve() {
             "tiny",
             "--max-epochs",
             "2",
+            // No floor of optimiser steps: exactly the two epochs asked for.
+            "--min-steps",
+            "0",
             "--train-stride",
             "4",
             "--quiet",

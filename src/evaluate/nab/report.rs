@@ -74,6 +74,8 @@ pub struct Summary {
     pub profiles: Vec<ProfileResult>,
     /// Per category.
     pub categories: Vec<CategoryResult>,
+    /// The tuning half, the held-out half and the whole (see [`Split`]).
+    pub splits: Vec<SplitResult>,
     /// Per file.
     pub per_file: Vec<FileResult>,
     /// Wall-clock seconds of the whole run.
@@ -82,6 +84,53 @@ pub struct Summary {
     pub workers: usize,
     /// The settings (model recipe, calibration, alerts), for the record.
     pub settings: serde_json::Value,
+}
+
+/// The halves of the corpus parameters are chosen and checked on: the files
+/// in sorted order (by relative path) at even positions (0, 2, 4, ...) are
+/// the tuning half, at odd positions the held-out half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Even positions: parameters may be chosen on these labels.
+    Tuning,
+    /// Odd positions: only reported.
+    HeldOut,
+    /// Every file.
+    Whole,
+}
+
+impl Split {
+    /// Whether the file at `position` (in sorted order) is in the split.
+    pub fn contains(self, position: usize) -> bool {
+        match self {
+            Split::Tuning => position % 2 == 0,
+            Split::HeldOut => position % 2 == 1,
+            Split::Whole => true,
+        }
+    }
+
+    /// The name in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Tuning => "tuning half (even positions)",
+            Split::HeldOut => "held-out half (odd positions)",
+            Split::Whole => "whole corpus",
+        }
+    }
+}
+
+/// The own-alert scores of one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitResult {
+    /// Which files.
+    pub split: Split,
+    /// Files in it.
+    pub files: usize,
+    /// Labelled windows in it.
+    pub windows: usize,
+    /// The score of the detector's own alerts, per profile (standard, low FP, low FN).
+    pub own: Vec<f64>,
 }
 
 /// Scores the runs against the corpus labels.
@@ -173,7 +222,26 @@ pub fn summarise(
             false_alarms: members.iter().map(|&i| per_file[i].false_alarms).sum(),
         });
     }
+    let splits = [Split::Tuning, Split::HeldOut, Split::Whole]
+        .into_iter()
+        .map(|split| {
+            let members: Vec<usize> = (0..rows.len()).filter(|&i| split.contains(i)).collect();
+            let files: Vec<FileRows> = members.iter().map(|&i| rows[i].clone()).collect();
+            let chosen: Vec<&Vec<bool>> = members.iter().map(|&i| decisions[i]).collect();
+            SplitResult {
+                split,
+                files: members.len(),
+                windows: files.iter().map(|f| f.windows).sum(),
+                own: corpus
+                    .profiles
+                    .iter()
+                    .map(|p| score_decisions(&files, &chosen, p))
+                    .collect(),
+            }
+        })
+        .collect();
     Summary {
+        splits,
         detector: detector.to_string(),
         files: corpus.files.len(),
         windows: corpus.window_count(),
@@ -209,6 +277,26 @@ impl Summary {
                 out,
                 "| {} | {:.4} | {:.2} | {:.2} |",
                 p.profile, p.threshold, p.oracle_score, p.own_score
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nOwn alerts by half (parameters are chosen on the tuning half only):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| files | count | windows | standard | low FP | low FN |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for split in &self.splits {
+            let cells: Vec<String> = split.own.iter().map(|s| format!("{s:.2}")).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                split.split.name(),
+                split.files,
+                split.windows,
+                cells.join(" | ")
             );
         }
         let _ = writeln!(
