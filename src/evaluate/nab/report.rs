@@ -104,8 +104,8 @@ impl Split {
     /// Whether the file at `position` (in sorted order) is in the split.
     pub fn contains(self, position: usize) -> bool {
         match self {
-            Split::Tuning => position % 2 == 0,
-            Split::HeldOut => position % 2 == 1,
+            Split::Tuning => position.is_multiple_of(2),
+            Split::HeldOut => !position.is_multiple_of(2),
             Split::Whole => true,
         }
     }
