@@ -32,6 +32,12 @@ pub struct ChannelNormalisation {
     /// `k` of the `k·asinh(z / k)` squash; absent in models that predate it (no squash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_clip: Option<f32>,
+    /// Smallest and largest value the model was built from (its training
+    /// and validation rows): the detector's range check starts from it.
+    /// Absent in models that predate it (the range then starts at each
+    /// entity's first row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f32; 2]>,
 }
 
 /// The squash of newly fitted channels: values within ~3 sigma are barely changed.
@@ -103,7 +109,19 @@ pub fn fit_channel(channel: &str, values: &[f32]) -> ChannelNormalisation {
         scale: scale as f32,
         scale_source: source.to_string(),
         soft_clip: Some(SOFT_CLIP),
+        range: value_range(values.iter().copied()),
     }
+}
+
+/// The smallest and largest finite value, if any.
+pub fn value_range(values: impl IntoIterator<Item = f32>) -> Option<[f32; 2]> {
+    values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(None, |range, v| match range {
+            None => Some([v, v]),
+            Some([low, high]) => Some([low.min(v), high.max(v)]),
+        })
 }
 
 /// Linear-interpolated quantile of already sorted values (`q` in [0, 1]).

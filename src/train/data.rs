@@ -1,6 +1,6 @@
 //! Turns series into normalised training and validation windows (time-ordered split, per entity).
 
-use crate::model::normalise::fit_channel;
+use crate::model::normalise::{fit_channel, value_range};
 use crate::model::ChannelNormalisation;
 use crate::series::Series;
 use crate::window::windows_of_rows;
@@ -79,7 +79,10 @@ pub fn prepare(
         if values.is_empty() {
             return Err("no training rows after the validation split".into());
         }
-        normalisation.push(fit_channel(name, &values));
+        let mut fitted = fit_channel(name, &values);
+        // The range covers the validation rows too: all the model was made from.
+        fitted.range = value_range(splits.iter().flat_map(|(s, _)| s.channel_values(index)));
+        normalisation.push(fitted);
     }
     let normalise = |rows: &[f32]| -> Vec<f32> {
         rows.chunks(c)

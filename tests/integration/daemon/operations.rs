@@ -262,7 +262,7 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
     let extra = format!("[model]\npath = \"{}\"\n", model.display());
     let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "reload", "reload", &extra);
     daemon.wait_ready(Duration::from_secs(30));
-    let version = "anomalyd_model_info{version=\"sha256:2bf5b183a383ed67\"}";
+    let version = "anomalyd_model_info{version=\"sha256:6d901e0cb581c7bb\"}";
     assert_eq!(daemon.metric(version), Some(1.0));
     let wait_for = |sample: &str, value: f64| {
         let deadline = Instant::now() + Duration::from_secs(30);
