@@ -4,8 +4,9 @@
 //! This is the idea behind HTM's "anomaly likelihood" (Ahmad et al., 2017):
 //! a short moving average of raw scores is compared with the mean and spread
 //! of the same average over a long history, re-estimated periodically. Raw
-//! reconstruction errors are skewed, so by default the fit is made on their
-//! logarithm.
+//! reconstruction errors are skewed; the fit can be made on their logarithm
+//! (`log_scores`), but by default it is made on the raw scores, whose heavy
+//! tail then counts as unusual (measured better on NAB's tuning half).
 //!
 //! The history is not kept value by value: between two fits the values are
 //! summed into one block (count, mean, sum of squared deviations), and a fit
@@ -47,7 +48,7 @@ impl Default for LikelihoodConfig {
             history: 8640,
             short_window: 10,
             refit_every: 100,
-            log_scores: true,
+            log_scores: false,
             min_std: 0.05,
         }
     }
@@ -139,6 +140,9 @@ pub struct Likelihood {
     blocks: BlockHistory,
     /// History values since the last fit.
     open: Moments,
+    /// Values judged but not yet learned (see [`score_only`](Self::score_only)).
+    #[serde(default)]
+    deferred: Moments,
     seen: usize,
     since_fit: usize,
     mean: f64,
@@ -161,6 +165,7 @@ impl Likelihood {
                 (config.history / config.refit_every.min(config.warm_up).max(1) + 1).min(1 << 12),
             ),
             open: Moments::default(),
+            deferred: Moments::default(),
             seen: 0,
             since_fit: 0,
             mean: 0.0,
@@ -179,6 +184,27 @@ impl Likelihood {
 
     /// Takes the next raw score.
     pub fn update(&mut self, raw: f64) -> Calibrated {
+        self.step(raw, true)
+    }
+
+    /// Takes the next raw score without adding it to the history yet (a
+    /// window inside an open alert): it is judged against the history as it
+    /// was, and it moves the short average; it is learned at
+    /// [`release`](Self::release).
+    pub fn score_only(&mut self, raw: f64) -> Calibrated {
+        self.step(raw, false)
+    }
+
+    /// Adds the values taken by [`score_only`](Self::score_only) to the
+    /// history (the alert they were in has resolved).
+    pub fn release(&mut self) {
+        if self.deferred.count > 0.0 {
+            self.since_fit += self.deferred.count as usize;
+            self.open = self.open.merge(std::mem::take(&mut self.deferred));
+        }
+    }
+
+    fn step(&mut self, raw: f64, learn: bool) -> Calibrated {
         // A non-finite raw score is as unusual as it gets (once warmed up);
         // it stays out of the history so it cannot poison the fit.
         let Some(value) = fitted_value(raw, self.config.log_scores) else {
@@ -198,8 +224,12 @@ impl Likelihood {
             }
             Calibrated::ready(upper_tail((averaged - self.mean) / self.std))
         };
-        self.open.push(averaged);
-        self.since_fit += 1;
+        if learn || self.seen <= self.config.warm_up {
+            self.open.push(averaged);
+            self.since_fit += 1;
+        } else {
+            self.deferred.push(averaged);
+        }
         result
     }
 
@@ -401,6 +431,7 @@ mod tests {
         let mut c = Likelihood::new(LikelihoodConfig {
             warm_up: 50,
             short_window: 1,
+            log_scores: true,
             ..Default::default()
         });
         for _ in 0..60 {

@@ -160,6 +160,26 @@ impl Calibrator {
             Self::Spot(c) => c.update(raw),
         }
     }
+
+    /// Takes the next raw score and judges it without learning from it yet
+    /// (a window inside an open alert, so a long anomaly is not absorbed as
+    /// the new normal while it lasts).
+    pub fn score_only(&mut self, raw: f64) -> Calibrated {
+        match self {
+            Self::Likelihood(c) => c.score_only(raw),
+            Self::Spot(c) => c.score_only(raw),
+        }
+    }
+
+    /// Learns the scores taken by [`score_only`](Self::score_only) since the
+    /// last release (the alert resolved): the episode becomes part of what
+    /// the entity has shown, as it would have without the hold. SPOT keeps
+    /// its rule instead: it never learns a score beyond its risk level.
+    pub fn release(&mut self) {
+        if let Self::Likelihood(c) = self {
+            c.release();
+        }
+    }
 }
 
 /// The value a calibrator fits: `ln(raw + 1e-6)` or the raw score; `None`

@@ -122,6 +122,17 @@ impl Spot {
 
     /// Takes the next raw score.
     pub fn update(&mut self, raw: f64) -> Calibrated {
+        self.step(raw, true)
+    }
+
+    /// Takes the next raw score without learning from it (a window inside
+    /// an open alert): it is judged, and it moves the short average, but
+    /// it adds no peak and does not move the drift baseline.
+    pub fn score_only(&mut self, raw: f64) -> Calibrated {
+        self.step(raw, false)
+    }
+
+    fn step(&mut self, raw: f64, learn: bool) -> Calibrated {
         let Some(value) = fitted_value(raw, self.config.log_scores) else {
             return if self.sample.is_empty() {
                 Calibrated::warming(self.warm_up.len(), self.config.warm_up)
@@ -141,7 +152,7 @@ impl Spot {
             return Calibrated::warming(seen, self.config.warm_up);
         }
         let tail = self.tail_probability(judged);
-        if tail >= self.config.risk {
+        if learn && tail >= self.config.risk {
             self.normal += 1;
             if judged > self.threshold {
                 self.add_peak(judged - self.threshold);
