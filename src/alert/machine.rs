@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertPolicy {
-    /// Calibrated score at or above which an observation is high (0.45: a tail of 10^-4.5, about 1 in 30,000).
+    /// Calibrated score at or above which an observation is high (0.6: a tail of 10^-6).
     pub threshold: f64,
     /// High observations among the last `debounce_window` needed to open an alert.
     pub debounce_high: usize,
@@ -42,11 +42,11 @@ pub struct AlertPolicy {
 impl Default for AlertPolicy {
     fn default() -> Self {
         Self {
-            threshold: 0.45,
+            threshold: 0.6,
             debounce_high: 1,
             debounce_window: 1,
             recovery: 10,
-            cooldown: 100,
+            cooldown: 30,
             critical_threshold: 0.8,
             top_channels: 3,
         }
