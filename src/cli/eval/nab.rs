@@ -41,6 +41,10 @@ pub struct NabArgs {
     /// Rows a retrained model learns from.
     #[arg(long, default_value_t = 750)]
     pub retrain_rows: usize,
+    /// Let alerts open during each file's probationary period (by default
+    /// the detector only learns there, as NAB's rules expect).
+    #[arg(long)]
+    pub alerts_in_probation: bool,
     /// Only the first N files (sorted by path), for a quick look; the scores are then not NAB scores.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -61,6 +65,7 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     }
     options.retrain_every = args.retrain_every.filter(|&n| n > 0);
     options.retrain_rows = args.retrain_rows;
+    options.probation_silence = !args.alerts_in_probation;
     if let Some(epochs) = args.epochs {
         options.recipe.max_epochs = epochs;
     }
@@ -89,6 +94,7 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         "seed": options.recipe.seed,
         "retrain_every": options.retrain_every,
         "retrain_rows": options.retrain_rows,
+        "probation_silence": options.probation_silence,
         "loss": options.recipe.loss,
         "detector": options.detector,
     });

@@ -27,6 +27,9 @@ pub struct NabOptions {
     pub retrain_every: Option<usize>,
     /// Rows (the latest before the retraining point) a retrained model learns from.
     pub retrain_rows: usize,
+    /// Open no alert during each file's probationary period (the
+    /// detector's `probation_rows` is at least its length).
+    pub probation_silence: bool,
 }
 
 impl Default for NabOptions {
@@ -37,6 +40,7 @@ impl Default for NabOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             retrain_every: None,
             retrain_rows: 750,
+            probation_silence: true,
         }
     }
 }
@@ -112,14 +116,11 @@ pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileR
         retrain_seconds += clock.elapsed().as_secs_f64();
         Ok(Some(scorer))
     };
-    let run = stream(
-        scorer,
-        &file.name,
-        &timestamps,
-        &values,
-        &options.detector,
-        retrain,
-    )?;
+    let mut detector = options.detector.clone();
+    if options.probation_silence {
+        detector.probation_rows = detector.probation_rows.max(prefix);
+    }
+    let run = stream(scorer, &file.name, &timestamps, &values, &detector, retrain)?;
     train_seconds += retrain_seconds;
     Ok(FileRun {
         train_seconds,

@@ -1,0 +1,150 @@
+//! Range checks: whether a per-channel statistic (a value, or how much it
+//! changes from row to row) leaves everything an entity has shown so far.
+
+use serde::{Deserialize, Serialize};
+
+/// The (min, max) of one statistic per channel, learned from rows judged
+/// normal and only slowly from rows that breach it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Bounds(Vec<(f32, f32)>);
+
+impl Bounds {
+    /// Bounds that start from `range` (empty: from the first row checked).
+    pub fn seeded(range: Vec<(f32, f32)>) -> Self {
+        Self(range)
+    }
+
+    /// Whether any finite value is beyond its channel's range widened by
+    /// `tolerance` of its width on each side; then learns: a value within
+    /// that margin widens the range to itself, a value beyond it moves the
+    /// bound only `follow` of the way (1 while the entity is learning, 0
+    /// while an alert is held, a slow fraction otherwise), so a jump out of
+    /// the range is not absorbed at once.
+    pub fn check(&mut self, values: &[f32], tolerance: f64, follow: f32) -> bool {
+        self.check_by(values, |low, high| (high - low) as f64 * tolerance, follow)
+    }
+
+    /// [`check`](Self::check) with the margin on each side a function of
+    /// the channel's (low, high).
+    fn check_by(&mut self, values: &[f32], margin: impl Fn(f32, f32) -> f64, follow: f32) -> bool {
+        if self.0.is_empty() {
+            self.0 = values.iter().map(|&v| (v, v)).collect();
+            return false;
+        }
+        let mut breach = false;
+        for (&v, (low, high)) in values.iter().zip(self.0.iter_mut()) {
+            if !v.is_finite() {
+                continue;
+            }
+            let margin = margin(*low, *high);
+            let breaches = *high > *low
+                && ((v as f64) > *high as f64 + margin || (v as f64) < *low as f64 - margin);
+            breach |= breaches;
+            // A value within the margin is normal and widens the range; a
+            // breaching one moves it only `follow` of the way.
+            let step = if breaches { follow } else { 1.0 };
+            if v < *low {
+                *low += (v - *low) * step;
+            }
+            if v > *high {
+                *high += (v - *high) * step;
+            }
+        }
+        breach
+    }
+}
+
+/// Per channel, a moving average of the absolute change from the previous
+/// row: it collapses on a stuck sensor and jumps on noise or a faster
+/// oscillation, where the values themselves stay in range. It is bounded
+/// on a log scale.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Roughness {
+    previous: Vec<f32>,
+    average: Vec<f32>,
+    rows: u32,
+    bounds: Bounds,
+}
+
+impl Roughness {
+    /// Takes the next row; once `rows` rows have been averaged, checks the
+    /// averages against the bounds: a breach is an average more than
+    /// `1 + tolerance` times the largest seen, or less than the smallest
+    /// divided by it (learning as in [`Bounds::check`]).
+    pub fn check(&mut self, row: &[f32], rows: usize, tolerance: f64, follow: f32) -> bool {
+        if self.previous.len() != row.len() {
+            self.previous = row.to_vec();
+            self.average = vec![0.0; row.len()];
+            return false;
+        }
+        let alpha = 1.0 / rows.max(1) as f32;
+        for ((average, previous), &v) in self.average.iter_mut().zip(&mut self.previous).zip(row) {
+            if v.is_finite() {
+                *average += ((v - *previous).abs() - *average) * alpha;
+                *previous = v;
+            }
+        }
+        self.rows = self.rows.saturating_add(1);
+        if (self.rows as usize) < rows {
+            return false;
+        }
+        // On a log scale: the statistic is a spread, so "beyond" is a
+        // ratio, and a channel that stops moving (0) is far below any
+        // spread it has shown.
+        let logs: Vec<f32> = self
+            .average
+            .iter()
+            .map(|&a| a.max(f32::MIN_POSITIVE).ln())
+            .collect();
+        let margin = tolerance.ln_1p();
+        self.bounds.check_by(&logs, |_, _| margin, follow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_widen_by_the_fraction_they_are_given() {
+        let mut bounds = Bounds::seeded(vec![(0.0, 10.0)]);
+        // Within the margin (0.5): widens fully, whatever `follow` is.
+        assert!(!bounds.check(&[10.4], 0.05, 0.0));
+        assert_eq!(bounds.0[0], (0.0, 10.4));
+        // Beyond it: moves `follow` of the way.
+        assert!(bounds.check(&[20.4], 0.05, 0.1));
+        assert!((bounds.0[0].1 - 11.4).abs() < 1e-5);
+        assert!(bounds.check(&[20.4], 0.05, 0.0));
+        assert!((bounds.0[0].1 - 11.4).abs() < 1e-5);
+    }
+
+    #[test]
+    fn roughness_breaches_on_a_stuck_channel_and_on_noise() {
+        let wave = |t: usize| (t as f32 * 0.7).sin();
+        let learn = |r: &mut Roughness| {
+            for t in 0..200 {
+                r.check(&[wave(t)], 4, 0.05, 0.01);
+            }
+        };
+        let mut stuck = Roughness::default();
+        learn(&mut stuck);
+        let breaches = (0..20)
+            .filter(|_| stuck.check(&[wave(199)], 4, 0.05, 0.01))
+            .count();
+        assert!(breaches >= 10, "{breaches}");
+        let mut noisy = Roughness::default();
+        learn(&mut noisy);
+        let breaches = (200..220)
+            .filter(|&t| {
+                noisy.check(
+                    &[wave(t) + if t % 2 == 0 { 3.0 } else { -3.0 }],
+                    4,
+                    0.05,
+                    0.01,
+                )
+            })
+            .count();
+        assert!(breaches >= 15, "{breaches}");
+    }
+}

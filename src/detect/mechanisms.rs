@@ -1,0 +1,262 @@
+//! Tests of the detector's decision mechanisms, each against its absence:
+//! probation silence, the range seeded from training and taught only
+//! slowly by breaches, alerts held through long anomalies, and the
+//! cooldown after a detection.
+
+use super::*;
+use crate::serve::embedded::default_scorer;
+use crate::synthetic::{generate, SyntheticConfig};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+/// Anomaly-free rows of the default model's five channels: the first
+/// machine of the generator's seed 7, the kind of machine the model was
+/// trained on, made longer.
+fn normal_rows(count: usize) -> Vec<Vec<f32>> {
+    let data = generate(&SyntheticConfig {
+        entities: 1,
+        // The first half is anomaly-free.
+        days: (2 * count).div_ceil(96),
+        ..Default::default()
+    });
+    let series = &data.series[0];
+    series
+        .values
+        .chunks(series.channels.len())
+        .take(count)
+        .map(<[f32]>::to_vec)
+        .collect()
+}
+
+/// Which event each row produced, for rows that produced one.
+fn events(config: &DetectorConfig, rows: &[Vec<f32>]) -> Vec<(usize, &'static str)> {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let mut detector = EntityDetector::new("pump", &scorer, config);
+    let mut seen = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let outcome = detector
+            .observe(&scorer, i as i64 * 900_000, row)
+            .expect("scores");
+        if let Some(event) = outcome.event {
+            let kind = match event {
+                AlertEvent::Opened(_) => "opened",
+                AlertEvent::Updated(_) => "updated",
+                AlertEvent::Resolved(_) => "resolved",
+            };
+            seen.push((i, kind));
+        }
+    }
+    seen
+}
+
+fn opened_in(events: &[(usize, &str)], rows: std::ops::Range<usize>) -> usize {
+    events
+        .iter()
+        .filter(|(i, kind)| *kind == "opened" && rows.contains(i))
+        .count()
+}
+
+/// The training range of channel `c` of the default model.
+fn training_range(c: usize) -> (f32, f32) {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let [low, high] = scorer.metadata().normalisation[c]
+        .range
+        .expect("the default model records its training range");
+    (low, high)
+}
+
+/// Rows with every channel in the middle of its training range.
+fn centre_rows(count: usize) -> Vec<Vec<f32>> {
+    (0..count)
+        .map(|_| {
+            (0..5)
+                .map(|c| {
+                    let (low, high) = training_range(c);
+                    (low + high) / 2.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn no_alert_opens_during_probation() {
+    let mut rows = normal_rows(1200);
+    let (low, high) = training_range(0);
+    // A value far above anything seen, inside probation.
+    for row in &mut rows[600..620] {
+        row[0] = high + 3.0 * (high - low);
+    }
+    let silent = DetectorConfig {
+        probation_rows: 800,
+        ..Default::default()
+    };
+    let told = DetectorConfig {
+        probation_rows: 0,
+        ..Default::default()
+    };
+    assert_eq!(opened_in(&events(&silent, &rows), 0..800), 0);
+    assert_eq!(opened_in(&events(&told, &rows), 600..620), 1);
+}
+
+#[test]
+fn the_range_starts_from_the_models_training_range() {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let (low, high) = training_range(0);
+    let mut rows = centre_rows(3);
+    rows[0][0] = low + 0.45 * (high - low);
+    rows[1][0] = low + 0.55 * (high - low);
+    // Ordinary in training, far beyond this entity's first two rows.
+    rows[2][0] = low + 0.95 * (high - low);
+    let breaches = |config: &DetectorConfig| {
+        let mut detector = EntityDetector::new("pump", &scorer, config);
+        let mut breaches = 0;
+        for (i, row) in rows.iter().enumerate() {
+            detector.push(&scorer, i as i64, row);
+            breaches += detector.last_out_of_range as usize;
+        }
+        breaches
+    };
+    assert_eq!(breaches(&DetectorConfig::default()), 0);
+    let fresh = DetectorConfig {
+        range_from_model: false,
+        ..Default::default()
+    };
+    assert_eq!(breaches(&fresh), 1);
+}
+
+#[test]
+fn a_level_outside_the_range_is_not_absorbed() {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let (low, high) = training_range(0);
+    // Normal rows until the calibration is ready (while it warms up, every
+    // row teaches the range), then a drop by one and a half ranges, which
+    // keeps the channel's texture and stays for 100 rows.
+    let mut rows = normal_rows(300);
+    for row in &mut rows[200..] {
+        row[0] -= 1.5 * (high - low);
+    }
+    let breaches = |config: &DetectorConfig| {
+        let mut detector = EntityDetector::new("pump", &scorer, config);
+        let mut breaches = 0;
+        for (i, row) in rows.iter().enumerate() {
+            detector.observe(&scorer, i as i64, row).expect("scores");
+            if i >= 200 {
+                assert_eq!(detector.calibration_state(), CalibrationState::Ready);
+                breaches += detector.last_out_of_range as usize;
+            }
+        }
+        breaches
+    };
+    let slow = breaches(&DetectorConfig::default());
+    assert!(slow >= 90, "the new level breached on {slow} of 100 rows");
+    // The counterfactual: a range that takes in every value (and no held
+    // alert, during which the range does not learn at all).
+    let follows = DetectorConfig {
+        range_follow: 1.0,
+        alert_hold: 0,
+        ..Default::default()
+    };
+    let absorbed = breaches(&follows);
+    assert!(
+        absorbed <= 3,
+        "a range that follows every value: {absorbed}"
+    );
+}
+
+/// 2,000 normal rows, then `anomaly` applied to rows 2,000..2,500, then
+/// normal rows again up to 3,000.
+fn with_anomaly(anomaly: impl Fn(&mut Vec<f32>, usize)) -> Vec<Vec<f32>> {
+    let mut rows = normal_rows(3000);
+    for (i, row) in rows[2000..2500].iter_mut().enumerate() {
+        anomaly(row, i);
+    }
+    rows
+}
+
+/// Asserts that an alert opens early in the anomaly, stays open through
+/// it and resolves soon after it ends.
+fn assert_held(config: &DetectorConfig, rows: &[Vec<f32>], name: &str) {
+    let events = events(config, rows);
+    let opened: Vec<usize> = events
+        .iter()
+        .filter(|(_, k)| *k == "opened")
+        .map(|(i, _)| *i)
+        .collect();
+    let start = *opened
+        .iter()
+        .find(|&&i| i >= 2000)
+        .unwrap_or_else(|| panic!("{name}: no alert opened: {events:?}"));
+    assert!(start < 2064, "{name}: opened at row {start}: {events:?}");
+    let resolved = events
+        .iter()
+        .find(|(i, k)| *i > start && *k == "resolved")
+        .map(|(i, _)| *i)
+        .unwrap_or_else(|| panic!("{name}: never resolved: {events:?}"));
+    assert!(
+        resolved >= 2500,
+        "{name}: resolved at row {resolved}, inside the anomaly: {events:?}"
+    );
+    assert!(
+        resolved < 2500 + 150,
+        "{name}: resolved at row {resolved}, long after the anomaly: {events:?}"
+    );
+}
+
+fn level_shift() -> Vec<Vec<f32>> {
+    let (low, high) = training_range(0);
+    with_anomaly(|row, _| row[0] += high - low)
+}
+
+fn noise_burst() -> Vec<Vec<f32>> {
+    let (low, high) = training_range(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let noise = Normal::new(0.0, 0.25 * (high - low)).expect("a valid spread");
+    let draws: Vec<f32> = (0..500).map(|_| noise.sample(&mut rng)).collect();
+    with_anomaly(move |row, i| row[1] += draws[i])
+}
+
+#[test]
+fn an_alert_is_held_through_a_500_row_level_shift_and_resolves_after_it() {
+    assert_held(&DetectorConfig::default(), &level_shift(), "level shift");
+}
+
+#[test]
+fn an_alert_is_held_through_a_500_row_noise_burst_and_resolves_after_it() {
+    assert_held(&DetectorConfig::default(), &noise_burst(), "noise burst");
+}
+
+#[test]
+fn without_the_hold_the_calibration_learns_the_anomaly_and_the_alert_resolves_in_it() {
+    let config = DetectorConfig {
+        alert_hold: 0,
+        ..Default::default()
+    };
+    for (rows, name) in [
+        (level_shift(), "level shift"),
+        (noise_burst(), "noise burst"),
+    ] {
+        let result = std::panic::catch_unwind(|| assert_held(&config, &rows, name));
+        assert!(result.is_err(), "{name}: held without the mechanism");
+    }
+}
+
+#[test]
+fn after_a_detection_the_cooldown_opens_no_second_alert() {
+    let (low, high) = training_range(0);
+    let mut rows = normal_rows(1400);
+    // Two spikes 35 rows apart: one event as far as a pager is concerned.
+    for t in (1000..1005).chain(1035..1040) {
+        rows[t][0] = high + 2.0 * (high - low);
+    }
+    let events_with = events(&DetectorConfig::default(), &rows);
+    assert_eq!(opened_in(&events_with, 1000..1400), 1, "{events_with:?}");
+    let mut config = DetectorConfig::default();
+    config.alerts.cooldown = 0;
+    let events_without = events(&config, &rows);
+    assert_eq!(
+        opened_in(&events_without, 1000..1400),
+        2,
+        "{events_without:?}"
+    );
+}
