@@ -63,7 +63,7 @@ grace_period_s = 10
 
 # The synthetic machines follow daily cycles: calibrate on a week of
 # 15-minute samples instead of the default 100 windows (measured on seed 7:
-# 8 false alarms instead of 19, the same 28 of 42 anomalies caught).
+# 1 false alarm instead of 9, the same 40 of 42 anomalies caught).
 [detector.calibration]
 method = "likelihood"
 warm_up = 672
@@ -215,7 +215,16 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     for kind in kinds {
         let caught = verdict.caught.iter().filter(|a| a.kind == kind).count();
         let total = injected.iter().filter(|a| a.kind == kind).count();
-        println!("    {kind:<16} caught {caught} of {total}");
+        let open: f64 = injected
+            .iter()
+            .zip(&verdict.open_fraction)
+            .filter(|(a, _)| a.kind == kind)
+            .map(|(_, f)| f)
+            .sum();
+        println!(
+            "    {kind:<16} caught {caught} of {total}, an alert open through {:.0} % of its time",
+            100.0 * open / total as f64
+        );
     }
     for missed in &verdict.missed {
         println!(

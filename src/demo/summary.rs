@@ -1,5 +1,6 @@
 //! The demo's verdict: which injected anomalies an alert caught, which it
-//! missed, and how many alerts opened where nothing was injected.
+//! missed, how much of each an alert was open through, and how many alerts
+//! opened where nothing was injected.
 
 use super::view::SeenEvent;
 use crate::series::timestamp::parse_timestamp;
@@ -53,6 +54,71 @@ pub struct Verdict {
     pub missed: Vec<Injected>,
     /// Alerts opened away from every anomaly: (entity, start).
     pub false_alarms: Vec<(String, String)>,
+    /// Per injected anomaly (in `injected`'s order), the fraction of its
+    /// time an alert of its entity was open.
+    pub open_fraction: Vec<f64>,
+}
+
+/// Event time (ms) of an alert event: its window end, else its start.
+fn event_ms(event: &SeenEvent) -> Option<i64> {
+    event
+        .window_end
+        .as_deref()
+        .or(event.started_at.as_deref())
+        .and_then(|t| parse_timestamp(t).ok())
+}
+
+/// The spans during which each entity had an alert open: (entity, from,
+/// to), `to` = `i64::MAX` for an alert never resolved.
+fn open_spans(events: &[SeenEvent]) -> Vec<(String, i64, i64)> {
+    let mut open: std::collections::HashMap<&str, i64> = Default::default();
+    let mut spans = Vec::new();
+    for event in events {
+        let (Some(id), Some(at)) = (event.alert_id.as_deref(), event_ms(event)) else {
+            continue;
+        };
+        match event.event.as_str() {
+            "opened" => {
+                open.entry(id).or_insert(at);
+            }
+            "resolved" => {
+                if let Some(from) = open.remove(id) {
+                    spans.push((event.entity.clone(), from, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    for event in events {
+        if let Some(from) = event.alert_id.as_deref().and_then(|id| open.remove(id)) {
+            spans.push((event.entity.clone(), from, i64::MAX));
+        }
+    }
+    spans
+}
+
+/// The fraction of `anomaly`'s time covered by `spans` of its entity.
+fn covered(anomaly: &Injected, spans: &[(String, i64, i64)]) -> f64 {
+    let mut parts: Vec<(i64, i64)> = spans
+        .iter()
+        .filter(|(entity, _, _)| *entity == anomaly.entity)
+        .map(|&(_, from, to)| (from.max(anomaly.start_ms), to.min(anomaly.end_ms)))
+        .filter(|(from, to)| from < to)
+        .collect();
+    let length = anomaly.end_ms - anomaly.start_ms;
+    if length <= 0 {
+        return if parts.is_empty() { 0.0 } else { 1.0 };
+    }
+    parts.sort_unstable();
+    let (mut total, mut reached) = (0i64, i64::MIN);
+    for (from, to) in parts {
+        let from = from.max(reached);
+        if to > from {
+            total += to - from;
+            reached = to;
+        }
+    }
+    total as f64 / length as f64
 }
 
 /// Matches opened alerts to injected anomalies. An alert counts for an
@@ -74,7 +140,11 @@ pub fn judge(injected: &[Injected], events: &[SeenEvent], slack_ms: i64) -> Verd
             ))
         })
         .collect();
-    let mut verdict = Verdict::default();
+    let spans = open_spans(events);
+    let mut verdict = Verdict {
+        open_fraction: injected.iter().map(|a| covered(a, &spans)).collect(),
+        ..Verdict::default()
+    };
     let matches = |a: &Injected, entity: &str, at: i64| {
         a.entity == entity && at >= a.start_ms && at <= a.end_ms + slack_ms
     };
@@ -108,6 +178,43 @@ mod tests {
             window_end: None,
             top_channels: Vec::new(),
         }
+    }
+
+    fn event(kind: &str, id: &str, started: &str, at: &str) -> SeenEvent {
+        SeenEvent {
+            event: kind.into(),
+            alert_id: Some(id.into()),
+            window_end: Some(at.into()),
+            ..opened("m1", started)
+        }
+    }
+
+    #[test]
+    fn the_open_fraction_is_the_anomalys_time_inside_open_alerts() {
+        let anomalies = vec![Injected {
+            entity: "m1".into(),
+            kind: "level_shift".into(),
+            start_ms: parse_timestamp("2026-01-02T00:00:00Z").unwrap(),
+            end_ms: parse_timestamp("2026-01-02T10:00:00Z").unwrap(),
+        }];
+        let t0 = "2026-01-02T01:00:00Z";
+        let events = vec![
+            event("opened", "a", t0, t0),
+            event("resolved", "a", t0, "2026-01-02T04:00:00Z"),
+            // Re-opened in its cooldown (same id), never resolved.
+            event("opened", "a", t0, "2026-01-02T06:00:00Z"),
+            // Another entity's alert covers nothing of m1's anomaly.
+            SeenEvent {
+                entity: "m2".into(),
+                ..event("opened", "b", t0, t0)
+            },
+        ];
+        let verdict = judge(&anomalies, &events, 0);
+        assert!(
+            (verdict.open_fraction[0] - 0.7).abs() < 1e-9,
+            "{:?}",
+            verdict.open_fraction
+        );
     }
 
     #[test]
