@@ -22,18 +22,27 @@ impl Bounds {
     /// while an alert is held, a slow fraction otherwise), so a jump out of
     /// the range is not absorbed at once.
     pub fn check(&mut self, values: &[f32], tolerance: f64, follow: f32) -> bool {
-        self.check_by(values, |low, high| (high - low) as f64 * tolerance, follow)
+        self.check_by(
+            values.iter().copied(),
+            |low, high| (high - low) as f64 * tolerance,
+            follow,
+        )
     }
 
     /// [`check`](Self::check) with the margin on each side a function of
     /// the channel's (low, high).
-    fn check_by(&mut self, values: &[f32], margin: impl Fn(f32, f32) -> f64, follow: f32) -> bool {
+    fn check_by(
+        &mut self,
+        values: impl Iterator<Item = f32>,
+        margin: impl Fn(f32, f32) -> f64,
+        follow: f32,
+    ) -> bool {
         if self.0.is_empty() {
-            self.0 = values.iter().map(|&v| (v, v)).collect();
+            self.0 = values.map(|v| (v, v)).collect();
             return false;
         }
         let mut breach = false;
-        for (&v, (low, high)) in values.iter().zip(self.0.iter_mut()) {
+        for (v, (low, high)) in values.zip(self.0.iter_mut()) {
             if !v.is_finite() {
                 continue;
             }
@@ -61,8 +70,8 @@ impl Bounds {
 /// on a log scale.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Roughness {
-    previous: Vec<f32>,
-    average: Vec<f32>,
+    /// Per channel: (previous value, average absolute change).
+    channels: Vec<(f32, f32)>,
     rows: u32,
     bounds: Bounds,
 }
@@ -73,13 +82,12 @@ impl Roughness {
     /// `1 + tolerance` times the largest seen, or less than the smallest
     /// divided by it (learning as in [`Bounds::check`]).
     pub fn check(&mut self, row: &[f32], rows: usize, tolerance: f64, follow: f32) -> bool {
-        if self.previous.len() != row.len() {
-            self.previous = row.to_vec();
-            self.average = vec![0.0; row.len()];
+        if self.channels.len() != row.len() {
+            self.channels = row.iter().map(|&v| (v, 0.0)).collect();
             return false;
         }
         let alpha = 1.0 / rows.max(1) as f32;
-        for ((average, previous), &v) in self.average.iter_mut().zip(&mut self.previous).zip(row) {
+        for ((previous, average), &v) in self.channels.iter_mut().zip(row) {
             if v.is_finite() {
                 *average += ((v - *previous).abs() - *average) * alpha;
                 *previous = v;
@@ -92,13 +100,12 @@ impl Roughness {
         // On a log scale: the statistic is a spread, so "beyond" is a
         // ratio, and a channel that stops moving (0) is far below any
         // spread it has shown.
-        let logs: Vec<f32> = self
-            .average
+        let logs = self
+            .channels
             .iter()
-            .map(|&a| a.max(f32::MIN_POSITIVE).ln())
-            .collect();
+            .map(|&(_, average)| average.max(f32::MIN_POSITIVE).ln());
         let margin = tolerance.ln_1p();
-        self.bounds.check_by(&logs, |_, _| margin, follow)
+        self.bounds.check_by(logs, |_, _| margin, follow)
     }
 }
 

@@ -116,6 +116,14 @@ impl DetectorConfig {
                 self.range_follow
             ));
         }
+        for (key, value) in [
+            ("probation_rows", self.probation_rows),
+            ("alert_hold", self.alert_hold),
+        ] {
+            if value > u32::MAX as usize {
+                return Err(format!("{key} must be at most {}, not {value}", u32::MAX));
+            }
+        }
         if self.newest_rows == Some(0) {
             return Err("newest_rows must be at least 1 (or absent for the whole window)".into());
         }
@@ -173,8 +181,6 @@ pub struct PendingWindow {
 /// normalisation maps the buffer over ([`use_model`](Self::use_model)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntityDetector {
-    newest_rows: Option<usize>,
-    range_tolerance: Option<f64>,
     /// (min, max) of each channel so far.
     range: Bounds,
     #[serde(default)]
@@ -185,10 +191,10 @@ pub struct EntityDetector {
     settings: Arc<RowSettings>,
     /// Rows pushed so far (a checkpoint without it is past probation).
     #[serde(default = "past_probation")]
-    rows_seen: u64,
+    rows_seen: u32,
     /// Windows of the open alert that did not teach the calibration.
     #[serde(default)]
-    held: usize,
+    held: u32,
     assembler: WindowAssembler,
     calibrator: Calibrator,
     gate: NoveltyGate,
@@ -218,8 +224,6 @@ impl EntityDetector {
             WindowAssembler::new(metadata.channels.len(), metadata.window_len, stride);
         assembler.set_cadence(stride, phase);
         Self {
-            newest_rows: config.newest_rows,
-            range_tolerance: config.range_tolerance,
             range: Bounds::seeded(if config.range_from_model {
                 model_range(metadata)
             } else {
@@ -330,7 +334,7 @@ impl EntityDetector {
         row: &[f32],
     ) -> Option<PendingWindow> {
         self.rows_seen = self.rows_seen.saturating_add(1);
-        let in_probation = self.rows_seen <= self.settings.probation_rows as u64;
+        let in_probation = self.rows_seen as usize <= self.settings.probation_rows;
         let out_of_range = self.check_range(row, in_probation);
         self.last_out_of_range = out_of_range;
         self.assembler
@@ -363,8 +367,6 @@ impl EntityDetector {
         let mut reset = Vec::new();
         self.assembler
             .set_cadence(fresh.assembler.stride(), fresh.assembler.phase());
-        self.newest_rows = fresh.newest_rows;
-        self.range_tolerance = fresh.range_tolerance;
         self.settings = fresh.settings.clone();
         let calibration_changed = match (&self.calibrator, &fresh.calibrator) {
             (Calibrator::Likelihood(c), Calibrator::Likelihood(f)) => c.config() != f.config(),
@@ -401,7 +403,7 @@ impl EntityDetector {
         scored: &WindowScore,
     ) -> RowOutcome {
         let window = &pending.window;
-        let raw = match self.newest_rows {
+        let raw = match self.settings.newest_rows {
             None => scored.score as f64,
             Some(k) => newest_error(scorer, &window.values, &scored.normalised_reconstruction, k),
         };
@@ -454,7 +456,7 @@ impl EntityDetector {
     /// the held scores are learned.
     fn holds_calibration(&mut self) -> bool {
         match (self.settings.alert_hold, self.alerts.current()) {
-            (limit, Some(_)) if self.held < limit => {
+            (limit, Some(_)) if (self.held as usize) < limit => {
                 self.held += 1;
                 true
             }
@@ -475,11 +477,12 @@ impl EntityDetector {
     /// and calibration warm-up, not at all while an open alert holds the
     /// calibration, by `range_follow` otherwise.
     fn check_range(&mut self, row: &[f32], in_probation: bool) -> bool {
-        let Some(tolerance) = self.range_tolerance else {
+        let Some(tolerance) = self.settings.range_tolerance else {
             return false;
         };
         let learning = in_probation || self.state != CalibrationState::Ready;
-        let holding = self.alerts.current().is_some() && self.held < self.settings.alert_hold;
+        let holding =
+            self.alerts.current().is_some() && (self.held as usize) < self.settings.alert_hold;
         let follow = if learning {
             1.0
         } else if holding {
@@ -511,10 +514,12 @@ fn model_range(metadata: &crate::model::ModelMetadata) -> Vec<(f32, f32)> {
         .unwrap_or_default()
 }
 
-/// The settings of the range and roughness checks, probation and hold,
-/// shared by the entities of a daemon.
+/// The settings of scoring, the range and roughness checks, probation and
+/// hold, shared by the entities of a daemon.
 #[derive(Debug, Clone, PartialEq)]
 struct RowSettings {
+    newest_rows: Option<usize>,
+    range_tolerance: Option<f64>,
     range_follow: f64,
     roughness_rows: usize,
     roughness_tolerance: f64,
@@ -525,6 +530,8 @@ struct RowSettings {
 impl From<&DetectorConfig> for RowSettings {
     fn from(config: &DetectorConfig) -> Self {
         Self {
+            newest_rows: config.newest_rows,
+            range_tolerance: config.range_tolerance,
             range_follow: config.range_follow,
             roughness_rows: config.roughness_rows,
             roughness_tolerance: config.roughness_tolerance,
@@ -540,8 +547,8 @@ impl Default for RowSettings {
     }
 }
 
-fn past_probation() -> u64 {
-    u64::MAX
+fn past_probation() -> u32 {
+    u32::MAX
 }
 
 /// Mean squared error of the newest `k` rows of a window, in normalised units,
