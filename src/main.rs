@@ -1,5 +1,6 @@
 //! The `anomalyd` binary: parses the command line, sets up logging and runs the job.
 
+use anomalyd::daemon::failure::{Fatal, FatalKind};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -22,7 +23,10 @@ fn main() -> std::process::ExitCode {
             eprintln!("anomalyd: error: {error:#}");
             if error.is::<anomalyd::cli::run::BadConfig>() {
                 // EX_USAGE: the configuration is wrong, restarting will not help.
-                std::process::ExitCode::from(64)
+                std::process::ExitCode::from(FatalKind::Config.exit_code())
+            } else if let Some(fatal) = error.downcast_ref::<Fatal>() {
+                // docs/reliability.md, "Exit codes".
+                std::process::ExitCode::from(fatal.kind.exit_code())
             } else {
                 std::process::ExitCode::FAILURE
             }

@@ -1,6 +1,7 @@
 //! `anomalyd run` and `anomalyd check-config`: the daemon from a config file.
 
 use crate::daemon::config::{ConfigError, DaemonConfig};
+use crate::daemon::failure::{Fatal, FatalKind};
 use crate::daemon::Daemon;
 use crate::serve::Scorer;
 use clap::Args;
@@ -60,12 +61,15 @@ pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
 /// Runs `anomalyd run` until SIGTERM or SIGINT; SIGHUP reloads the model.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
-    let scorer = load_model(&config)?;
+    crate::daemon::clients::check(&config).map_err(|e| BadConfig(format!("{e:#}")))?;
+    let scorer = load_model(&config).map_err(|error| {
+        anyhow::Error::new(Fatal::new(FatalKind::Model, format!("model: {error:#}")))
+    })?;
     tracing::info!("config {}:\n{}", args.config.display(), config.describe());
     let daemon = Daemon::start(config, scorer)?;
     spawn_signal_handlers(&daemon)?;
-    let finished = daemon.wait()?;
-    tracing::info!(finished, "anomalyd stopped");
+    daemon.wait()?;
+    tracing::info!("anomalyd stopped: everything in flight finished and committed");
     Ok(())
 }
 

@@ -38,6 +38,12 @@ pub const OLDEST_READABLE_FORMAT: u32 = 2;
 /// are normalised when restored).
 pub const NORMALISED_ROWS_FORMAT: u32 = 3;
 
+/// The record header naming the consumer group whose state a checkpoint
+/// is. A restore skips the checkpoints of other groups (a state topic
+/// set explicitly may be shared); records without it, from builds before
+/// it, are restored.
+pub const GROUP_HEADER: &str = "anomalyd-group";
+
 /// One entity's checkpoint as written (borrows the detector).
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
@@ -260,6 +266,8 @@ pub struct Restored {
     pub checkpoints: Vec<Checkpoint>,
     /// Records that could not be decoded (their entities warm up again).
     pub unreadable: usize,
+    /// Records of another consumer group, left alone.
+    pub other_group: usize,
     /// Records read.
     pub records: usize,
 }
@@ -291,7 +299,11 @@ pub fn ensure_topic(
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let topic = &config.state.topic;
-    let admin: AdminClient<DefaultClientContext> = super::clients::producer_config(config)
+    // Not idempotent: an admin client produces nothing, and would otherwise
+    // ask for a producer id of its own.
+    let mut client = super::clients::producer_config(config);
+    client.remove("enable.idempotence");
+    let admin: AdminClient<DefaultClientContext> = client
         .create()
         .map_err(super::clients::without_secrets)
         .context("cannot create the Kafka admin client")?;
@@ -357,6 +369,7 @@ pub fn ensure_topic(
 pub fn read(
     client: &ClientConfig,
     topic: &str,
+    group: &str,
     assigned: &[Partition],
     timeout: Duration,
 ) -> Result<Restored, RestoreError> {
@@ -424,7 +437,9 @@ pub fn read(
         };
         let message = message.map_err(kafka)?;
         restored.records += 1;
-        if let Some(key) = message.key() {
+        if group_of(&message).is_some_and(|writer| writer != group.as_bytes()) {
+            restored.other_group += 1;
+        } else if let Some(key) = message.key() {
             latest.insert(key.to_vec(), message.payload().map(<[u8]>::to_vec));
         }
         if ends
@@ -452,6 +467,16 @@ pub fn read(
         }
     }
     Ok(restored)
+}
+
+/// The consumer group a checkpoint record names, if it names one.
+fn group_of<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == GROUP_HEADER)
+        .and_then(|header| header.value)
 }
 
 #[cfg(test)]

@@ -30,12 +30,34 @@ pub fn consumer_config(config: &DaemonConfig) -> ClientConfig {
     client
 }
 
+/// Room for a dead letter's key and headers beside the record it carries.
+pub const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
+
+/// The smallest `message.max.bytes` a producer may have: the daemon's own
+/// outputs (a checkpoint is about 4 KB for 4 channels × 64 samples, more for
+/// larger models; an alert with its contributions under 2 KB) must fit.
+pub const MIN_MESSAGE_MAX_BYTES: usize = 64 * 1024;
+
+/// The producers' default `message.max.bytes`: a record of up to
+/// `input.max_record_bytes` that is set aside fits as it is, with its key
+/// and headers (librdkafka's own default, 1,000,000, is smaller than the
+/// default `max_record_bytes`, 1 MiB: every record set aside for its size
+/// would be refused). A broker or topic with a smaller limit refuses some;
+/// those go to the dead-letter topic as a reference (docs/reliability.md).
+pub fn default_message_max_bytes(config: &DaemonConfig) -> usize {
+    (config.input.max_record_bytes + DEAD_LETTER_HEADROOM).max(1_000_000)
+}
+
 /// The bulk producer's configuration (scores, dead letters, checkpoints):
 /// defaults, the configured properties, then an idempotent producer with
 /// `acks=all`.
 pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
+        .set(
+            "message.max.bytes",
+            default_message_max_bytes(config).to_string(),
+        )
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         // Readiness reads the brokers' state from these (health.rs).
@@ -94,6 +116,22 @@ pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
         .create_native_config()
         .map_err(without_secrets)
         .map_err(|e| e.context("the Kafka alerts producer settings"))?;
+    for (table, client) in [
+        ("producer_properties", producer_config(config)),
+        ("alerts_producer_properties", alerts_producer_config(config)),
+    ] {
+        let limit = client
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        if limit < MIN_MESSAGE_MAX_BYTES {
+            anyhow::bail!(
+                "kafka.{table}.\"message.max.bytes\" (or kafka.properties) = {limit} is too small \
+                 for the daemon's own outputs (checkpoints, alerts, references to records set \
+                 aside): at least {MIN_MESSAGE_MAX_BYTES}"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -166,6 +204,33 @@ mod tests {
         let error = format!("{:#}", check(&bad).unwrap_err());
         assert!(
             error.contains("alerts producer") && error.contains("linger.msec"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn producers_take_a_record_set_aside_for_its_size_and_refuse_tiny_limits() {
+        let config = config("");
+        let limit: usize = producer_config(&config)
+            .get("message.max.bytes")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(limit >= config.input.max_record_bytes + DEAD_LETTER_HEADROOM);
+        let alerts = alerts_producer_config(&config);
+        assert_eq!(alerts.get("message.max.bytes"), Some(&*limit.to_string()));
+        let larger = super::tests::config("[input]\nmax_record_bytes = 4000000\n");
+        assert_eq!(
+            producer_config(&larger).get("message.max.bytes"),
+            Some(&*(4_000_000 + DEAD_LETTER_HEADROOM).to_string())
+        );
+        assert!(check(&larger).is_ok());
+        let tiny = super::tests::config(
+            "[kafka.producer_properties]\n\"message.max.bytes\" = \"20000\"\n",
+        );
+        let error = format!("{:#}", check(&tiny).unwrap_err());
+        assert!(
+            error.contains("producer_properties") && error.contains("message.max.bytes"),
             "{error}"
         );
     }

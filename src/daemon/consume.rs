@@ -11,6 +11,7 @@
 
 use super::checkpoint;
 use super::decode::Decoder;
+use super::failure::{classify_error, ErrorClass, Fatal, FatalKind, Stop};
 use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
@@ -26,7 +27,6 @@ use rdkafka::{ClientConfig, ClientContext};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// Commits `list` without waiting; the outcome arrives as an offset-commit
 /// event on the consumer queue, which `poll` hands to
@@ -63,6 +63,8 @@ pub struct RestoreSettings {
     pub client: ClientConfig,
     /// The state topic.
     pub topic: String,
+    /// `kafka.group_id`: checkpoints of other groups are not restored.
+    pub group: String,
     /// `state.restore_timeout_s`.
     pub timeout: Duration,
 }
@@ -78,8 +80,8 @@ pub struct ConsumerEvents {
     restore: Option<RestoreSettings>,
     assigned: Mutex<BTreeSet<Partition>>,
     committed: Mutex<HashMap<Partition, i64>>,
-    /// An error the daemon cannot carry on after; the loop stops on it.
-    fatal: Mutex<Option<String>>,
+    /// The daemon's stop: a fatal error here begins it.
+    stop: Arc<Stop>,
     /// Samples decoded but not yet sent to the scorer. Sent when
     /// `SAMPLES_PER_SEND` are in, when the consumer has nothing more to read
     /// at once, and before anything else goes to the scorer (revoke, restore,
@@ -115,6 +117,7 @@ impl ConsumerEvents {
         Self {
             work,
             ledger: sink.ledger().clone(),
+            stop: sink.stop().clone(),
             sink,
             metrics,
             health,
@@ -122,7 +125,6 @@ impl ConsumerEvents {
             restore,
             assigned: Mutex::new(BTreeSet::new()),
             committed: Mutex::new(HashMap::new()),
-            fatal: Mutex::new(None),
             unsent: Mutex::new(SampleBatch::default()),
             samples_per_send,
         }
@@ -177,11 +179,6 @@ impl ConsumerEvents {
         }
     }
 
-    /// The error that stopped the daemon, if one did.
-    pub fn fatal(&self) -> Option<String> {
-        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// Reads the checkpoints of `partitions` and queues them for the scorer
     /// ahead of any of their records. A failure stops the daemon: scoring
     /// without the state would miss the windows its buffers held.
@@ -193,6 +190,7 @@ impl ConsumerEvents {
         match checkpoint::read(
             &settings.client,
             &settings.topic,
+            &settings.group,
             partitions,
             settings.timeout,
         ) {
@@ -201,6 +199,17 @@ impl ConsumerEvents {
                     .state_restored
                     .with_label_values(&["unreadable"])
                     .inc_by(restored.unreadable as u64);
+                self.metrics
+                    .state_restored
+                    .with_label_values(&["other_group"])
+                    .inc_by(restored.other_group as u64);
+                if restored.other_group > 0 {
+                    tracing::warn!(
+                        state_topic = %settings.topic,
+                        records = restored.other_group,
+                        "the state topic holds checkpoints of other consumer groups; they are not restored (give each group its own state.topic)"
+                    );
+                }
                 tracing::info!(
                     entities = restored.checkpoints.len(),
                     records = restored.records,
@@ -214,9 +223,19 @@ impl ConsumerEvents {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "cannot restore the entity state of assigned partitions; stopping");
-                let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
-                fatal.get_or_insert(error.to_string());
+                let kind = match &error {
+                    checkpoint::RestoreError::Kafka { source, .. } => {
+                        match classify_error(source) {
+                            ErrorClass::Fatal(kind) => kind,
+                            _ => FatalKind::Topic,
+                        }
+                    }
+                    _ => FatalKind::Topic,
+                };
+                self.stop.fail(Fatal::new(
+                    kind,
+                    format!("cannot restore the entity state of assigned partitions: {error}"),
+                ));
             }
         }
     }
@@ -311,7 +330,10 @@ impl ConsumerEvents {
         if partitions.is_empty() {
             return;
         }
-        let deadline = Instant::now() + self.grace;
+        let mut deadline = Instant::now() + self.grace;
+        if let Some(stop) = self.stop.drain_deadline() {
+            deadline = deadline.min(stop);
+        }
         let (done, finished) = crossbeam_channel::bounded(1);
         let drained = self.send_samples(|| Instant::now() < deadline)
             && self
@@ -374,7 +396,13 @@ impl ClientContext for ConsumerEvents {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "Kafka client error");
+        match classify_error(&error) {
+            ErrorClass::Fatal(kind) => self.stop.fail(Fatal::new(
+                kind,
+                format!("the Kafka consumer: {error}: {reason}"),
+            )),
+            _ => tracing::warn!(%error, reason, "Kafka client error"),
+        }
     }
 }
 
@@ -430,14 +458,16 @@ pub struct ConsumerLoop {
 }
 
 impl ConsumerLoop {
-    /// Consumes until `shutdown` turns true (or a fatal error), then drains,
-    /// flushes and commits within the grace period. Returns whether everything
-    /// was finished in time, and the fatal error if there was one.
-    pub fn run(self, shutdown: watch::Receiver<bool>) -> (bool, Option<String>) {
+    /// Consumes until the stop begins (a signal or a fatal error), then
+    /// drains, flushes and commits by the stop's drain deadline. Returns
+    /// whether everything was finished in time.
+    pub fn run(self) -> bool {
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
         let mut last_commit = Instant::now();
         let context = self.consumer.context().clone();
-        while !*shutdown.borrow() && context.fatal().is_none() {
+        let stop = self.sink.stop().clone();
+        let running = || !stop.begun();
+        while running() {
             self.health.consumer_beat();
             self.sink.resend_failed();
             // With samples waiting to be sent, only look for more that are
@@ -449,10 +479,15 @@ impl ConsumerLoop {
             };
             match self.consumer.poll(timeout) {
                 None => {
-                    context.send_samples(|| !*shutdown.borrow());
+                    context.send_samples(running);
                 }
-                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
-                Some(Ok(message)) => self.take(&message, &mut topics, &shutdown),
+                Some(Err(error)) => match classify_error(&error) {
+                    ErrorClass::Fatal(kind) => {
+                        stop.fail(Fatal::new(kind, format!("the Kafka consumer: {error}")))
+                    }
+                    _ => tracing::warn!(%error, "consumer error"),
+                },
+                Some(Ok(message)) => self.take(&message, &mut topics, running),
             }
             if last_commit.elapsed() >= self.commit_interval {
                 context.commit(
@@ -469,7 +504,7 @@ impl ConsumerLoop {
             "shutting down: finishing the windows in flight"
         );
         self.health.set_shutting_down();
-        let deadline = Instant::now() + self.grace;
+        let deadline = stop.drain_deadline().expect("the stop has begun");
         let (done, finished) = crossbeam_channel::bounded(1);
         let drained = context.send_samples(|| Instant::now() < deadline)
             && self
@@ -484,14 +519,14 @@ impl ConsumerLoop {
         }
         // Leaving the group revokes the partitions: nothing is left to finish.
         self.consumer.unsubscribe();
-        (drained && flushed, context.fatal())
+        drained && flushed
     }
 
     fn take(
         &self,
         message: &BorrowedMessage<'_>,
         topics: &mut HashMap<String, Arc<str>>,
-        shutdown: &watch::Receiver<bool>,
+        keep_waiting: impl Fn() -> bool,
     ) {
         self.metrics.records_consumed.inc();
         let topic = match topics.get(message.topic()) {
@@ -520,7 +555,7 @@ impl ConsumerLoop {
                 self.metrics.records_decoded.inc();
                 self.consumer
                     .context()
-                    .queue_sample(sample, source, message, || !*shutdown.borrow());
+                    .queue_sample(sample, source, message, keep_waiting);
             }
             Err(rejection) => {
                 self.metrics

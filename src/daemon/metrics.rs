@@ -48,6 +48,8 @@ pub struct Metrics {
     pub produced: IntCounterVec,
     /// Produce attempts that failed and were retried, by output.
     pub produce_retries: IntCounterVec,
+    /// Outputs refused for their content, by output.
+    pub outputs_refused: IntCounterVec,
     /// Offset commits, by result (ok, error).
     pub commits: IntCounterVec,
     /// Model reloads, by result (ok, refused).
@@ -179,7 +181,12 @@ impl Metrics {
             ),
             produce_retries: counter_vec(
                 "anomalyd_produce_retries_total",
-                "Messages whose delivery failed and that were sent again, by output.",
+                "Failed produce attempts that were tried again (a delivery that failed, or a message the producer could not take), by output.",
+                &["output"],
+            ),
+            outputs_refused: counter_vec(
+                "anomalyd_outputs_refused_total",
+                "Outputs the producer or the broker refused for their content (too large, invalid), by output: dead letters, scores and alerts go to the dead-letter topic as a reference (source, size, first bytes); a checkpoint is dropped and the entity checkpointed again later.",
                 &["output"],
             ),
             commits: counter_vec(
@@ -200,7 +207,7 @@ impl Metrics {
             ready: gauge("anomalyd_ready", "1 when /readyz answers 200, else 0."),
             state_restored: counter_vec(
                 "anomalyd_state_restored_total",
-                "Entity checkpoints read back when partitions were assigned, by outcome (restored; refused: another window shape; unreadable).",
+                "Entity checkpoints read back when partitions were assigned, by outcome (restored; refused: another window shape; unreadable; other_group: written by another consumer group, not restored).",
                 &["outcome"],
             ),
             samples_already_checkpointed: counter(
@@ -214,12 +221,13 @@ impl Metrics {
                 .records_rejected
                 .with_label_values(&[reason.as_str()]);
         }
-        for outcome in ["restored", "refused", "unreadable"] {
+        for outcome in ["restored", "refused", "unreadable", "other_group"] {
             metrics.state_restored.with_label_values(&[outcome]);
         }
         for output in ["alerts", "scores", "dead_letter", "state"] {
             metrics.produced.with_label_values(&[output]);
             metrics.produce_retries.with_label_values(&[output]);
+            metrics.outputs_refused.with_label_values(&[output]);
         }
         for event in ["opened", "updated", "resolved"] {
             for severity in ["warning", "critical"] {

@@ -18,11 +18,13 @@ pub mod consume;
 pub mod decode;
 pub mod entities;
 pub mod events;
+pub mod failure;
 pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod produce;
 pub mod score;
+pub mod throttle;
 
 use crate::serve::Scorer;
 use anyhow::Context;
@@ -30,10 +32,11 @@ use clients::without_secrets;
 use config::DaemonConfig;
 use consume::{ConsumerEvents, ConsumerLoop};
 use crossbeam_channel::{Receiver, Sender};
+use failure::{Fatal, FatalKind, Stop};
 use health::Health;
 use ledger::Ledger;
 use metrics::Metrics;
-use produce::Sink;
+use produce::{Sink, SinkSettings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use score::{ScoringWorker, Work};
 use std::net::SocketAddr;
@@ -45,14 +48,15 @@ use tokio::sync::watch;
 /// Asks a running daemon to stop or to reload its model; cheap to clone.
 #[derive(Clone)]
 pub struct Controller {
-    shutdown: Arc<watch::Sender<bool>>,
+    stop: Arc<Stop>,
     reload: Sender<()>,
 }
 
 impl Controller {
-    /// Starts a graceful shutdown (idempotent).
+    /// Starts a graceful shutdown (idempotent): the daemon ends within
+    /// `shutdown.grace_period_s` from the first call, whatever is stuck.
     pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.stop.begin();
     }
 
     /// Reloads the model from `model.path`.
@@ -72,7 +76,9 @@ pub struct Daemon {
     controller: Controller,
     runtime: tokio::runtime::Runtime,
     admin_stop: watch::Sender<bool>,
-    consumer: JoinHandle<(bool, Option<String>)>,
+    stop: Arc<Stop>,
+    sink: Arc<Sink>,
+    consumer: JoinHandle<bool>,
     scorer: JoinHandle<()>,
     reloader: JoinHandle<()>,
 }
@@ -110,25 +116,31 @@ impl Daemon {
             admin_stopped,
         ));
 
+        let grace = Duration::from_secs(config.shutdown.grace_period_s);
+        let stop = Arc::new(Stop::new(grace));
         let sink = Arc::new(
             Sink::new(
-                clients::producer_config(&config),
-                clients::alerts_producer_config(&config),
+                SinkSettings {
+                    bulk: clients::producer_config(&config),
+                    alerts: clients::alerts_producer_config(&config),
+                    dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+                },
                 ledger,
                 metrics.clone(),
                 health.clone(),
+                stop.clone(),
             )
             .map_err(without_secrets)
             .context("cannot create the Kafka producers")?,
         );
 
         if config.state.checkpoints {
-            checkpoint::ensure_topic(&config, &runtime)?;
+            checkpoint::ensure_topic(&config, &runtime)
+                .map_err(|error| Fatal::new(FatalKind::Topic, format!("{error:#}")))?;
         }
         let (work_messages, samples_per_send) =
             consume::work_queue_shape(config.scoring.queue_capacity);
         let (work_tx, work_rx) = crossbeam_channel::bounded(work_messages);
-        let grace = Duration::from_secs(config.shutdown.grace_period_s);
         let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(&config)
             .create_with_context(ConsumerEvents::new(
                 work_tx.clone(),
@@ -139,6 +151,7 @@ impl Daemon {
                 config.state.checkpoints.then(|| consume::RestoreSettings {
                     client: checkpoint::restore_config(&config),
                     topic: config.state.topic.clone(),
+                    group: config.kafka.group_id.clone(),
                     timeout: Duration::from_secs(config.state.restore_timeout_s),
                 }),
                 samples_per_send,
@@ -166,18 +179,18 @@ impl Daemon {
             .name("anomalyd-scorer".into())
             .spawn(move || worker.run(work_rx))?;
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
         let reloader = {
             let work = work_tx.clone();
             let metrics = metrics.clone();
             let path = config.model.path.clone();
-            let shutdown = shutdown_rx.clone();
+            let shutdown = stop.clone();
             let current = scorer.clone();
             std::thread::Builder::new()
                 .name("anomalyd-reloader".into())
                 .spawn(move || reload_loop(path, current, reload_rx, work, metrics, shutdown))?
         };
+        let consumer_sink = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
             decoder: decode::Decoder::new(
@@ -195,18 +208,22 @@ impl Daemon {
         };
         let consumer_thread = std::thread::Builder::new()
             .name("anomalyd-consumer".into())
-            .spawn(move || consumer_loop.run(shutdown_rx))?;
+            .spawn(move || consumer_loop.run())?;
+        let sink_handle = consumer_sink;
+        spawn_watchdog(stop.clone())?;
         tracing::info!(admin = %admin_address, model_version = scorer.model_version(), "anomalyd is running");
         Ok(Self {
             admin_address,
             metrics,
             health,
             controller: Controller {
-                shutdown: Arc::new(shutdown_tx),
+                stop: stop.clone(),
                 reload: reload_tx,
             },
+            stop,
             runtime,
             admin_stop,
+            sink: sink_handle,
             consumer: consumer_thread,
             scorer: scorer_thread,
             reloader,
@@ -223,10 +240,12 @@ impl Daemon {
         self.runtime.handle()
     }
 
-    /// Waits until the daemon has shut down (after [`Controller::shutdown`]).
-    /// Returns whether everything in flight was finished within the grace period.
-    pub fn wait(self) -> anyhow::Result<bool> {
-        let (finished, fatal) = self
+    /// Waits until the daemon has shut down (after [`Controller::shutdown`]
+    /// or a fatal error). `Ok` when everything in flight was finished and
+    /// committed; else the [`Fatal`] error that stopped it, or one of kind
+    /// [`FatalKind::DrainIncomplete`] when the grace period ran out first.
+    pub fn wait(self) -> anyhow::Result<()> {
+        let finished = self
             .consumer
             .join()
             .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
@@ -236,12 +255,56 @@ impl Daemon {
         drop(self.controller);
         let _ = self.reloader.join();
         self.admin_stop.send_replace(true);
-        self.runtime.shutdown_timeout(Duration::from_secs(2));
-        match fatal {
-            Some(error) => Err(anyhow::anyhow!(error)),
-            None => Ok(finished),
+        self.runtime.shutdown_timeout(Duration::from_millis(500));
+        self.stop.end();
+        match self.stop.fatal() {
+            Some(mut fatal) => {
+                // A fatal producer error names its cause only on the client.
+                if let Some(cause) = self.sink.fatal_cause() {
+                    if let failure::ErrorClass::Fatal(kind) = failure::classify(cause) {
+                        fatal.kind = kind;
+                        fatal.message = format!("{} ({cause:?})", fatal.message);
+                    }
+                }
+                Err(fatal.into())
+            }
+            None if finished => Ok(()),
+            None => Err(Fatal::new(
+                FatalKind::DrainIncomplete,
+                "the grace period ended before everything in flight was finished; \
+                 what was not acknowledged was not committed and is read again at the next start",
+            )
+            .into()),
         }
     }
+}
+
+/// Ends the process with [`FatalKind::DrainIncomplete`]'s exit code if it is
+/// still running when a stop's deadline passes: whatever is stuck (a
+/// librdkafka call, a blocked callback), a stop ends in time. Nothing
+/// unacknowledged has been committed, so nothing is lost.
+fn spawn_watchdog(stop: Arc<Stop>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("anomalyd-watchdog".into())
+        .spawn(move || {
+            let deadline = loop {
+                if let Some(deadline) = stop.deadline() {
+                    break deadline;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            if stop.ended() {
+                return;
+            }
+            let code = stop
+                .fatal()
+                .map_or(FatalKind::DrainIncomplete, |fatal| fatal.kind)
+                .exit_code();
+            tracing::error!(exit_code = code, "the stop's deadline passed with the daemon still running: exiting now; records not committed are read again at the next start");
+            std::process::exit(code.into());
+        })?;
+    Ok(())
 }
 
 /// Loads, checks and warms a new model on each request; a model that fails
@@ -252,13 +315,13 @@ fn reload_loop(
     requests: Receiver<()>,
     work: Sender<Work>,
     metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Arc<Stop>,
 ) {
     loop {
         match requests.recv_timeout(Duration::from_millis(200)) {
             Ok(()) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if *shutdown.borrow() {
+                if shutdown.begun() {
                     return;
                 }
                 continue;

@@ -1,22 +1,30 @@
 //! The producer side: every output (alert, score, dead letter, checkpoint)
 //! is sent with an idempotent producer and holds its source offsets in the
 //! ledger until the broker acknowledges it. Alert and gap events have a
-//! producer of their own that sends each at once; the rest are batched. A
-//! failed delivery is sent again, never dropped, so its source offsets stay
-//! held and cannot be committed; a failed checkpoint goes back to the scorer
-//! instead, which writes the entity's newer state in its place.
+//! producer of their own that sends each at once; the rest are batched.
+//!
+//! Failures go by their class (`failure::classify`): a transient one is
+//! sent again after a bounded back-off, never dropped, so its source offsets
+//! stay held and cannot be committed; an output refused for its content
+//! (too large, invalid) is set aside as a small reference on the dead-letter
+//! topic, which takes over its holds, so one poison record never stops a
+//! partition; a fatal one stops the daemon. A failed checkpoint goes back to
+//! the scorer instead, which writes the entity's newer state in its place.
+//! Every wait gives up at the stop's deadline, keeping its holds.
 
 use super::checkpoint::Epochs;
+use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
 use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, SourceOffset};
 use super::metrics::Metrics;
+use super::throttle::Throttle;
 use crossbeam_channel::{Receiver, Sender};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which output a message goes to.
@@ -77,9 +85,49 @@ pub struct Output {
     pub is_alert: bool,
     /// The checkpoint epoch it was sent in (set by [`Sink::send`]).
     pub epoch: u64,
+    /// Failed attempts so far (sets the back-off).
+    pub attempts: u32,
+    /// When its last delivery failed.
+    pub failed_at: Option<Instant>,
+    /// The last failure's class and message.
+    pub failure: Option<(ErrorClass, String)>,
+    /// Whether it is a reference to a refused output already.
+    pub is_reference: bool,
 }
 
-/// Delivery reports: release on success, send again on failure.
+impl Output {
+    /// An output of `kind` to `topic` with nothing in it yet.
+    pub fn new(kind: OutputKind, topic: &str) -> Self {
+        Self {
+            kind,
+            topic: topic.to_string(),
+            partition: None,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+            holds: Vec::new(),
+            source_time_ms: None,
+            is_alert: false,
+            epoch: 0,
+            attempts: 0,
+            failed_at: None,
+            failure: None,
+            is_reference: false,
+        }
+    }
+}
+
+/// Most bytes of a refused record kept in its reference dead letter.
+pub const REFERENCE_BYTES: usize = 1024;
+
+/// How often an output of the daemon's own (score, alert) or a reference may
+/// be refused by the broker before it is set aside (or, for a reference, the
+/// daemon stops): the broker refuses whole batches, so a refusal may be
+/// another record's, and the output is sent again a few times first.
+const MAX_REFUSALS: u32 = 8;
+
+/// Delivery reports: release on success; on failure, by the error's class
+/// ([`classify`]): send again after a back-off, set aside, or stop.
 pub struct DeliveryReports {
     /// Which producer these reports are of.
     client: KafkaClient,
@@ -87,14 +135,27 @@ pub struct DeliveryReports {
     metrics: Metrics,
     health: Arc<Health>,
     epochs: Arc<Epochs>,
+    stop: Arc<Stop>,
     retry: Sender<Box<Output>>,
     failed_checkpoints: Sender<Box<Output>>,
+    /// "Delivery failed" lines.
+    failures: Throttle,
 }
 
 impl ClientContext for DeliveryReports {
     fn stats(&self, statistics: Statistics) {
         self.health
             .set_broker_up(self.client, any_broker_up(&statistics));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match classify_error(&error) {
+            ErrorClass::Fatal(kind) => self.stop.fail(Fatal::new(
+                kind,
+                format!("the Kafka producer: {error}: {reason}"),
+            )),
+            _ => tracing::warn!(%error, reason, "Kafka producer error"),
+        }
     }
 }
 
@@ -103,48 +164,84 @@ impl ProducerContext for DeliveryReports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, output: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => {
+            Ok(_) => self.delivered(output),
+            Err((error, _)) => self.failed(error, output),
+        }
+    }
+}
+
+impl DeliveryReports {
+    fn delivered(&self, output: Box<Output>) {
+        self.metrics
+            .produced
+            .with_label_values(&[output.kind.as_str()])
+            .inc();
+        if output.is_alert {
+            if let Some(ms) = output.source_time_ms {
+                let now = chrono::Utc::now().timestamp_millis();
                 self.metrics
-                    .produced
-                    .with_label_values(&[output.kind.as_str()])
+                    .end_to_end_seconds
+                    .observe((now - ms).max(0) as f64 / 1000.0);
+            }
+        }
+        for source in &output.holds {
+            self.ledger.release(source);
+        }
+        self.epochs.settle(output.epoch);
+        self.health.output_delivered(self.client);
+    }
+
+    fn failed(&self, error: &KafkaError, mut output: Box<Output>) {
+        let class = classify_error(error);
+        if let ErrorClass::Fatal(kind) = class {
+            // The holds stay: nothing derived from them is committed.
+            self.stop.fail(Fatal::new(
+                kind,
+                format!("delivering to {}: {error}", output.topic),
+            ));
+            return;
+        }
+        let kind = output.kind.as_str();
+        if output.kind == OutputKind::State && output.payload.is_some() {
+            self.epochs.settle(output.epoch);
+            self.health.output_delivered(self.client);
+            if class == ErrorClass::Refused {
+                // Its samples' outputs are all acknowledged (the epoch
+                // barrier): let the commit pass them. The entity goes on and
+                // is checkpointed again with its next samples.
+                self.metrics
+                    .outputs_refused
+                    .with_label_values(&[kind])
                     .inc();
-                if output.is_alert {
-                    if let Some(ms) = output.source_time_ms {
-                        let now = chrono::Utc::now().timestamp_millis();
-                        self.metrics
-                            .end_to_end_seconds
-                            .observe((now - ms).max(0) as f64 / 1000.0);
-                    }
-                }
+                tracing::error!(topic = %output.topic, %error, "the state topic refuses a checkpoint; the entity carries on without it");
                 for source in &output.holds {
                     self.ledger.release(source);
                 }
-                self.epochs.settle(output.epoch);
-                self.health.output_delivered(self.client);
+                return;
             }
-            Err((error, _)) if output.kind == OutputKind::State && output.payload.is_some() => {
-                tracing::warn!(topic = %output.topic, %error, "a checkpoint failed; the entity's newer state is written instead");
-                self.metrics
-                    .produce_retries
-                    .with_label_values(&[output.kind.as_str()])
-                    .inc();
-                // Sending these bytes again could land them after a newer
-                // checkpoint; the scorer takes the holds back and writes the
-                // entity's current state at the next checkpoint.
-                self.epochs.settle(output.epoch);
-                self.health.output_delivered(self.client);
-                let _ = self.failed_checkpoints.send(output);
-            }
-            Err((error, _)) => {
-                tracing::warn!(output = output.kind.as_str(), topic = %output.topic, %error, "delivery failed; sending again");
-                self.metrics
-                    .produce_retries
-                    .with_label_values(&[output.kind.as_str()])
-                    .inc();
-                // The hold stays: the source offset cannot be committed until a retry lands.
-                let _ = self.retry.send(output);
-            }
+            self.metrics
+                .produce_retries
+                .with_label_values(&[kind])
+                .inc();
+            tracing::warn!(topic = %output.topic, %error, "a checkpoint failed; the entity's newer state is written instead");
+            // Sending these bytes again could land them after a newer
+            // checkpoint; the scorer takes the holds back and writes the
+            // entity's current state at the next checkpoint.
+            let _ = self.failed_checkpoints.send(output);
+            return;
         }
+        self.metrics
+            .produce_retries
+            .with_label_values(&[kind])
+            .inc();
+        if let Some(count) = self.failures.count(1, Instant::now()) {
+            tracing::warn!(output = kind, topic = %output.topic, %error, failures = count, "deliveries failed; sending again after a back-off");
+        }
+        output.attempts += 1;
+        output.failed_at = Some(Instant::now());
+        output.failure = Some((class, error.to_string()));
+        // The hold stays: the source offset cannot be committed until a retry lands.
+        let _ = self.retry.send(output);
     }
 }
 
@@ -157,22 +254,42 @@ pub struct Sink {
     /// Alert and gap events: sent at once.
     alerts: ThreadedProducer<DeliveryReports>,
     ledger: Ledger,
+    metrics: Metrics,
     health: Arc<Health>,
     epochs: Arc<Epochs>,
+    stop: Arc<Stop>,
+    dead_letter_topic: String,
     retries: Receiver<Box<Output>>,
+    /// Failed outputs waiting for their back-off to end (boxed as they
+    /// travel as delivery opaques).
+    #[allow(clippy::vec_box)]
+    waiting: Mutex<Vec<Box<Output>>>,
     failed_checkpoints: Receiver<Box<Output>>,
+    /// "Cannot enqueue" lines.
+    enqueue_failures: Throttle,
+    /// Outputs given up at the stop's deadline.
+    abandoned: Throttle,
+}
+
+/// Where the sink's outputs and failures go.
+pub struct SinkSettings {
+    /// The bulk producer's configuration ([`super::clients::producer_config`]).
+    pub bulk: ClientConfig,
+    /// The alerts producer's ([`super::clients::alerts_producer_config`]).
+    pub alerts: ClientConfig,
+    /// `kafka.dead_letter_topic`, where refused outputs are set aside.
+    pub dead_letter_topic: String,
 }
 
 impl Sink {
-    /// The producers, with `bulk` and `alerts` configurations (see
-    /// [`super::clients::producer_config`] and
-    /// [`super::clients::alerts_producer_config`]).
+    /// The producers; failures go by their class ([`classify`]) and every
+    /// wait gives up at `stop`'s deadline.
     pub fn new(
-        bulk: ClientConfig,
-        alerts: ClientConfig,
+        settings: SinkSettings,
         ledger: Ledger,
         metrics: Metrics,
         health: Arc<Health>,
+        stop: Arc<Stop>,
     ) -> Result<Self, KafkaError> {
         let (retry, retries) = crossbeam_channel::unbounded();
         let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
@@ -183,19 +300,31 @@ impl Sink {
             metrics: metrics.clone(),
             health: health.clone(),
             epochs: epochs.clone(),
+            stop: stop.clone(),
             retry: retry.clone(),
             failed_checkpoints: failed_checkpoint.clone(),
+            failures: Throttle::new(LOG_EVERY),
         };
-        let bulk = bulk.create_with_context(reports(KafkaClient::Producer))?;
-        let alerts = alerts.create_with_context(reports(KafkaClient::AlertsProducer))?;
+        let bulk = settings
+            .bulk
+            .create_with_context(reports(KafkaClient::Producer))?;
+        let alerts = settings
+            .alerts
+            .create_with_context(reports(KafkaClient::AlertsProducer))?;
         Ok(Self {
             bulk,
             alerts,
             ledger,
+            metrics,
             health,
             epochs,
+            stop,
+            dead_letter_topic: settings.dead_letter_topic,
             retries,
+            waiting: Mutex::new(Vec::new()),
             failed_checkpoints,
+            enqueue_failures: Throttle::new(LOG_EVERY),
+            abandoned: Throttle::new(LOG_EVERY),
         })
     }
 
@@ -208,7 +337,9 @@ impl Sink {
     }
 
     /// Sends `output`; its holds must already be in the ledger. Waits while
-    /// the producer's queue is full (back-pressure), never drops.
+    /// the producer's queue is full (back-pressure) until the stop's
+    /// deadline; an output given up there keeps its holds, so its record is
+    /// not committed and is read again at the next start.
     pub fn send(&self, mut output: Box<Output>) {
         self.health.output_sent(producer_of(output.kind));
         output.epoch = self.epochs.register();
@@ -220,58 +351,189 @@ impl Sink {
         &self.epochs
     }
 
+    /// The daemon's stop.
+    pub fn stop(&self) -> &Arc<Stop> {
+        &self.stop
+    }
+
     /// Checkpoints whose delivery failed (their holds are the receiver's now).
     pub fn failed_checkpoints(&self) -> &Receiver<Box<Output>> {
         &self.failed_checkpoints
     }
 
-    /// Hands `output` to the producer, waiting while its queue is full.
-    fn enqueue(&self, output: Box<Output>) {
+    /// Hands `output` to the producer: waits while its queue is full, backs
+    /// off on a transient error, sets aside a refused output, stops on a
+    /// fatal error. Returns whether the producer took it (or its reference).
+    fn enqueue(&self, output: Box<Output>) -> bool {
         let mut output = output;
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-            for (name, value) in &output.headers {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_slice()),
-                });
-            }
-            let kind = output.kind;
-            let topic = output.topic.clone();
-            let payload = output.payload.clone();
-            let key = output.key.clone();
-            let partition = output.partition;
-            let mut record = BaseRecord::with_opaque_to(&topic, output).headers(headers);
-            if let Some(payload) = &payload {
-                record = record.payload(payload);
-            }
-            if let Some(key) = &key {
-                record = record.key(key);
-            }
-            if let Some(partition) = partition {
-                record = record.partition(partition);
-            }
-            match self.producer(kind).send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
-                    output = record.delivery_opaque;
-                    std::thread::sleep(Duration::from_millis(2));
+            let error = match self.try_enqueue(output) {
+                Ok(()) => return true,
+                Err((error, back)) => {
+                    output = back;
+                    error
                 }
-                Err((error, record)) => {
-                    tracing::error!(%error, topic = %topic, "cannot enqueue a message; trying again in 100 ms");
-                    output = record.delivery_opaque;
-                    std::thread::sleep(Duration::from_millis(100));
+            };
+            let class = match &error {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => None,
+                other => Some(classify_error(other)),
+            };
+            match class {
+                None => {
+                    if !self.wait(Duration::from_millis(2), &output) {
+                        return false;
+                    }
+                }
+                Some(ErrorClass::Refused) => {
+                    // Refused here, by the producer itself: no retry can pass.
+                    let why = format!("the producer refused it: {error}");
+                    return self.set_aside(output, why, false);
+                }
+                Some(ErrorClass::Fatal(kind)) => {
+                    self.stop.fail(Fatal::new(
+                        kind,
+                        format!("sending to {}: {error}", output.topic),
+                    ));
+                    self.abandon(&output);
+                    return false;
+                }
+                Some(ErrorClass::Transient) => {
+                    output.attempts += 1;
+                    self.metrics
+                        .produce_retries
+                        .with_label_values(&[output.kind.as_str()])
+                        .inc();
+                    if let Some(count) = self.enqueue_failures.count(1, Instant::now()) {
+                        tracing::error!(%error, topic = %output.topic, failures = count, "cannot enqueue outputs; trying again after a back-off");
+                    }
+                    if !self.wait(backoff(output.attempts), &output) {
+                        return false;
+                    }
                 }
             }
         }
     }
 
-    /// Sends again every message whose delivery failed so far.
-    pub fn resend_failed(&self) {
-        while let Ok(output) = self.retries.try_recv() {
-            // Still counted as awaiting delivery since its first send.
-            self.enqueue(output);
+    /// One attempt to hand `output` to its producer.
+    fn try_enqueue(&self, output: Box<Output>) -> Result<(), (KafkaError, Box<Output>)> {
+        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+        for (name, value) in &output.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_slice()),
+            });
         }
+        let kind = output.kind;
+        let topic = output.topic.clone();
+        let payload = output.payload.clone();
+        let key = output.key.clone();
+        let partition = output.partition;
+        let mut record = BaseRecord::with_opaque_to(&topic, output).headers(headers);
+        if let Some(payload) = &payload {
+            record = record.payload(payload);
+        }
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        self.producer(kind)
+            .send(record)
+            .map_err(|(error, record)| (error, record.delivery_opaque))
+    }
+
+    /// Sleeps `pause` in short steps; false (and `output` given up) once
+    /// the stop's deadline has passed.
+    fn wait(&self, pause: Duration, output: &Output) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            if self.stop.overdue() {
+                self.abandon(output);
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Gives `output` up: its holds stay, so its record is read again.
+    fn abandon(&self, output: &Output) {
+        if let Some(count) = self.abandoned.count(1, Instant::now()) {
+            tracing::warn!(output = output.kind.as_str(), topic = %output.topic, outputs = count, "outputs given up at the stop: their records are not committed and are read again at the next start");
+        }
+    }
+
+    /// A refused output: a dead letter, an output the producer itself
+    /// refused, or one the broker refused too often goes to the dead-letter
+    /// topic as a reference; others (their back-off over) are sent again.
+    fn set_aside(&self, output: Box<Output>, why: String, may_retry: bool) -> bool {
+        self.metrics
+            .outputs_refused
+            .with_label_values(&[output.kind.as_str()])
+            .inc();
+        let retry = may_retry && output.attempts < MAX_REFUSALS;
+        if output.is_reference && retry {
+            return self.enqueue(output);
+        }
+        if output.is_reference {
+            self.stop.fail(Fatal::new(
+                FatalKind::Topic,
+                format!(
+                    "the dead-letter topic {} refuses even a reference record ({} bytes): {why}",
+                    output.topic,
+                    output.payload.as_ref().map_or(0, Vec::len)
+                ),
+            ));
+            self.abandon(&output);
+            return false;
+        }
+        if retry && output.kind != OutputKind::DeadLetter {
+            return self.enqueue(output);
+        }
+        tracing::warn!(output = output.kind.as_str(), topic = %output.topic, %why, "an output is refused for its content: set aside as a reference on the dead-letter topic");
+        self.enqueue(Box::new(reference(*output, &self.dead_letter_topic, &why)))
+    }
+
+    /// Sends again the failed messages whose back-off has ended.
+    pub fn resend_failed(&self) {
+        let due = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.extend(self.retries.try_iter());
+            if waiting.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiting)
+                .into_iter()
+                .partition(|o| o.failed_at.is_none_or(|at| now >= at + backoff(o.attempts)));
+            *waiting = later;
+            due
+        };
+        for mut output in due {
+            // Still counted as awaiting delivery since its first send.
+            match output.failure.take() {
+                Some((ErrorClass::Refused, why)) => {
+                    self.set_aside(output, format!("the broker refused it: {why}"), true);
+                }
+                _ => {
+                    self.enqueue(output);
+                }
+            }
+        }
+    }
+
+    /// Failed messages not yet sent again.
+    fn retries_pending(&self) -> bool {
+        !self.retries.is_empty()
+            || !self
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// Waits until every message is acknowledged (failed ones are sent again), or `deadline`.
@@ -284,10 +546,10 @@ impl Sink {
                 let left = deadline.saturating_duration_since(Instant::now());
                 flushed &= producer.flush(left.min(Duration::from_millis(200))).is_ok();
             }
-            if flushed && self.retries.is_empty() {
+            if flushed && !self.retries_pending() {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.stop.overdue() {
                 return false;
             }
         }
@@ -297,6 +559,78 @@ impl Sink {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// The error behind a producer's fatal state (librdkafka reports a fatal
+    /// error as `_FATAL`; this is the broker's or the producer's own code).
+    pub fn fatal_cause(&self) -> Option<RDKafkaErrorCode> {
+        [&self.bulk, &self.alerts]
+            .iter()
+            .find_map(|producer| producer.client().fatal_error())
+            .map(|(code, _)| code)
+    }
+}
+
+/// How often a repeated failure is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A refused output as a small dead letter: where its record is (source
+/// topic, partition and offset), its size, why it was set aside and why it
+/// was refused, and its first [`REFERENCE_BYTES`] bytes. It takes over the
+/// output's holds and epoch.
+pub fn reference(output: Output, dead_letter_topic: &str, why: &str) -> Output {
+    let size =
+        output.payload.as_ref().map_or(0, Vec::len) + output.key.as_ref().map_or(0, Vec::len);
+    let mut headers = if output.kind == OutputKind::DeadLetter {
+        output.headers
+    } else {
+        let mut headers = vec![
+            ("anomalyd-reason".to_string(), b"output_refused".to_vec()),
+            (
+                "anomalyd-detail".to_string(),
+                format!("a {} output to {}", output.kind.as_str(), output.topic).into_bytes(),
+            ),
+        ];
+        if let Some(source) = output.holds.first() {
+            headers.push(("anomalyd-source".to_string(), source_header(source)));
+        }
+        headers
+    };
+    headers.push((
+        "anomalyd-original-size".to_string(),
+        size.to_string().into_bytes(),
+    ));
+    headers.push(("anomalyd-refused".to_string(), why.as_bytes().to_vec()));
+    let cut = |bytes: Option<Vec<u8>>| {
+        bytes.map(|mut b| {
+            b.truncate(REFERENCE_BYTES);
+            b
+        })
+    };
+    Output {
+        kind: OutputKind::DeadLetter,
+        topic: dead_letter_topic.to_string(),
+        partition: None,
+        key: cut(output.key),
+        payload: Some(cut(output.payload).unwrap_or_default()),
+        headers,
+        holds: output.holds,
+        source_time_ms: None,
+        is_alert: false,
+        epoch: output.epoch,
+        attempts: 0,
+        failed_at: None,
+        failure: None,
+        is_reference: true,
+    }
+}
+
+/// `topic/partition/offset`.
+fn source_header(source: &SourceOffset) -> Vec<u8> {
+    format!(
+        "{}/{}/{}",
+        source.partition.topic, source.partition.partition, source.offset
+    )
+    .into_bytes()
 }
 
 /// The dead-letter message for a record set aside: the original key and
@@ -310,9 +644,6 @@ pub fn dead_letter(
     detail: &str,
 ) -> Output {
     Output {
-        kind: OutputKind::DeadLetter,
-        topic: topic.to_string(),
-        partition: None,
         key,
         payload: Some(payload),
         headers: vec![
@@ -321,18 +652,9 @@ pub fn dead_letter(
                 reason.as_str().as_bytes().to_vec(),
             ),
             ("anomalyd-detail".into(), detail.as_bytes().to_vec()),
-            (
-                "anomalyd-source".into(),
-                format!(
-                    "{}/{}/{}",
-                    source.partition.topic, source.partition.partition, source.offset
-                )
-                .into_bytes(),
-            ),
+            ("anomalyd-source".into(), source_header(source)),
         ],
         holds: vec![source.clone()],
-        source_time_ms: None,
-        is_alert: false,
-        epoch: 0,
+        ..Output::new(OutputKind::DeadLetter, topic)
     }
 }

@@ -17,6 +17,7 @@ use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
 use super::produce::dead_letter;
 use super::produce::{Output, OutputKind, Sink};
+use super::throttle::Throttle;
 use crate::alert::AlertEvent;
 use crate::calibrate::CalibrationState;
 use crate::detect::PendingWindow;
@@ -54,6 +55,8 @@ pub enum Work {
 /// Where and how often checkpoints are written.
 struct CheckpointSchedule {
     topic: String,
+    /// `kafka.group_id`, written beside each checkpoint.
+    group: String,
     every: Duration,
     next: Instant,
 }
@@ -88,6 +91,8 @@ pub struct ScoringWorker {
     checkpoints: Option<CheckpointSchedule>,
     /// Checkpoints taken, by epoch, waiting for the outputs before them.
     staged: VecDeque<(u64, Vec<StateWrite>)>,
+    /// Replayed samples skipped because a restored checkpoint holds them.
+    skipped: Throttle,
 }
 
 impl ScoringWorker {
@@ -102,6 +107,7 @@ impl ScoringWorker {
         let window_len = scorer.metadata().window_len;
         let checkpoints = config.state.checkpoints.then(|| CheckpointSchedule {
             topic: config.state.topic.clone(),
+            group: config.kafka.group_id.clone(),
             every: Duration::from_millis(config.state.checkpoint_interval_ms),
             next: Instant::now() + Duration::from_millis(config.state.checkpoint_interval_ms),
         });
@@ -128,6 +134,7 @@ impl ScoringWorker {
             ),
             checkpoints,
             staged: VecDeque::new(),
+            skipped: Throttle::new(Duration::from_secs(10)),
             scorer,
             batch: Vec::with_capacity(config.scoring.max_batch),
             batch_deadline: None,
@@ -317,6 +324,14 @@ impl ScoringWorker {
             }
             Admission::AlreadyCheckpointed => {
                 self.metrics.samples_already_checkpointed.inc();
+                if let Some(count) = self.skipped.count(1, Instant::now()) {
+                    tracing::warn!(
+                        records = count,
+                        partition = %format_args!("{}/{}", source.partition.topic, source.partition.partition),
+                        through_offset = source.offset,
+                        "skipped replayed records that restored checkpoints already hold (their outputs were sent before); counted in anomalyd_samples_already_checkpointed_total"
+                    );
+                }
                 self.ledger_ops.releases.push(source);
             }
             Admission::Accepted { window, gap } => {
@@ -479,16 +494,12 @@ impl ScoringWorker {
         is_alert: bool,
     ) -> Output {
         Output {
-            kind,
-            topic: self.alerts_topic.clone(),
-            partition: None,
             key: Some(entity.as_bytes().to_vec()),
             payload: Some(serde_json::to_vec(message).expect("messages serialise")),
-            headers: Vec::new(),
             holds: vec![source.clone()],
             source_time_ms: record_time_ms,
             is_alert,
-            epoch: 0,
+            ..Output::new(kind, &self.alerts_topic)
         }
     }
 

@@ -91,12 +91,12 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic(INPUT_TOPIC, INPUT_PARTITIONS, 1)?;
+    let mut config = demo_config(&brokers, options.admin)?;
     // The embedded broker cannot create topics on request: make the state topic here.
-    cluster.create_topic("anomalyd-state", INPUT_PARTITIONS, 1)?;
+    cluster.create_topic(&config.state.topic, INPUT_PARTITIONS, 1)?;
     for topic in ["anomalyd-alerts", "anomalyd-scores", "anomalyd-dead-letter"] {
         cluster.create_topic(topic, 1, 1)?;
     }
-    let mut config = demo_config(&brokers, options.admin)?;
     if let Some(detector) = &options.detector {
         config.detector = detector.clone();
     }
@@ -243,16 +243,15 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
             daemon.admin_address
         );
     }
-    let finished = daemon.wait()?;
+    let finished = daemon.wait();
     println!(
         "\ndaemon stopped ({}), demo took {:.1} s",
-        if finished {
-            "everything in flight finished and committed"
-        } else {
-            "grace period ran out"
+        match &finished {
+            Ok(()) => "everything in flight finished and committed".to_string(),
+            Err(error) => format!("{error:#}"),
         },
         started.elapsed().as_secs_f64()
     );
     drop(cluster);
-    Ok(())
+    finished
 }

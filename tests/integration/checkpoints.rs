@@ -134,7 +134,8 @@ fn a_state_topic_with_too_few_partitions_or_that_cannot_be_created_stops_the_sta
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+        // EX_UNAVAILABLE: the state topic cannot be used.
+        assert_eq!(output.status.code(), Some(69), "{case}: {stderr}");
         assert!(stderr.contains(says), "{case}: {stderr}");
     }
 }

@@ -41,13 +41,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Put in a test's `extra` to leave `state.topic` unset (the group's own,
+/// `<group>-state`, which the test must create: the mock broker cannot).
+pub const GROUP_STATE_TOPIC: &str = "# state.topic: the group's own\n";
+
 /// A daemon config for `brokers`; `extra` is appended (more tables). Entity
-/// state is checkpointed every second unless `extra` has its own `[state]`.
+/// state is checkpointed every second unless `extra` has its own `[state]`,
+/// to the state topic `anomalyd-state` that [`super::delivery_support::all_topics`]
+/// creates, unless `extra` names another or has [`GROUP_STATE_TOPIC`].
 pub fn daemon_config(brokers: &str, group: &str, admin_port: u16, extra: &str) -> String {
-    let state = if extra.contains("[state]") {
+    let topic = if extra.contains(GROUP_STATE_TOPIC) || extra.contains("\ntopic = ") {
         ""
     } else {
-        "[state]\ncheckpoint_interval_ms = 1000"
+        "topic = \"anomalyd-state\"\n"
+    };
+    let (state, extra) = if extra.contains("[state]") {
+        (
+            String::new(),
+            extra.replacen("[state]\n", &format!("[state]\n{topic}"), 1),
+        )
+    } else {
+        (
+            format!("[state]\n{topic}checkpoint_interval_ms = 1000"),
+            extra.to_string(),
+        )
     };
     format!(
         r#"

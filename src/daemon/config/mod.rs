@@ -116,6 +116,11 @@ impl DaemonConfig {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.resolve_references(origin, env)?;
+        config.state.topic = config
+            .state
+            .topic_setting
+            .clone()
+            .unwrap_or_else(|| format!("{}-state", config.kafka.group_id));
         config.validate(origin)?;
         Ok(config)
     }
@@ -314,8 +319,14 @@ impl DaemonConfig {
             ),
             if self.state.checkpoints {
                 format!(
-                    "entity state: checkpointed to {} every {} ms",
-                    self.state.topic, self.state.checkpoint_interval_ms
+                    "entity state: checkpointed to {}{} every {} ms",
+                    self.state.topic,
+                    if self.state.topic_setting.is_none() {
+                        " (the group's own: <group_id>-state)"
+                    } else {
+                        ""
+                    },
+                    self.state.checkpoint_interval_ms
                 )
             } else {
                 "entity state: not checkpointed (entities warm up again after a restart)".into()

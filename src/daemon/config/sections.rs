@@ -234,7 +234,14 @@ pub struct StateConfig {
     /// entities warm up again after every restart or rebalance.
     pub checkpoints: bool,
     /// The compacted topic the checkpoints go to; created if missing, with as
-    /// many partitions as the largest input topic.
+    /// many partitions as the largest input topic. Unset: `<group_id>-state`,
+    /// so that each consumer group keeps its own state (a group replaying a
+    /// topic must not skip records because another group scored them).
+    #[serde(rename = "topic")]
+    pub topic_setting: Option<String>,
+    /// The topic in use: `topic_setting`, or the group's default (set when
+    /// the configuration is loaded).
+    #[serde(skip)]
     pub topic: String,
     /// How often changed entities are checkpointed (ms). Committed input
     /// offsets trail by about this much.
@@ -248,7 +255,8 @@ impl Default for StateConfig {
     fn default() -> Self {
         Self {
             checkpoints: true,
-            topic: "anomalyd-state".into(),
+            topic_setting: None,
+            topic: String::new(),
             checkpoint_interval_ms: 10_000,
             restore_timeout_s: 60,
         }

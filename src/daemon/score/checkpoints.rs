@@ -2,6 +2,7 @@
 //! them behind the outputs sent before them (by epoch), sending them once
 //! those are acknowledged, and taking back the holds of failed ones.
 
+use super::super::checkpoint;
 use super::super::entities::StateWrite;
 use super::super::ledger::Partition;
 use super::super::produce::{Output, OutputKind};
@@ -46,16 +47,15 @@ impl ScoringWorker {
             for write in writes {
                 // Its holds are in the ledger already (taken when the samples arrived).
                 self.sink.send(Box::new(Output {
-                    kind: OutputKind::State,
-                    topic: schedule.topic.clone(),
                     partition: Some(write.partition),
                     key: Some(write.entity.into_bytes()),
                     payload: write.payload,
-                    headers: Vec::new(),
+                    headers: vec![(
+                        checkpoint::GROUP_HEADER.into(),
+                        schedule.group.clone().into_bytes(),
+                    )],
                     holds: write.holds,
-                    source_time_ms: None,
-                    is_alert: false,
-                    epoch: 0,
+                    ..Output::new(OutputKind::State, &schedule.topic)
                 }));
             }
         }

@@ -6,6 +6,7 @@
 
 mod dead_letters;
 mod operations;
+mod poison;
 mod security;
 
 use super::delivery_support::*;

@@ -302,7 +302,8 @@ fn a_bad_model_is_refused_at_start_before_it_serves() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{what}: the daemon started");
+        // EX_DATAERR: the model is refused; restarting will not help.
+        assert_eq!(output.status.code(), Some(65), "{what}: {stderr}");
         assert!(stderr.contains(says), "{what}: {stderr}");
         assert!(
             stderr.contains(&path.display().to_string()),
