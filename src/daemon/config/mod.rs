@@ -97,10 +97,11 @@ impl DaemonConfig {
             source,
         })?;
         let origin = path.display().to_string();
-        let config: DaemonConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: DaemonConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: origin.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        config.resolve_defaults();
         config.validate(&origin)?;
         Ok(config)
     }
@@ -116,13 +117,19 @@ impl DaemonConfig {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.resolve_references(origin, env)?;
-        config.state.topic = config
+        config.resolve_defaults();
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Fills in the defaults that depend on other keys: `state.topic` is
+    /// the group's own, `<group_id>-state`, unless set.
+    fn resolve_defaults(&mut self) {
+        self.state.topic = self
             .state
             .topic_setting
             .clone()
-            .unwrap_or_else(|| format!("{}-state", config.kafka.group_id));
-        config.validate(origin)?;
-        Ok(config)
+            .unwrap_or_else(|| format!("{}-state", self.kafka.group_id));
     }
 
     /// Replaces `${VAR}` and `${file:PATH}` in the brokers and the Kafka properties.
@@ -386,6 +393,20 @@ input_topics = ["readings"]
         assert_eq!(config.detector, DetectorConfig::default());
         assert_eq!(config.windows.stride, WindowConfig::default().stride);
         assert_eq!(config.scoring.threads, ScoringConfig::default().threads);
+    }
+
+    #[test]
+    fn each_group_has_its_own_state_topic_unless_one_is_set() {
+        assert_eq!(parse(MINIMAL).unwrap().state.topic, "anomalyd-state");
+        let group = format!("{MINIMAL}group_id = \"replay\"\n");
+        assert_eq!(parse(&group).unwrap().state.topic, "replay-state");
+        let set = format!("{group}[state]\ntopic = \"shared\"\n");
+        assert_eq!(parse(&set).unwrap().state.topic, "shared");
+        let empty = format!("{group}[state]\ntopic = \"\"\n");
+        assert!(parse(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("state.topic"));
     }
 
     #[test]
