@@ -425,14 +425,27 @@ pub fn read(
     consumer.assign(&list).map_err(kafka)?;
     // The latest value per entity; `None` is a tombstone (evicted).
     let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-    while !ends.is_empty() {
+    // Past the ends, whatever has already arrived is read too: a broker may
+    // report a partition's end short of its last batch (tansu 0.6 reports
+    // that batch's first offset), and a newer checkpoint must not be missed.
+    let mut past_ends = false;
+    loop {
         if Instant::now() >= deadline {
             return Err(RestoreError::Timeout {
                 topic: topic.to_string(),
                 seconds: timeout.as_secs(),
             });
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+        past_ends |= ends.is_empty();
+        let wait = if past_ends {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(100)
+        };
+        let Some(message) = consumer.poll(wait) else {
+            if past_ends {
+                break;
+            }
             continue;
         };
         let message = message.map_err(kafka)?;

@@ -7,6 +7,7 @@
 mod broker;
 mod load;
 mod process;
+mod tansu;
 
 use super::delivery_support::*;
 use super::kafka_support::*;
@@ -167,11 +168,25 @@ pub fn wait_for_every_window(
             return;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = daemons.iter().map(|d| d.log_text()).collect();
+            let logs: Vec<String> = daemons
+                .iter()
+                .map(|d| {
+                    format!(
+                        "consumed {:?}, scored {:?}, produced {:?}\n{}",
+                        d.metric("anomalyd_records_consumed_total"),
+                        d.metric("anomalyd_windows_scored_total"),
+                        d.metric("anomalyd_produced_total{output=\"scores\"}"),
+                        d.log_text()
+                    )
+                })
+                .collect();
+            let missing: Vec<_> = expected.difference(&seen).collect();
             panic!(
-                "{} of {} windows scored after {limit:?}; logs:\n{}",
+                "{} of {} windows scored after {limit:?}; missing {:?} … {:?}; logs:\n{}",
                 expected.intersection(&seen).count(),
                 expected.len(),
+                &missing[..missing.len().min(10)],
+                missing.last(),
                 logs.join("\n----\n")
             );
         }
