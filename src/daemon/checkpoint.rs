@@ -171,7 +171,10 @@ fn encode_as(
     .expect("entity state serialises")
 }
 
-/// Counts outputs not yet acknowledged, by the epoch they were sent in.
+/// Counts outputs not yet acknowledged, by input partition and the epoch
+/// they were sent in. A checkpoint of a partition's entities waits only for
+/// that partition's earlier outputs: a partition whose outputs fail does not
+/// hold back the checkpoints (and so the commits) of the others.
 #[derive(Debug, Default)]
 pub struct Epochs {
     inner: Mutex<EpochCounts>,
@@ -180,7 +183,17 @@ pub struct Epochs {
 #[derive(Debug, Default)]
 struct EpochCounts {
     current: u64,
-    pending: BTreeMap<u64, u64>,
+    /// Per input partition: epoch → outputs not yet acknowledged.
+    pending: HashMap<Partition, BTreeMap<u64, u64>>,
+}
+
+/// The distinct partitions of `holds`.
+fn partitions_of(holds: &[SourceOffset]) -> impl Iterator<Item = &Partition> {
+    holds
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !holds[..*i].iter().any(|e| e.partition == h.partition))
+        .map(|(_, h)| &h.partition)
 }
 
 impl Epochs {
@@ -188,22 +201,38 @@ impl Epochs {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An output is being sent: counts it in the current epoch, returned.
-    pub fn register(&self) -> u64 {
+    /// An output holding `holds` is being sent: counts it in the current
+    /// epoch of each of their partitions; returns that epoch.
+    pub fn register(&self, holds: &[SourceOffset]) -> u64 {
         let mut counts = self.lock();
         let epoch = counts.current;
-        *counts.pending.entry(epoch).or_insert(0) += 1;
+        for partition in partitions_of(holds) {
+            *counts
+                .pending
+                .entry(partition.clone())
+                .or_default()
+                .entry(epoch)
+                .or_insert(0) += 1;
+        }
         epoch
     }
 
-    /// An output of `epoch` is acknowledged (or, for a checkpoint that
-    /// failed, replaced by a later one).
-    pub fn settle(&self, epoch: u64) {
+    /// An output of `epoch` holding `holds` is acknowledged (or, for a
+    /// checkpoint that failed, replaced by a later one).
+    pub fn settle(&self, epoch: u64, holds: &[SourceOffset]) {
         let mut counts = self.lock();
-        if let Some(count) = counts.pending.get_mut(&epoch) {
-            *count -= 1;
-            if *count == 0 {
-                counts.pending.remove(&epoch);
+        for partition in partitions_of(holds) {
+            let Some(epochs) = counts.pending.get_mut(partition) else {
+                continue;
+            };
+            if let Some(count) = epochs.get_mut(&epoch) {
+                *count -= 1;
+                if *count == 0 {
+                    epochs.remove(&epoch);
+                }
+            }
+            if epochs.is_empty() {
+                counts.pending.remove(partition);
             }
         }
     }
@@ -215,13 +244,17 @@ impl Epochs {
         counts.current - 1
     }
 
-    /// Whether every output of `epoch` and earlier is acknowledged.
-    pub fn settled(&self, epoch: u64) -> bool {
-        self.lock()
-            .pending
-            .keys()
-            .next()
-            .is_none_or(|&first| first > epoch)
+    /// Whether every output of `epoch` and earlier is acknowledged on each
+    /// partition of `holds`, or on every partition where `holds` is empty
+    /// (a tombstone: it must not pass its entity's earlier checkpoint).
+    pub fn settled(&self, epoch: u64, holds: &[SourceOffset]) -> bool {
+        let counts = self.lock();
+        let clear =
+            |epochs: &BTreeMap<u64, u64>| epochs.keys().next().is_none_or(|&first| first > epoch);
+        if holds.is_empty() {
+            return counts.pending.values().all(clear);
+        }
+        partitions_of(holds).all(|p| counts.pending.get(p).is_none_or(clear))
     }
 }
 
@@ -499,24 +532,39 @@ mod tests {
     use crate::serve::embedded::default_scorer;
 
     #[test]
-    fn epochs_settle_only_when_every_earlier_output_is_acknowledged() {
+    fn epochs_settle_only_when_every_earlier_output_of_the_partition_is_acknowledged() {
+        let on = |partition: i32| {
+            vec![SourceOffset {
+                partition: Partition {
+                    topic: "in".into(),
+                    partition,
+                },
+                offset: 7,
+            }]
+        };
         let epochs = Epochs::default();
-        let a = epochs.register();
+        let a = epochs.register(&on(0));
+        let other = epochs.register(&on(1));
         let closed = epochs.close();
-        let b = epochs.register();
-        assert_eq!((a, closed, b), (0, 0, 1));
-        assert!(!epochs.settled(0));
-        epochs.settle(b);
+        let b = epochs.register(&on(0));
+        assert_eq!((a, other, closed, b), (0, 0, 0, 1));
+        assert!(!epochs.settled(0, &on(0)));
+        epochs.settle(b, &on(0));
         assert!(
-            !epochs.settled(0),
+            !epochs.settled(0, &on(0)),
             "a later output does not settle an earlier epoch"
         );
-        epochs.settle(a);
-        assert!(epochs.settled(0));
-        assert!(epochs.settled(1));
-        let c = epochs.register();
-        assert!(!epochs.settled(1) && epochs.settled(0));
-        epochs.settle(c);
+        epochs.settle(a, &on(0));
+        assert!(epochs.settled(0, &on(0)) && epochs.settled(1, &on(0)));
+        // Partition 1's output still in flight holds back partition 1 and
+        // tombstones (no holds), not partition 0.
+        assert!(!epochs.settled(0, &on(1)));
+        assert!(!epochs.settled(0, &[]));
+        epochs.settle(other, &on(1));
+        assert!(epochs.settled(0, &on(1)) && epochs.settled(0, &[]));
+        let c = epochs.register(&on(0));
+        assert!(!epochs.settled(1, &on(0)) && epochs.settled(0, &on(0)));
+        epochs.settle(c, &on(0));
     }
 
     #[test]
@@ -565,6 +613,51 @@ mod tests {
             let b = copy.observe(&scorer, 1000 * i as i64, &row(i)).unwrap();
             assert_eq!(a, b, "row {i}");
         }
+    }
+
+    /// What a checkpoint of the default model's entity may take at most:
+    /// the window buffer (channels × window × 4 bytes, as MessagePack
+    /// floats) plus the rest (ranges, calibration history in blocks, novelty
+    /// gate, alert state), whatever the entity's age.
+    fn checkpoint_bound(channels: usize, window_len: usize) -> usize {
+        channels * window_len * 5 + 4096
+    }
+
+    #[test]
+    fn a_checkpoint_is_bounded_and_stops_growing_once_its_history_is_full() {
+        let scorer = default_scorer().unwrap();
+        let metadata = scorer.metadata();
+        let channels = metadata.channels.len();
+        let config = DetectorConfig::default();
+        let mut detector = EntityDetector::new("pump-1", &scorer, &config);
+        let through = SourceOffset {
+            partition: Partition {
+                topic: "in".into(),
+                partition: 0,
+            },
+            offset: 0,
+        };
+        let mut sizes = Vec::new();
+        // Past a full calibration history (8,640 scores by default).
+        for i in 0..12_000usize {
+            let row: Vec<f32> = (0..channels)
+                .map(|c| 50.0 + ((i * (c + 3)) % 17) as f32 + ((i / 7) % 5) as f32)
+                .collect();
+            detector.observe(&scorer, 1000 * i as i64, &row).unwrap();
+            if i % 1_000 == 999 {
+                let bytes = encode("pump-1", &through, 0, scorer.model_version(), &detector);
+                sizes.push(bytes.len());
+            }
+        }
+        let bound = checkpoint_bound(channels, metadata.window_len);
+        println!("checkpoint bytes every 1,000 rows: {sizes:?} (bound {bound})");
+        assert!(sizes.iter().all(|&n| n <= bound), "{sizes:?} > {bound}");
+        let full = sizes[9..].iter();
+        let (low, high) = (full.clone().min().unwrap(), full.max().unwrap());
+        assert!(
+            high - low <= 64,
+            "still growing at a full history: {sizes:?}"
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl DeliveryReports {
         for source in &output.holds {
             self.ledger.release(source);
         }
-        self.epochs.settle(output.epoch);
+        self.epochs.settle(output.epoch, &output.holds);
         self.health.output_delivered(self.client);
     }
 
@@ -203,7 +203,7 @@ impl DeliveryReports {
         }
         let kind = output.kind.as_str();
         if output.kind == OutputKind::State && output.payload.is_some() {
-            self.epochs.settle(output.epoch);
+            self.epochs.settle(output.epoch, &output.holds);
             self.health.output_delivered(self.client);
             if class == ErrorClass::Refused {
                 // Its samples' outputs are all acknowledged (the epoch
@@ -342,7 +342,7 @@ impl Sink {
     /// not committed and is read again at the next start.
     pub fn send(&self, mut output: Box<Output>) {
         self.health.output_sent(producer_of(output.kind));
-        output.epoch = self.epochs.register();
+        output.epoch = self.epochs.register(&output.holds);
         self.enqueue(output);
     }
 

@@ -34,30 +34,37 @@ impl ScoringWorker {
         self.staged.push_back((epoch, writes));
     }
 
-    /// Sends the staged checkpoints whose epoch is settled, in order.
+    /// Sends the staged checkpoints whose partitions have settled their
+    /// epoch, in order. Settling is monotone (an epoch unsettled on a
+    /// partition keeps every later epoch unsettled there), so a later
+    /// checkpoint of an entity never passes an earlier one.
     pub(super) fn send_settled_checkpoints(&mut self) {
         let Some(schedule) = &self.checkpoints else {
             return;
         };
-        while let Some((epoch, _)) = self.staged.front() {
-            if !self.sink.epochs().settled(*epoch) {
-                return;
-            }
-            let (_, writes) = self.staged.pop_front().expect("not empty");
-            for write in writes {
-                // Its holds are in the ledger already (taken when the samples arrived).
-                self.sink.send(Box::new(Output {
-                    partition: Some(write.partition),
-                    key: Some(write.entity.into_bytes()),
-                    payload: write.payload,
-                    headers: vec![(
-                        checkpoint::GROUP_HEADER.into(),
-                        schedule.group.clone().into_bytes(),
-                    )],
-                    holds: write.holds,
-                    ..Output::new(OutputKind::State, &schedule.topic)
-                }));
-            }
+        let epochs = self.sink.epochs();
+        let mut ready = Vec::new();
+        for (epoch, writes) in &mut self.staged {
+            let (now, later): (Vec<StateWrite>, Vec<StateWrite>) = std::mem::take(writes)
+                .into_iter()
+                .partition(|write| epochs.settled(*epoch, &write.holds));
+            ready.extend(now);
+            *writes = later;
+        }
+        self.staged.retain(|(_, writes)| !writes.is_empty());
+        for write in ready {
+            // Its holds are in the ledger already (taken when the samples arrived).
+            self.sink.send(Box::new(Output {
+                partition: Some(write.partition),
+                key: Some(write.entity.into_bytes()),
+                payload: write.payload,
+                headers: vec![(
+                    checkpoint::GROUP_HEADER.into(),
+                    schedule.group.clone().into_bytes(),
+                )],
+                holds: write.holds,
+                ..Output::new(OutputKind::State, &schedule.topic)
+            }));
         }
     }
 
