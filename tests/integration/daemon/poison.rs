@@ -428,3 +428,79 @@ fn fatal_errors_exit_with_their_codes_and_commit_nothing_unacknowledged() {
         assert!(committed <= 0, "{what}: committed {committed}");
     }
 }
+
+#[test]
+fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_committed() {
+    use RDKafkaRespErr::*;
+    let data = data();
+    let s = data.series[0].slice(0, 600);
+    let broker = start_broker(&all_topics(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "fenced", "fenced", "");
+    let producer = producer(&broker.brokers);
+    for row in 0..300 {
+        send(
+            &producer,
+            "input",
+            0,
+            &s.entity,
+            record_json(&s, row).as_bytes(),
+        );
+    }
+    flush(&producer);
+    wait_committed(
+        &broker.brokers,
+        "fenced",
+        300,
+        Duration::from_secs(60),
+        &daemon,
+    );
+    // The rest goes in while the daemon is paused; then a produce request
+    // fails out of sequence, the producer asks for a new epoch and the
+    // broker says it is fenced: a fatal error.
+    daemon.signal(libc::SIGSTOP);
+    for row in 300..600 {
+        send(
+            &producer,
+            "input",
+            0,
+            &s.entity,
+            record_json(&s, row).as_bytes(),
+        );
+    }
+    flush(&producer);
+    broker.cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 4],
+    );
+    broker.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 4],
+    );
+    daemon.signal(libc::SIGCONT);
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    let committed = committed(&broker.brokers, "fenced", "input", 1)[0];
+    println!("reliability | fatal mid-stream: the idempotent producer is fenced | exit {:?} | committed {committed}", status.and_then(|s| s.code()));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(70),
+        "{}",
+        daemon.log_text()
+    );
+    // Every window before the committed offset has its score: nothing
+    // unacknowledged was committed.
+    broker.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    scores.catch_up();
+    let seen: BTreeSet<(i32, i64)> = score_sources(&scores).into_iter().collect();
+    let before: Vec<(i32, i64)> = expected_windows(&[&s])
+        .into_iter()
+        .filter(|&(_, offset)| offset < committed)
+        .collect();
+    assert!(committed >= 300, "committed {committed}");
+    let missing: Vec<_> = before.iter().filter(|w| !seen.contains(w)).collect();
+    assert!(
+        missing.is_empty(),
+        "committed {committed} past unscored windows {missing:?}"
+    );
+}
