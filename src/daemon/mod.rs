@@ -210,7 +210,7 @@ impl Daemon {
             .name("anomalyd-consumer".into())
             .spawn(move || consumer_loop.run())?;
         let sink_handle = consumer_sink;
-        spawn_watchdog(stop.clone())?;
+        spawn_watchdog(stop.clone(), Arc::downgrade(&sink_handle))?;
         tracing::info!(admin = %admin_address, model_version = scorer.model_version(), "anomalyd is running");
         Ok(Self {
             admin_address,
@@ -257,17 +257,8 @@ impl Daemon {
         self.admin_stop.send_replace(true);
         self.runtime.shutdown_timeout(Duration::from_millis(500));
         self.stop.end();
-        match self.stop.fatal() {
-            Some(mut fatal) => {
-                // A fatal producer error names its cause only on the client.
-                if let Some(cause) = self.sink.fatal_cause() {
-                    if let failure::ErrorClass::Fatal(kind) = failure::classify(cause) {
-                        fatal.kind = kind;
-                        fatal.message = format!("{} ({cause:?})", fatal.message);
-                    }
-                }
-                Err(fatal.into())
-            }
+        match fatal_with_cause(&self.stop, &self.sink) {
+            Some(fatal) => Err(fatal.into()),
             None if finished => Ok(()),
             None => Err(Fatal::new(
                 FatalKind::DrainIncomplete,
@@ -279,11 +270,25 @@ impl Daemon {
     }
 }
 
+/// The fatal error that stopped the daemon, if one did, with its kind from
+/// the producer's own cause where librdkafka reported only `_FATAL` (an
+/// authorisation refused behind it exits 77, not 70).
+fn fatal_with_cause(stop: &Stop, sink: &Sink) -> Option<Fatal> {
+    let mut fatal = stop.fatal()?;
+    if let Some(cause) = sink.fatal_cause() {
+        if let failure::ErrorClass::Fatal(kind) = failure::classify(cause) {
+            fatal.kind = kind;
+            fatal.message = format!("{} ({cause:?})", fatal.message);
+        }
+    }
+    Some(fatal)
+}
+
 /// Ends the process with [`FatalKind::DrainIncomplete`]'s exit code if it is
 /// still running when a stop's deadline passes: whatever is stuck (a
 /// librdkafka call, a blocked callback), a stop ends in time. Nothing
 /// unacknowledged has been committed, so nothing is lost.
-fn spawn_watchdog(stop: Arc<Stop>) -> std::io::Result<()> {
+fn spawn_watchdog(stop: Arc<Stop>, sink: std::sync::Weak<Sink>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("anomalyd-watchdog".into())
         .spawn(move || {
@@ -297,8 +302,11 @@ fn spawn_watchdog(stop: Arc<Stop>) -> std::io::Result<()> {
             if stop.ended() {
                 return;
             }
-            let code = stop
-                .fatal()
+            let fatal = match sink.upgrade() {
+                Some(sink) => fatal_with_cause(&stop, &sink),
+                None => stop.fatal(),
+            };
+            let code = fatal
                 .map_or(FatalKind::DrainIncomplete, |fatal| fatal.kind)
                 .exit_code();
             tracing::error!(exit_code = code, "the stop's deadline passed with the daemon still running: exiting now; records not committed are read again at the next start");
