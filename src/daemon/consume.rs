@@ -17,6 +17,7 @@ use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
 use super::produce::{dead_letter, Sink};
 use super::score::{SampleBatch, Work};
+use super::throttle::Throttle;
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -82,6 +83,8 @@ pub struct ConsumerEvents {
     committed: Mutex<HashMap<Partition, i64>>,
     /// The daemon's stop: a fatal error here begins it.
     stop: Arc<Stop>,
+    /// Repeated client errors and failed commits, logged at most every 10 s.
+    client_errors: Throttle,
     /// Samples decoded but not yet sent to the scorer. Sent when
     /// `SAMPLES_PER_SEND` are in, when the consumer has nothing more to read
     /// at once, and before anything else goes to the scorer (revoke, restore,
@@ -118,6 +121,7 @@ impl ConsumerEvents {
             work,
             ledger: sink.ledger().clone(),
             stop: sink.stop().clone(),
+            client_errors: Throttle::new(Duration::from_secs(10)),
             sink,
             metrics,
             health,
@@ -320,7 +324,9 @@ impl ConsumerEvents {
             }
             Err(error) => {
                 self.metrics.commits.with_label_values(&["error"]).inc();
-                tracing::warn!(%error, "offset commit failed; it is retried at the next interval");
+                if let Some(count) = self.client_errors.count(1, Instant::now()) {
+                    tracing::warn!(%error, failures = count, "offset commits failed; retried at the next interval");
+                }
             }
         }
     }
@@ -401,7 +407,11 @@ impl ClientContext for ConsumerEvents {
                 kind,
                 format!("the Kafka consumer: {error}: {reason}"),
             )),
-            _ => tracing::warn!(%error, reason, "Kafka client error"),
+            _ => {
+                if let Some(count) = self.client_errors.count(1, Instant::now()) {
+                    tracing::warn!(%error, reason, errors = count, "Kafka consumer errors");
+                }
+            }
         }
     }
 }
@@ -485,7 +495,11 @@ impl ConsumerLoop {
                     ErrorClass::Fatal(kind) => {
                         stop.fail(Fatal::new(kind, format!("the Kafka consumer: {error}")))
                     }
-                    _ => tracing::warn!(%error, "consumer error"),
+                    _ => {
+                        if let Some(count) = context.client_errors.count(1, Instant::now()) {
+                            tracing::warn!(%error, errors = count, "Kafka consumer errors");
+                        }
+                    }
                 },
                 Some(Ok(message)) => self.take(&message, &mut topics, running),
             }

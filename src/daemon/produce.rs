@@ -154,7 +154,11 @@ impl ClientContext for DeliveryReports {
                 kind,
                 format!("the Kafka producer: {error}: {reason}"),
             )),
-            _ => tracing::warn!(%error, reason, "Kafka producer error"),
+            _ => {
+                if let Some(count) = self.failures.count(1, Instant::now()) {
+                    tracing::warn!(%error, reason, errors = count, "Kafka producer errors");
+                }
+            }
         }
     }
 }
