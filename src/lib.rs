@@ -1,11 +1,26 @@
 //! anomalyd: streaming time-series anomaly detection with a denoising autoencoder.
 //!
-//! The modules follow the model's life and the pipeline: `series` reads
-//! data, `window` assembles windows, `train` fits the network in Burn,
-//! `export` writes the ONNX artefact, `serve` scores windows with tract,
-//! `detect` decides per entity, `daemon` runs it on Kafka, `offline` runs
-//! it over a file, and `evaluate` measures detection quality. See
-//! ARCHITECTURE.md.
+//! The modules follow the model's life and the pipeline (ARCHITECTURE.md
+//! has the code map and the invariants):
+//!
+//! - [`series`]: reading CSV and JSON lines into per-entity, time-ordered series;
+//! - [`synthetic`]: the seeded generator of the demo and test data;
+//! - [`window`]: window assembly, streaming and batch, without I/O;
+//! - [`model`]: the artefact contract: metadata, network shape, normalisation,
+//!   the frozen feature extractor;
+//! - [`train`]: the autoencoder, the hybrid loss and the training loop in Burn;
+//! - [`recipe`]: every training setting in one place, prepare → train → export;
+//! - [`export`]: the ONNX graph and the artefact;
+//! - [`serve`]: the tract scorer and the embedded default model;
+//! - [`calibrate`]: per-entity online calibration of raw scores;
+//! - [`alert`]: the per-entity alert state machine;
+//! - [`detect`]: `EntityDetector`, row → window → score → calibration → alert;
+//! - [`daemon`]: the Kafka daemon (consume, decode, entities, score,
+//!   produce, checkpoints, the ledger, failures, metrics and admin);
+//! - [`offline`]: the daemon's per-entity path over a file (`anomalyd detect`);
+//! - [`evaluate`]: detection quality: labelled files, NAB, the loss ablation's measure;
+//! - [`demo`]: `anomalyd demo` on an embedded broker;
+//! - [`cli`]: the subcommands.
 
 pub mod alert;
 pub mod calibrate;
