@@ -127,7 +127,7 @@ pub const REFERENCE_BYTES: usize = 1024;
 const MAX_REFUSALS: u32 = 8;
 
 /// Delivery reports: release on success; on failure, by the error's class
-/// ([`classify`]): send again after a back-off, set aside, or stop.
+/// ([`classify`](super::failure::classify)): send again after a back-off, set aside, or stop.
 pub struct DeliveryReports {
     /// Which producer these reports are of.
     client: KafkaClient,
@@ -286,7 +286,7 @@ pub struct SinkSettings {
 }
 
 impl Sink {
-    /// The producers; failures go by their class ([`classify`]) and every
+    /// The producers; failures go by their class ([`classify`](super::failure::classify)) and every
     /// wait gives up at `stop`'s deadline.
     pub fn new(
         settings: SinkSettings,
