@@ -11,7 +11,7 @@
 
 use super::checkpoint;
 use super::decode::Decoder;
-use super::failure::{classify_error, ErrorClass, Fatal, FatalKind, Stop};
+use super::failure::{classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop};
 use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
@@ -402,17 +402,7 @@ impl ClientContext for ConsumerEvents {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        match classify_error(&error) {
-            ErrorClass::Fatal(kind) => self.stop.fail(Fatal::new(
-                kind,
-                format!("the Kafka consumer: {error}: {reason}"),
-            )),
-            _ => {
-                if let Some(count) = self.client_errors.count(1, Instant::now()) {
-                    tracing::warn!(%error, reason, errors = count, "Kafka consumer errors");
-                }
-            }
-        }
+        report_client_error(&self.stop, &self.client_errors, "consumer", &error, reason);
     }
 }
 
@@ -491,16 +481,9 @@ impl ConsumerLoop {
                 None => {
                     context.send_samples(running);
                 }
-                Some(Err(error)) => match classify_error(&error) {
-                    ErrorClass::Fatal(kind) => {
-                        stop.fail(Fatal::new(kind, format!("the Kafka consumer: {error}")))
-                    }
-                    _ => {
-                        if let Some(count) = context.client_errors.count(1, Instant::now()) {
-                            tracing::warn!(%error, errors = count, "Kafka consumer errors");
-                        }
-                    }
-                },
+                Some(Err(error)) => {
+                    report_client_error(&stop, &context.client_errors, "consumer", &error, "poll")
+                }
                 Some(Ok(message)) => self.take(&message, &mut topics, running),
             }
             if last_commit.elapsed() >= self.commit_interval {

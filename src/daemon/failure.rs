@@ -3,6 +3,7 @@
 //! a supervisor acts on (fatal). docs/reliability.md, "Error classes", has
 //! the table; `classify` is its code.
 
+use super::throttle::Throttle;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -105,6 +106,29 @@ pub fn classify_error(error: &KafkaError) -> ErrorClass {
     error
         .rdkafka_error_code()
         .map_or(ErrorClass::Transient, classify)
+}
+
+/// What a Kafka client reported (its error callback, or an error polled):
+/// a fatal error begins the stop; others are logged, at most once per
+/// `throttle`'s period, with their count.
+pub fn report_client_error(
+    stop: &Stop,
+    throttle: &Throttle,
+    client: &str,
+    error: &KafkaError,
+    reason: &str,
+) {
+    match classify_error(error) {
+        ErrorClass::Fatal(kind) => stop.fail(Fatal::new(
+            kind,
+            format!("the Kafka {client}: {error}: {reason}"),
+        )),
+        _ => {
+            if let Some(count) = throttle.count(1, Instant::now()) {
+                tracing::warn!(client, %error, reason, errors = count, "Kafka client errors");
+            }
+        }
+    }
 }
 
 /// The back-off before the `attempt`-th retry (1-based): 100 ms, doubling,

@@ -13,7 +13,9 @@
 //! Every wait gives up at the stop's deadline, keeping its holds.
 
 use super::checkpoint::Epochs;
-use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
+use super::failure::{
+    backoff, classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop,
+};
 use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, SourceOffset};
 use super::metrics::Metrics;
@@ -149,17 +151,7 @@ impl ClientContext for DeliveryReports {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        match classify_error(&error) {
-            ErrorClass::Fatal(kind) => self.stop.fail(Fatal::new(
-                kind,
-                format!("the Kafka producer: {error}: {reason}"),
-            )),
-            _ => {
-                if let Some(count) = self.failures.count(1, Instant::now()) {
-                    tracing::warn!(%error, reason, errors = count, "Kafka producer errors");
-                }
-            }
-        }
+        report_client_error(&self.stop, &self.failures, "producer", &error, reason);
     }
 }
 
@@ -367,12 +359,12 @@ impl Sink {
 
     /// Hands `output` to the producer: waits while its queue is full, backs
     /// off on a transient error, sets aside a refused output, stops on a
-    /// fatal error. Returns whether the producer took it (or its reference).
-    fn enqueue(&self, output: Box<Output>) -> bool {
+    /// fatal error.
+    fn enqueue(&self, output: Box<Output>) {
         let mut output = output;
         loop {
             let error = match self.try_enqueue(output) {
-                Ok(()) => return true,
+                Ok(()) => return,
                 Err((error, back)) => {
                     output = back;
                     error
@@ -385,7 +377,7 @@ impl Sink {
             match class {
                 None => {
                     if !self.wait(Duration::from_millis(2), &output) {
-                        return false;
+                        return;
                     }
                 }
                 Some(ErrorClass::Refused) => {
@@ -399,7 +391,7 @@ impl Sink {
                         format!("sending to {}: {error}", output.topic),
                     ));
                     self.abandon(&output);
-                    return false;
+                    return;
                 }
                 Some(ErrorClass::Transient) => {
                     output.attempts += 1;
@@ -411,7 +403,7 @@ impl Sink {
                         tracing::error!(%error, topic = %output.topic, failures = count, "cannot enqueue outputs; trying again after a back-off");
                     }
                     if !self.wait(backoff(output.attempts), &output) {
-                        return false;
+                        return;
                     }
                 }
             }
@@ -474,7 +466,7 @@ impl Sink {
     /// A refused output: a dead letter, an output the producer itself
     /// refused, or one the broker refused too often goes to the dead-letter
     /// topic as a reference; others (their back-off over) are sent again.
-    fn set_aside(&self, output: Box<Output>, why: String, may_retry: bool) -> bool {
+    fn set_aside(&self, output: Box<Output>, why: String, may_retry: bool) {
         self.metrics
             .outputs_refused
             .with_label_values(&[output.kind.as_str()])
@@ -493,7 +485,7 @@ impl Sink {
                 ),
             ));
             self.abandon(&output);
-            return false;
+            return;
         }
         if retry && output.kind != OutputKind::DeadLetter {
             return self.enqueue(output);
@@ -611,20 +603,13 @@ pub fn reference(output: Output, dead_letter_topic: &str, why: &str) -> Output {
         })
     };
     Output {
-        kind: OutputKind::DeadLetter,
-        topic: dead_letter_topic.to_string(),
-        partition: None,
         key: cut(output.key),
         payload: Some(cut(output.payload).unwrap_or_default()),
         headers,
         holds: output.holds,
-        source_time_ms: None,
-        is_alert: false,
         epoch: output.epoch,
-        attempts: 0,
-        failed_at: None,
-        failure: None,
         is_reference: true,
+        ..Output::new(OutputKind::DeadLetter, dead_letter_topic)
     }
 }
 

@@ -78,6 +78,23 @@ fn dead_letters(brokers: &str, count: usize, daemon: &DaemonProcess) -> Vec<Read
     dead.records
 }
 
+/// Runs `send` while the daemon is paused, then queues `errors` (per request
+/// kind) on the broker and lets the daemon go on. Injected errors hit every
+/// client, the test's own producer too, so the records go in first.
+fn send_then_fail(
+    daemon: &DaemonProcess,
+    broker: &Broker,
+    send: impl FnOnce(),
+    errors: &[(RDKafkaApiKey, &[RDKafkaRespErr])],
+) {
+    daemon.signal(libc::SIGSTOP);
+    send();
+    for (api, codes) in errors {
+        broker.cluster.request_errors(*api, codes);
+    }
+    daemon.signal(libc::SIGCONT);
+}
+
 fn header<'a>(record: &'a ReadRecord, name: &str) -> Option<&'a str> {
     record
         .headers
@@ -164,14 +181,18 @@ fn an_output_the_broker_refuses_is_set_aside_and_the_partition_goes_on() {
     // The broker refuses the next produce requests for their content: the
     // dead letter's, then its reference's. (Injected errors hit every
     // client: the record goes in while the daemon is paused, before them.)
-    daemon.signal(libc::SIGSTOP);
-    send(&producer, "input", 0, "k", b"{\"entity\": ");
-    flush(&producer);
-    broker.cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 2],
+    send_then_fail(
+        &daemon,
+        &broker,
+        || {
+            send(&producer, "input", 0, "k", b"{\"entity\": ");
+            flush(&producer);
+        },
+        &[(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 2],
+        )],
     );
-    daemon.signal(libc::SIGCONT);
     let records = dead_letters(&broker.brokers, 1, &daemon);
     let reference = &records[0];
     assert_eq!(header(reference, "anomalyd-reason"), Some("bad_json"));
@@ -205,16 +226,7 @@ fn sigterm_ends_the_daemon_in_time_while_the_broker_refuses_every_output() {
     let extra = "[shutdown]\ngrace_period_s = 4\n";
     let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "stuck", "stuck", extra);
     let producer = producer(&broker.brokers);
-    for row in 0..300 {
-        send(
-            &producer,
-            "input",
-            0,
-            &s.entity,
-            record_json(&s, row).as_bytes(),
-        );
-    }
-    flush(&producer);
+    send_rows(&producer, 0..300);
     wait_committed(
         &broker.brokers,
         "stuck",
@@ -225,22 +237,15 @@ fn sigterm_ends_the_daemon_in_time_while_the_broker_refuses_every_output() {
     // The rest goes in while the daemon is paused; then every produce
     // request fails (librdkafka retries them). Injected errors hit every
     // client, the test's producer too: it is done by then.
-    daemon.signal(libc::SIGSTOP);
-    for row in 300..600 {
-        send(
-            &producer,
-            "input",
-            0,
-            &s.entity,
-            record_json(&s, row).as_bytes(),
-        );
-    }
-    flush(&producer);
-    broker.cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    send_then_fail(
+        &daemon,
+        &broker,
+        || send_rows(&producer, 300..600),
+        &[(
+            RDKafkaApiKey::Produce,
+            &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+        )],
     );
-    daemon.signal(libc::SIGCONT);
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.metric("anomalyd_records_consumed_total") < Some(600.0) {
         assert!(Instant::now() < deadline, "{}", daemon.log_text());
@@ -438,16 +443,7 @@ fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_com
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "fenced", "fenced", "");
     let producer = producer(&broker.brokers);
-    for row in 0..300 {
-        send(
-            &producer,
-            "input",
-            0,
-            &s.entity,
-            record_json(&s, row).as_bytes(),
-        );
-    }
-    flush(&producer);
+    send_rows(&producer, 0..300);
     wait_committed(
         &broker.brokers,
         "fenced",
@@ -458,26 +454,21 @@ fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_com
     // The rest goes in while the daemon is paused; then a produce request
     // fails out of sequence, the producer asks for a new epoch and the
     // broker says it is fenced: a fatal error.
-    daemon.signal(libc::SIGSTOP);
-    for row in 300..600 {
-        send(
-            &producer,
-            "input",
-            0,
-            &s.entity,
-            record_json(&s, row).as_bytes(),
-        );
-    }
-    flush(&producer);
-    broker.cluster.request_errors(
-        RDKafkaApiKey::InitProducerId,
-        &[RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 4],
+    send_then_fail(
+        &daemon,
+        &broker,
+        || send_rows(&producer, 300..600),
+        &[
+            (
+                RDKafkaApiKey::InitProducerId,
+                &[RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 4],
+            ),
+            (
+                RDKafkaApiKey::Produce,
+                &[RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 4],
+            ),
+        ],
     );
-    broker.cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 4],
-    );
-    daemon.signal(libc::SIGCONT);
     let status = daemon.wait_exit(Duration::from_secs(60));
     let committed = committed(&broker.brokers, "fenced", "input", 1)[0];
     println!("reliability | fatal mid-stream: the idempotent producer is fenced | exit {:?} | committed {committed}", status.and_then(|s| s.code()));
