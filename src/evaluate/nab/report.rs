@@ -372,12 +372,14 @@ pub fn write_results(
         let dir = out.join("raw").join(&file.category);
         std::fs::create_dir_all(&dir)?;
         let mut text =
-            String::from("timestamp,raw_score,calibrated_score,nab_score,alert_opened\n");
+            String::from("timestamp,raw_score,calibrated_score,out_of_range,decision_score,nab_score,alert_opened\n");
         for (i, stamp) in file.timestamps.iter().enumerate() {
             let _ = writeln!(
                 text,
-                "{stamp},{},{},{},{}",
+                "{stamp},{},{},{},{},{},{}",
                 run.raw[i],
+                run.calibrated[i],
+                u8::from(run.out_of_range[i]),
                 run.decision_scores[i],
                 run.scores[i],
                 u8::from(run.opened[i])

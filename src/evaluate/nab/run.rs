@@ -70,6 +70,10 @@ pub struct FileRun {
     pub scores: Vec<f64>,
     /// The decision score per row, ungated: the calibrated score, or 1 on a range breach.
     pub decision_scores: Vec<f64>,
+    /// The calibrated score per row (0 before the first window).
+    pub calibrated: Vec<f64>,
+    /// Rows whose value or roughness left the range seen so far.
+    pub out_of_range: Vec<bool>,
     /// Raw score per row (0 before the first window).
     pub raw: Vec<f64>,
     /// Rows at which an alert opened: the detector's own detections.
@@ -183,6 +187,8 @@ pub fn stream(
     let mut run = FileRun {
         scores: Vec::with_capacity(rows),
         decision_scores: Vec::with_capacity(rows),
+        calibrated: Vec::with_capacity(rows),
+        out_of_range: Vec::with_capacity(rows),
         raw: Vec::with_capacity(rows),
         opened: Vec::with_capacity(rows),
         alerts: Vec::new(),
@@ -200,6 +206,9 @@ pub fn stream(
         let outcome = detector.observe(&scorer, t, &[v])?;
         run.scores.push(outcome.novel_score);
         run.decision_scores.push(outcome.score);
+        run.calibrated
+            .push(outcome.calibrated.as_ref().map_or(0.0, |c| c.score));
+        run.out_of_range.push(outcome.out_of_range);
         run.raw.push(outcome.raw.unwrap_or(0.0));
         run.opened.push(outcome.opened());
         match outcome.event {
