@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertPolicy {
-    /// Calibrated score at or above which an observation is high (0.6: a tail of 10^-6).
+    /// Calibrated score at or above which an observation is high (0.65: a tail of about 3 × 10^-7).
     pub threshold: f64,
     /// High observations among the last `debounce_window` needed to open an alert.
     pub debounce_high: usize,
@@ -42,7 +42,7 @@ pub struct AlertPolicy {
 impl Default for AlertPolicy {
     fn default() -> Self {
         Self {
-            threshold: 0.6,
+            threshold: 0.65,
             debounce_high: 1,
             debounce_window: 1,
             recovery: 10,

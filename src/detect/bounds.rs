@@ -29,6 +29,57 @@ impl Bounds {
         )
     }
 
+    /// Widens each channel's range to take in `values` (finite ones), with
+    /// no check: a record of extremes.
+    pub fn include(&mut self, values: impl Iterator<Item = f32>) {
+        if self.0.is_empty() {
+            self.0 = values.map(|v| (v, v)).collect();
+            return;
+        }
+        for (v, (low, high)) in values.zip(self.0.iter_mut()) {
+            if v.is_finite() {
+                *low = low.min(v);
+                *high = high.max(v);
+            }
+        }
+    }
+
+    /// Widens each channel's range to the part of `excursion` that `seen`
+    /// reached too (on each side, the lesser extreme of the two), then
+    /// widens `seen` to `excursion`.
+    pub fn take_repeated(&mut self, excursion: &Bounds, seen: &mut Bounds) {
+        if !seen.is_empty() && !self.is_empty() {
+            let sides = self.0.iter_mut().zip(&excursion.0).zip(&seen.0);
+            for (((low, high), &(el, eh)), &(sl, sh)) in sides {
+                *low = low.min(el.max(sl));
+                *high = high.max(eh.min(sh));
+            }
+        }
+        seen.include_bounds(excursion);
+    }
+
+    /// Widens each channel's range to take in `other`'s.
+    fn include_bounds(&mut self, other: &Bounds) {
+        if self.0.is_empty() {
+            self.0 = other.0.clone();
+            return;
+        }
+        for ((low, high), &(l, h)) in self.0.iter_mut().zip(&other.0) {
+            *low = low.min(l);
+            *high = high.max(h);
+        }
+    }
+
+    /// Whether nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets every channel's range.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
     /// [`check`](Self::check) with the margin on each side a function of
     /// the channel's (low, high).
     fn check_by(
@@ -107,6 +158,58 @@ impl Roughness {
         let margin = tolerance.ln_1p();
         self.bounds.check_by(logs, |_, _| margin, follow)
     }
+
+    /// The statistic the bounds hold, per channel (log of the average change).
+    fn logs(&self) -> impl Iterator<Item = f32> + '_ {
+        self.channels
+            .iter()
+            .map(|&(_, average)| average.max(f32::MIN_POSITIVE).ln())
+    }
+}
+
+/// The extremes of excursions: the values and roughness an entity shows
+/// while an alert is open (and on the row that opened it). A level that two
+/// resolved excursions have reached joins the entity's bounds, so a
+/// recurring excursion (a spike as high as two before it) stops alerting,
+/// while the first return to a level still alerts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Excursion {
+    /// The open alert's extremes.
+    values: Bounds,
+    roughness: Bounds,
+    /// The extremes of earlier resolved excursions, not yet learned.
+    #[serde(default)]
+    seen_values: Bounds,
+    #[serde(default)]
+    seen_roughness: Bounds,
+}
+
+impl Excursion {
+    /// Records `row` and the roughness it left.
+    pub fn record(&mut self, row: &[f32], roughness: &Roughness) {
+        self.values.include(row.iter().copied());
+        if roughness.rows > 0 && !roughness.bounds.is_empty() {
+            self.roughness.include(roughness.logs());
+        }
+    }
+
+    /// The alert resolved: whatever of the excursion an earlier one reached
+    /// too widens `range` and `roughness`; the rest is remembered.
+    pub fn resolve(&mut self, range: &mut Bounds, roughness: &mut Roughness) {
+        range.take_repeated(&self.values, &mut self.seen_values);
+        if !self.roughness.is_empty() {
+            roughness
+                .bounds
+                .take_repeated(&self.roughness, &mut self.seen_roughness);
+        }
+        self.clear();
+    }
+
+    /// Forgets the open alert's extremes without learning them.
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.roughness.clear();
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +256,23 @@ mod tests {
             })
             .count();
         assert!(breaches >= 15, "{breaches}");
+    }
+
+    #[test]
+    fn a_level_two_excursions_reached_joins_the_range() {
+        let mut range = Bounds::seeded(vec![(0.0, 10.0)]);
+        let mut seen = Bounds::default();
+        // The first excursion, to 20: remembered, not learned.
+        range.take_repeated(&Bounds::seeded(vec![(5.0, 20.0)]), &mut seen);
+        assert_eq!(range.0[0], (0.0, 10.0));
+        // The second, to 30: the range takes what both reached (20).
+        range.take_repeated(&Bounds::seeded(vec![(5.0, 30.0)]), &mut seen);
+        assert_eq!(range.0[0], (0.0, 20.0));
+        assert_eq!(seen.0[0], (5.0, 30.0));
+        // Downwards on its own side.
+        range.take_repeated(&Bounds::seeded(vec![(-8.0, 9.0)]), &mut seen);
+        assert_eq!(range.0[0], (0.0, 20.0));
+        range.take_repeated(&Bounds::seeded(vec![(-4.0, 9.0)]), &mut seen);
+        assert_eq!(range.0[0], (-4.0, 20.0));
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of the detector's decision mechanisms, each against its absence:
 //! probation silence, the range seeded from training and taught only
-//! slowly by breaches, alerts held through long anomalies, and the
-//! cooldown after a detection.
+//! slowly by breaches, levels two excursions reached joining the range,
+//! alerts held through long anomalies, and the cooldown after a detection.
 
 use super::*;
 use crate::serve::embedded::default_scorer;
@@ -269,4 +269,58 @@ fn after_a_detection_the_cooldown_opens_no_second_alert() {
         2,
         "{events_without:?}"
     );
+}
+
+/// Rows with a 3-row spike on channel 0 at each of `starts`, to `heights`
+/// training ranges above the top of its training range.
+fn spikes(starts: &[usize], heights: &[f32]) -> Vec<Vec<f32>> {
+    let (low, high) = training_range(0);
+    let mut rows = normal_rows(starts.last().map_or(0, |s| s + 300));
+    for (&start, &height) in starts.iter().zip(heights) {
+        for row in &mut rows[start..start + 3] {
+            row[0] = high + height * (high - low);
+        }
+    }
+    rows
+}
+
+/// For each spike of `spikes(starts, heights)`, whether any of its rows
+/// breached the range, under `config`.
+fn spikes_breaching(config: &DetectorConfig, starts: &[usize], heights: &[f32]) -> Vec<bool> {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let rows = spikes(starts, heights);
+    let mut detector = EntityDetector::new("pump", &scorer, config);
+    let mut breached = vec![false; starts.len()];
+    for (i, row) in rows.iter().enumerate() {
+        detector.observe(&scorer, i as i64, row).expect("scores");
+        if let Some(k) = starts.iter().position(|&s| (s..s + 3).contains(&i)) {
+            breached[k] |= detector.last_out_of_range;
+        }
+    }
+    breached
+}
+
+#[test]
+fn a_level_two_excursions_reached_stops_breaching() {
+    let starts = [1000, 1300, 1600, 1900];
+    // The first return to a level still breaches; from the third on, the
+    // level is one the entity shows.
+    let learned = spikes_breaching(&DetectorConfig::default(), &starts, &[2.0; 4]);
+    assert_eq!(learned, [true, true, false, false]);
+    let config = DetectorConfig {
+        learn_excursions: false,
+        ..Default::default()
+    };
+    let unlearned = spikes_breaching(&config, &starts, &[2.0; 4]);
+    assert_eq!(unlearned, [true; 4]);
+}
+
+#[test]
+fn a_higher_excursion_still_breaches_after_two_lower_ones() {
+    let breached = spikes_breaching(
+        &DetectorConfig::default(),
+        &[1000, 1300, 1600],
+        &[2.0, 2.0, 4.0],
+    );
+    assert_eq!(breached, [true, true, true]);
 }

@@ -9,7 +9,7 @@ use crate::alert::{AlertEvent, AlertMachine, AlertPolicy, ChannelEvidence};
 use crate::calibrate::{Calibrated, CalibrationConfig, CalibrationState, Calibrator, NoveltyGate};
 use crate::serve::{ModelError, Scorer, WindowScore};
 use crate::window::{Window, WindowAssembler};
-use bounds::{Bounds, Roughness};
+use bounds::{Bounds, Excursion, Roughness};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -21,9 +21,10 @@ mod bounds;
 /// positions) and the demo's synthetic set (README, "Detection quality"):
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
-/// the model's training range, taught slowly by breaches), a roughness
-/// check, windows of an open alert held out of the calibration, alerts at
-/// a tail of 10^-6 with a 30-window cooldown.
+/// the model's training range, taught slowly by breaches and by levels two
+/// resolved excursions reached), a roughness check, windows of an open
+/// alert held out of the calibration, alerts at a tail of about 3 × 10^-7
+/// (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -61,6 +62,11 @@ pub struct DetectorConfig {
     /// `1 + roughness_tolerance` times the largest the entity has shown, or
     /// less than the smallest divided by it.
     pub roughness_tolerance: f64,
+    /// When an alert resolves, the values and roughness the entity showed
+    /// while it was open join the ranges: an excursion that came back is
+    /// not new the next time (a spike as high as an earlier one does not
+    /// alert again). false = breaches teach only by `range_follow`.
+    pub learn_excursions: bool,
     /// Rows of each entity during which no alert opens: ranges and
     /// calibration learn, nothing is reported. 0 = only the calibration's
     /// warm-up. (`eval nab` sets each file's probationary period.)
@@ -87,6 +93,7 @@ impl Default for DetectorConfig {
             range_follow: 0.01,
             roughness_rows: 3,
             roughness_tolerance: 0.3,
+            learn_excursions: true,
             probation_rows: 0,
             alert_hold: 2000,
             calibration: CalibrationConfig::default(),
@@ -185,6 +192,9 @@ pub struct EntityDetector {
     range: Bounds,
     #[serde(default)]
     roughness: Roughness,
+    /// Extremes seen while the open alert lasts.
+    #[serde(default)]
+    excursion: Excursion,
     /// Not checkpointed: a restored detector takes the daemon's settings
     /// ([`adopt_settings`](Self::adopt_settings)).
     #[serde(skip)]
@@ -230,6 +240,7 @@ impl EntityDetector {
                 Vec::new()
             }),
             roughness: Roughness::default(),
+            excursion: Excursion::default(),
             settings: Arc::new(RowSettings::from(config)),
             rows_seen: 0,
             held: 0,
@@ -440,6 +451,13 @@ impl EntityDetector {
         let event = self
             .alerts
             .observe(window.end_ms, score, may_alert, evidence);
+        match &event {
+            Some(AlertEvent::Resolved(_)) if self.settings.learn_excursions => {
+                self.excursion.resolve(&mut self.range, &mut self.roughness)
+            }
+            _ if self.alerts.current().is_none() => self.excursion.clear(),
+            _ => {}
+        }
         RowOutcome {
             raw: Some(raw),
             calibrated: Some(calibrated),
@@ -499,6 +517,9 @@ impl EntityDetector {
                 settings.roughness_tolerance,
                 follow,
             );
+        if value || rough || self.alerts.current().is_some() {
+            self.excursion.record(row, &self.roughness);
+        }
         value || rough
     }
 }
@@ -523,6 +544,7 @@ struct RowSettings {
     range_follow: f64,
     roughness_rows: usize,
     roughness_tolerance: f64,
+    learn_excursions: bool,
     probation_rows: usize,
     alert_hold: usize,
 }
@@ -535,6 +557,7 @@ impl From<&DetectorConfig> for RowSettings {
             range_follow: config.range_follow,
             roughness_rows: config.roughness_rows,
             roughness_tolerance: config.roughness_tolerance,
+            learn_excursions: config.learn_excursions,
             probation_rows: config.probation_rows,
             alert_hold: config.alert_hold,
         }
