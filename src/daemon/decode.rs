@@ -1,7 +1,7 @@
 //! The record decoder: one Kafka record (payload and key) → a [`Sample`] in
 //! the model's channel order, or a [`Rejection`] with a reason from a fixed set.
 //!
-//! Record format (README, "Input records"):
+//! Record format (docs/daemon.md, "Input records"):
 //! `{"entity": "pump-7", "ts": "2026-01-01T00:00:00Z" | 1767225600000, "values": {"<channel>": <number>}}`.
 //! Field names and the channel mapping come from `[input]`; the entity may
 //! come from the record key instead. Channels the model does not use are ignored.

@@ -1,5 +1,5 @@
 //! The JSON messages the daemon produces: alert events, gap events and
-//! window scores (schema in the README, "Output messages"). Every message
+//! window scores (schema in docs/daemon.md, "Output messages"). Every message
 //! names the input record that completed its window (`source`), so a
 //! consumer can audit or deduplicate.
 

@@ -18,7 +18,7 @@ mod bounds;
 /// How raw scores become decisions: calibration and alert settings.
 ///
 /// The defaults were chosen on NAB's tuning half (the files at even
-/// positions) and the demo's synthetic set (README, "Detection quality"):
+/// positions) and the demo's synthetic set (docs/nab.md):
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches and by levels two

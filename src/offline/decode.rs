@@ -2,7 +2,7 @@
 //! values in the model's channel order), or the reason it is skipped, with
 //! the same reasons the daemon dead-letters records for.
 //!
-//! Handling of bad rows (README, "Try it on your own data"): a row with a
+//! Handling of bad rows (docs/detect.md): a row with a
 //! missing, non-numeric or non-finite channel value, a missing or
 //! unreadable time or entity, or that cannot be read at all is skipped and
 //! counted, and its message names the row and the column. A channel the

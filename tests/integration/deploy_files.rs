@@ -1,5 +1,5 @@
 //! The files in `deploy/` against the daemon: every metric the dashboard,
-//! the alerting rules and the README name is one anomalyd exports; the
+//! the alerting rules and docs/daemon.md name is one anomalyd exports; the
 //! PrometheusRule carries the rules file; the Kubernetes config passes the
 //! daemon's loader; grace periods nest; and a real Prometheus scrapes
 //! `anomalyd demo` and loads the rules. (The tools' own checks, promtool,
@@ -102,8 +102,8 @@ fn every_metric_the_dashboard_rules_and_readme_name_is_exported() {
             panel["title"]
         );
     }
-    // The README's metrics reference lists exactly what is exported (base names).
-    let readme = read("README.md");
+    // The daemon's metrics reference lists exactly what is exported (base names).
+    let readme = read("docs/daemon.md");
     let table = &readme[readme.find("| `anomalyd_records_consumed_total`").unwrap()..];
     let table = &table[..table.find("\n\n").unwrap()];
     let documented = named_in(table);
@@ -116,7 +116,10 @@ fn every_metric_the_dashboard_rules_and_readme_name_is_exported() {
         })
         .cloned()
         .collect();
-    assert_eq!(documented, base, "README metrics table vs exported metrics");
+    assert_eq!(
+        documented, base,
+        "docs/daemon.md metrics table vs exported metrics"
+    );
 }
 
 #[test]

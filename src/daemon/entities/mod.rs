@@ -2,7 +2,7 @@
 //! buffer, calibration, alerts), its latest event time, and the input offsets
 //! its window buffer still needs.
 //!
-//! Policies (README, "Windows"):
+//! Policies (docs/daemon.md, "Windows"):
 //! - event time must increase per entity: a sample at or before the entity's
 //!   latest is out of order and goes to the dead-letter topic;
 //! - a gap longer than `windows.max_gap_ms` restarts the entity's window and
