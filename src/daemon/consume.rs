@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 /// queue, so that callback never runs (fede1024/rust-rdkafka#856): the
 /// commit counts and confirmed positions would stay empty. This passes the
 /// consumer queue, as the proposed fix (#857) does.
+#[allow(unsafe_code)] // librdkafka's C API, the one call rdkafka does not wrap right.
 fn commit_async(consumer: &BaseConsumer<ConsumerEvents>, list: &TopicPartitionList) {
     use rdkafka::bindings as rd;
     let client = consumer.client().native_ptr();

@@ -217,6 +217,7 @@ impl DaemonProcess {
     }
 
     /// Sends a signal.
+    #[allow(unsafe_code)] // kill(2) has no memory preconditions.
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill failed");

@@ -147,7 +147,10 @@ fn secrets_and_record_contents_never_reach_output_logs_or_metrics() {
     ] {
         assert_eq!(http_status(admin, request), Some(status), "{request}");
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    #[allow(unsafe_code)] // kill(2) has no memory preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM)
+    };
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
