@@ -67,29 +67,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!("config {}:\n{}", args.config.display(), config.describe());
     let daemon = Daemon::start(config, scorer)?;
-    spawn_signal_handlers(&daemon)?;
+    daemon.handle_signals()?;
     daemon.wait()?;
     tracing::info!("anomalyd stopped: everything in flight finished and committed");
-    Ok(())
-}
-
-/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads the model.
-pub fn spawn_signal_handlers(daemon: &Daemon) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let runtime = daemon.runtime();
-    let _guard = runtime.enter();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let controller = daemon.controller();
-    runtime.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); controller.shutdown(); }
-                _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); controller.shutdown(); }
-                _ = hangup.recv() => { tracing::info!("SIGHUP: reloading the model"); controller.reload(); }
-            }
-        }
-    });
     Ok(())
 }

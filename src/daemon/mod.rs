@@ -6,7 +6,7 @@
 //! Threads: the consumer ([`consume`]) decodes and commits; the scorer
 //! ([`score`]) owns all entity state and calls the model; librdkafka's threads
 //! deliver ([`produce`]); a small tokio runtime serves the admin listener
-//! ([`admin`]) and the caller's signal handlers; the reloader loads new models.
+//! ([`admin`]) and the signal handlers ([`Daemon::handle_signals`]); the reloader loads new models.
 //! The [`ledger`] ties them together: no offset is committed before
 //! everything derived from it is acknowledged.
 
@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod produce;
 pub mod score;
+mod signals;
 pub mod throttle;
 
 use crate::serve::Scorer;

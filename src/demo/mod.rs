@@ -8,7 +8,6 @@ pub mod feed;
 pub mod summary;
 pub mod view;
 
-use crate::cli::run::spawn_signal_handlers;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::Daemon;
 use crate::series::timestamp::format_timestamp;
@@ -115,7 +114,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         }
         Err(error) => return Err(error),
     };
-    spawn_signal_handlers(&daemon)?;
+    daemon.handle_signals()?;
 
     let records = series.iter().map(|s| s.len()).sum::<usize>() + feed::MALFORMED.len();
     println!("anomalyd demo");
