@@ -12,7 +12,7 @@
 //! summed into one block (count, mean, sum of squared deviations), and a fit
 //! merges the blocks (Chan et al.'s parallel variance). Per entity that is
 //! 8 bytes per `refit_every` scores instead of 8 bytes per score: about
-//! 0.7 KiB instead of 69 KB at the defaults ([`super::blocks`]). The price is that the history
+//! 0.7 KiB instead of 69 KB at the defaults (`calibrate::blocks`). The price is that the history
 //! slides in whole blocks: a fit covers the newest blocks holding at most
 //! `history` scores (8,600 of 8,640 at the defaults).
 

@@ -41,7 +41,7 @@ pub const IR_VERSION: i64 = 8;
 ///
 /// Inside, activations are laid out `[channels, batch, time]` so that each
 /// convolution can run over the whole batch as one long sequence
-/// ([`fold_convolution`]); the file's input and output are still
+/// (`fold_convolution`); the file's input and output are still
 /// `[batch, channels, window_len]`.
 pub fn export_onnx(
     network: &Autoencoder,

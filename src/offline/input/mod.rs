@@ -77,7 +77,7 @@ impl<'a> Row<'a> {
     }
 }
 
-/// What [`Table::next`] read.
+/// What [`Table::next_row`] read.
 pub enum Next<'a> {
     /// A row.
     Row(Row<'a>),
