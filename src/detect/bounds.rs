@@ -159,6 +159,15 @@ impl Roughness {
         self.bounds.check_by(logs, |_, _| margin, follow)
     }
 
+    /// [`logs`](Self::logs) of the latest row, once the bounds hold any
+    /// (else empty).
+    pub fn logs_of_row(&self) -> Box<[f32]> {
+        if self.rows == 0 || self.bounds.is_empty() {
+            return Box::default();
+        }
+        self.logs().collect()
+    }
+
     /// The statistic the bounds hold, per channel (log of the average change).
     fn logs(&self) -> impl Iterator<Item = f32> + '_ {
         self.channels
@@ -167,8 +176,8 @@ impl Roughness {
     }
 }
 
-/// The extremes of excursions: the values and roughness an entity shows
-/// while an alert is open (and on the row that opened it). A level that two
+/// The extremes of excursions: the values and roughness of the breaching
+/// windows while an alert is open (and of the one that opened it). A level that two
 /// resolved excursions have reached joins the entity's bounds, so a
 /// recurring excursion (a spike as high as two before it) stops alerting,
 /// while the first return to a level still alerts.
@@ -185,11 +194,12 @@ pub struct Excursion {
 }
 
 impl Excursion {
-    /// Records `row` and the roughness it left.
-    pub fn record(&mut self, row: &[f32], roughness: &Roughness) {
+    /// Records a breaching row and its roughness (log scale; empty when
+    /// the roughness check has no bounds yet).
+    pub fn record(&mut self, row: &[f32], roughness: &[f32]) {
         self.values.include(row.iter().copied());
-        if roughness.rows > 0 && !roughness.bounds.is_empty() {
-            self.roughness.include(roughness.logs());
+        if !roughness.is_empty() {
+            self.roughness.include(roughness.iter().copied());
         }
     }
 

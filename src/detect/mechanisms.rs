@@ -305,7 +305,11 @@ fn a_level_two_excursions_reached_stops_breaching() {
     let starts = [1000, 1300, 1600, 1900];
     // The first return to a level still breaches; from the third on, the
     // level is one the entity shows.
-    let learned = spikes_breaching(&DetectorConfig::default(), &starts, &[2.0; 4]);
+    let learning = DetectorConfig {
+        learn_excursions: true,
+        ..Default::default()
+    };
+    let learned = spikes_breaching(&learning, &starts, &[2.0; 4]);
     assert_eq!(learned, [true, true, false, false]);
     let config = DetectorConfig {
         learn_excursions: false,
@@ -317,10 +321,10 @@ fn a_level_two_excursions_reached_stops_breaching() {
 
 #[test]
 fn a_higher_excursion_still_breaches_after_two_lower_ones() {
-    let breached = spikes_breaching(
-        &DetectorConfig::default(),
-        &[1000, 1300, 1600],
-        &[2.0, 2.0, 4.0],
-    );
+    let learning = DetectorConfig {
+        learn_excursions: true,
+        ..Default::default()
+    };
+    let breached = spikes_breaching(&learning, &[1000, 1300, 1600], &[2.0, 2.0, 4.0]);
     assert_eq!(breached, [true, true, true]);
 }

@@ -93,7 +93,7 @@ impl Default for DetectorConfig {
             range_follow: 0.01,
             roughness_rows: 3,
             roughness_tolerance: 0.3,
-            learn_excursions: true,
+            learn_excursions: false,
             probation_rows: 0,
             alert_hold: 2000,
             calibration: CalibrationConfig::default(),
@@ -178,6 +178,9 @@ pub struct PendingWindow {
     pub out_of_range: bool,
     /// Whether that row is within the entity's probation (no alert opens).
     pub in_probation: bool,
+    /// On a breach, each channel's roughness at that row (log scale), for
+    /// the excursion's extremes (`learn_excursions`); empty otherwise.
+    pub roughness: Box<[f32]>,
 }
 
 /// One entity's detection state.
@@ -348,6 +351,11 @@ impl EntityDetector {
         let in_probation = self.rows_seen as usize <= self.settings.probation_rows;
         let out_of_range = self.check_range(row, in_probation);
         self.last_out_of_range = out_of_range;
+        let roughness = if out_of_range && self.settings.learn_excursions {
+            self.roughness.logs_of_row()
+        } else {
+            Box::default()
+        };
         self.assembler
             .push_mapped(timestamp_ms, row, |c, value| {
                 scorer.normalise_value(c, value)
@@ -357,6 +365,7 @@ impl EntityDetector {
                 newest_row: row.to_vec(),
                 out_of_range,
                 in_probation,
+                roughness,
             })
     }
 
@@ -451,13 +460,7 @@ impl EntityDetector {
         let event = self
             .alerts
             .observe(window.end_ms, score, may_alert, evidence);
-        match &event {
-            Some(AlertEvent::Resolved(_)) if self.settings.learn_excursions => {
-                self.excursion.resolve(&mut self.range, &mut self.roughness)
-            }
-            _ if self.alerts.current().is_none() => self.excursion.clear(),
-            _ => {}
-        }
+        self.follow_excursion(pending, event.as_ref());
         RowOutcome {
             raw: Some(raw),
             calibrated: Some(calibrated),
@@ -465,6 +468,27 @@ impl EntityDetector {
             score,
             novel_score: self.gate.apply(score),
             event,
+        }
+    }
+
+    /// Keeps the extremes of the breaches while an alert is open, and
+    /// learns from them when it resolves (`learn_excursions`). It runs on
+    /// decided windows, in their order, so a caller that pushes several rows
+    /// before deciding them (the daemon's batches) learns the same as one
+    /// that decides each row at once.
+    fn follow_excursion(&mut self, pending: &PendingWindow, event: Option<&AlertEvent>) {
+        if !self.settings.learn_excursions {
+            return;
+        }
+        match event {
+            Some(AlertEvent::Resolved(_)) => {
+                self.excursion.resolve(&mut self.range, &mut self.roughness)
+            }
+            _ if self.alerts.current().is_none() => self.excursion.clear(),
+            _ if pending.out_of_range => self
+                .excursion
+                .record(&pending.newest_row, &pending.roughness),
+            _ => {}
         }
     }
 
@@ -517,9 +541,6 @@ impl EntityDetector {
                 settings.roughness_tolerance,
                 follow,
             );
-        if value || rough || self.alerts.current().is_some() {
-            self.excursion.record(row, &self.roughness);
-        }
         value || rough
     }
 }
