@@ -21,8 +21,8 @@ mod bounds;
 /// positions) and the demo's synthetic set (docs/nab.md):
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
-/// the model's training range, taught slowly by breaches and by levels two
-/// resolved excursions reached), a roughness check, windows of an open
+/// the model's training range, taught slowly by breaches), a roughness
+/// check, windows of an open
 /// alert held out of the calibration, alerts at a tail of about 3 × 10^-7
 /// (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
