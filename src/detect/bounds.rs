@@ -60,14 +60,8 @@ impl Bounds {
 
     /// Widens each channel's range to take in `other`'s.
     fn include_bounds(&mut self, other: &Bounds) {
-        if self.0.is_empty() {
-            self.0 = other.0.clone();
-            return;
-        }
-        for ((low, high), &(l, h)) in self.0.iter_mut().zip(&other.0) {
-            *low = low.min(l);
-            *high = high.max(h);
-        }
+        self.include(other.0.iter().map(|&(low, _)| low));
+        self.include(other.0.iter().map(|&(_, high)| high));
     }
 
     /// Whether nothing has been recorded.

@@ -22,9 +22,8 @@ mod bounds;
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches), a roughness
-/// check, windows of an open
-/// alert held out of the calibration, alerts at a tail of about 3 × 10^-7
-/// (0.65) with a 30-window cooldown.
+/// check, windows of an open alert held out of the calibration, alerts at
+/// a tail of about 3 × 10^-7 (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -62,10 +61,11 @@ pub struct DetectorConfig {
     /// `1 + roughness_tolerance` times the largest the entity has shown, or
     /// less than the smallest divided by it.
     pub roughness_tolerance: f64,
-    /// When an alert resolves, the values and roughness the entity showed
-    /// while it was open join the ranges: an excursion that came back is
-    /// not new the next time (a spike as high as an earlier one does not
-    /// alert again). false = breaches teach only by `range_follow`.
+    /// When an alert resolves, the part of its breaches' values and
+    /// roughness that an earlier resolved excursion reached too joins the
+    /// ranges: the first return to a level still alerts, later ones do not
+    /// (a spike as high as two before it is normal). false = breaches teach
+    /// only by `range_follow`. Off by default: see config/README.md.
     pub learn_excursions: bool,
     /// Rows of each entity during which no alert opens: ranges and
     /// calibration learn, nothing is reported. 0 = only the calibration's
@@ -195,7 +195,7 @@ pub struct EntityDetector {
     range: Bounds,
     #[serde(default)]
     roughness: Roughness,
-    /// Extremes seen while the open alert lasts.
+    /// Extremes of the open alert's breaches and of earlier excursions.
     #[serde(default)]
     excursion: Excursion,
     /// Not checkpointed: a restored detector takes the daemon's settings
