@@ -6,6 +6,7 @@ use super::kafka_support::*;
 use anomalyd::demo::feed::record_json;
 use anomalyd::series::Series;
 use anomalyd::synthetic::{generate, SyntheticConfig, SyntheticData};
+use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -59,12 +60,22 @@ pub fn stream_series(
     every: usize,
     pause: Duration,
 ) -> std::thread::JoinHandle<()> {
-    let brokers = brokers.to_string();
+    stream_series_with(producer(brokers), series, every, pause)
+}
+
+/// [`stream_series`] through `producer` (for example
+/// [`one_record_per_batch_producer`]).
+pub fn stream_series_with(
+    producer: ThreadedProducer<DefaultProducerContext>,
+    series: &[&Series],
+    every: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
     let owned: Vec<Series> = series.iter().map(|s| (*s).clone()).collect();
     std::thread::spawn(move || {
         let borrowed: Vec<&Series> = owned.iter().collect();
         let longest = borrowed.iter().map(|s| s.len()).max().unwrap_or(0);
-        produce_rows(&brokers, &borrowed, 0..longest, every, pause);
+        send_rows(&producer, &borrowed, 0..longest, every, pause);
     })
 }
 
@@ -77,12 +88,21 @@ pub fn produce_rows(
     every: usize,
     pause: Duration,
 ) {
-    let producer = producer(brokers);
+    send_rows(&producer(brokers), series, rows, every, pause);
+}
+
+fn send_rows(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    series: &[&Series],
+    rows: std::ops::Range<usize>,
+    every: usize,
+    pause: Duration,
+) {
     for row in rows {
         for (p, s) in series.iter().enumerate() {
             if row < s.len() {
                 send(
-                    &producer,
+                    producer,
                     "input",
                     p as i32,
                     &s.entity,
@@ -94,7 +114,7 @@ pub fn produce_rows(
             std::thread::sleep(pause);
         }
     }
-    flush(&producer);
+    flush(producer);
 }
 
 /// (partition, offset) of every record that completes a window (stride 1).

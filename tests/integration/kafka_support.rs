@@ -114,7 +114,12 @@ impl DaemonProcess {
         let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&config_path)
-            .env("ANOMALYD_LOG", "info")
+            // ANOMALYD_TEST_LOG gives the daemons of a test run another
+            // log filter (e.g. `info,anomalyd::daemon::consume=debug`).
+            .env(
+                "ANOMALYD_LOG",
+                std::env::var("ANOMALYD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -288,6 +293,21 @@ pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "2")
+        .create()
+        .unwrap()
+}
+
+/// A producer that writes every record as a record batch of its own, so
+/// that any offset a consumer resumes from is the start of a batch. tansu
+/// 0.6's fetch (`tansu-storage` 0.6.0, `dynostore.rs`: `offsets.split_off(&offset)`)
+/// returns only the batches that *start* at or after the requested offset:
+/// a consumer group resuming from a committed offset inside a batch never
+/// sees the rest of that batch. Kafka returns the batch holding the offset.
+pub fn one_record_per_batch_producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
         .create()
         .unwrap()
 }

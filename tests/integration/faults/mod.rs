@@ -171,11 +171,19 @@ pub fn wait_for_every_window(
             let logs: Vec<String> = daemons
                 .iter()
                 .map(|d| {
+                    let counters: Vec<String> = d
+                        .metrics_text()
+                        .lines()
+                        .filter(|l| l.contains("rejected") || l.contains("already_checkpointed"))
+                        .filter(|l| !l.starts_with('#'))
+                        .map(str::to_string)
+                        .collect();
                     format!(
-                        "consumed {:?}, scored {:?}, produced {:?}\n{}",
+                        "consumed {:?}, scored {:?}, produced {:?}; {}\n{}",
                         d.metric("anomalyd_records_consumed_total"),
                         d.metric("anomalyd_windows_scored_total"),
                         d.metric("anomalyd_produced_total{output=\"scores\"}"),
+                        counters.join(", "),
                         d.log_text()
                     )
                 })

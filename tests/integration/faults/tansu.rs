@@ -108,8 +108,15 @@ fn handover(assignor: &str) {
         return;
     };
     let expected = expected_windows(&series);
-    // About 600 records/s, so each membership change lands mid-stream.
-    let feeder = stream_series(&broker.brokers, &series, 30, Duration::from_millis(200));
+    // About 600 records/s, so each membership change lands mid-stream; one
+    // record per batch, as tansu skips the rest of a batch that a resumed
+    // fetch starts inside (`one_record_per_batch_producer`).
+    let feeder = stream_series_with(
+        one_record_per_batch_producer(&broker.brokers),
+        &series,
+        30,
+        Duration::from_millis(200),
+    );
     let extra = format!(
         "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\
          \"partition.assignment.strategy\" = \"{assignor}\"\n"
@@ -135,7 +142,7 @@ fn handover(assignor: &str) {
     feeder.join().unwrap();
     let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
     let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
-    wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&b]);
+    wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&a, &b]);
     let reference = reference_alert_ids(&series);
     wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);
@@ -172,4 +179,44 @@ fn two_members_hand_partitions_over_on_a_separate_broker_eager() {
 #[test]
 fn two_members_hand_partitions_over_on_a_separate_broker_cooperative_sticky() {
     handover("cooperative-sticky");
+}
+
+/// The feeder above relies on this: with one record per batch, a fetch
+/// from any offset starts at that offset on tansu (with batches of 30 it
+/// starts at the next batch: 10 → 30).
+#[test]
+fn a_fetch_from_any_offset_starts_there_when_each_record_is_its_own_batch() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Tansu::start(&[("t", 1)], &dir.path().join("tansu.log")) else {
+        return;
+    };
+    let producer = one_record_per_batch_producer(&broker.brokers);
+    for i in 0..60 {
+        send(&producer, "t", 0, "k", i.to_string().as_bytes());
+    }
+    flush(&producer);
+    for start in [0, 1, 17, 30, 59] {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.brokers)
+            .set("group.id", format!("reader-{start}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset("t", 0, rdkafka::Offset::Offset(start))
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                break Some(message.unwrap().offset());
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+        };
+        assert_eq!(first, Some(start), "a fetch from offset {start}");
+    }
 }
