@@ -112,7 +112,7 @@ fn the_range_starts_from_the_models_training_range() {
         let mut detector = EntityDetector::new("pump", &scorer, config);
         let mut breaches = 0;
         for (i, row) in rows.iter().enumerate() {
-            detector.push(&scorer, i as i64, row);
+            detector.observe(&scorer, i as i64, row).unwrap();
             breaches += detector.last_out_of_range as usize;
         }
         breaches
@@ -327,4 +327,57 @@ fn a_higher_excursion_still_breaches_after_two_lower_ones() {
     };
     let breached = spikes_breaching(&learning, &[1000, 1300, 1600], &[2.0, 2.0, 4.0]);
     assert_eq!(breached, [true, true, true]);
+}
+
+/// Each window's outcome when `batch` rows are pushed before their windows
+/// are decided, as the daemon does. Each window is scored on its own: the
+/// model's rounding may differ with the batch size, and that is not what
+/// this looks at.
+fn decided_in_batches(config: &DetectorConfig, rows: &[Vec<f32>], batch: usize) -> Vec<RowOutcome> {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let mut detector = EntityDetector::new("pump", &scorer, config);
+    let mut outcomes = Vec::new();
+    for (n, chunk) in rows.chunks(batch).enumerate() {
+        let pending: Vec<PendingWindow> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| detector.push(&scorer, ((n * batch + i) as i64) * 900_000, row))
+            .collect();
+        for window in &pending {
+            let scored = scorer
+                .score_normalised_windows([&window.window])
+                .expect("scores")
+                .pop()
+                .expect("one score");
+            outcomes.push(detector.decide(&scorer, window, &scored));
+        }
+    }
+    outcomes
+}
+
+#[test]
+fn decisions_do_not_depend_on_how_many_rows_are_pushed_before_they_are_decided() {
+    // Breaches, alerts held and resolved, excursions learned.
+    let mut rows = spikes(&[1000, 1300, 1600, 1900], &[2.0; 4]);
+    rows.extend(level_shift().into_iter().skip(1800));
+    for learn_excursions in [false, true] {
+        let config = DetectorConfig {
+            learn_excursions,
+            ..Default::default()
+        };
+        let one_by_one = decided_in_batches(&config, &rows, 1);
+        let alerts = one_by_one.iter().filter(|o| o.opened()).count();
+        assert!(alerts >= 3, "the series should alert: {alerts}");
+        for batch in [2, 7, 64, 500] {
+            let batched = decided_in_batches(&config, &rows, batch);
+            let first_difference = one_by_one.iter().zip(&batched).position(|(a, b)| a != b);
+            assert_eq!(
+                first_difference,
+                None,
+                "learn_excursions {learn_excursions}, batches of {batch}: {:?}",
+                first_difference.map(|i| (&one_by_one[i], &batched[i]))
+            );
+            assert_eq!(batched.len(), one_by_one.len());
+        }
+    }
 }

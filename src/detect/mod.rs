@@ -65,7 +65,7 @@ pub struct DetectorConfig {
     /// roughness that an earlier resolved excursion reached too joins the
     /// ranges: the first return to a level still alerts, later ones do not
     /// (a spike as high as two before it is normal). false = breaches teach
-    /// only by `range_follow`. Off by default: see config/README.md.
+    /// only by `range_follow`. Off by default (docs/nab.md).
     pub learn_excursions: bool,
     /// Rows of each entity during which no alert opens: ranges and
     /// calibration learn, nothing is reported. 0 = only the calibration's
@@ -171,16 +171,20 @@ pub struct PendingWindow {
     /// The window, channel-major, its values **normalised** as the model
     /// takes them: score it with [`Scorer::score_normalised_windows`].
     pub window: Window,
-    /// The row that completed the window, raw (in the channels' units), for
-    /// an alert's evidence.
-    pub newest_row: Vec<f32>,
-    /// Whether the row that completed it left the entity's range so far.
-    pub out_of_range: bool,
-    /// Whether that row is within the entity's probation (no alert opens).
-    pub in_probation: bool,
-    /// On a breach, each channel's roughness at that row (log scale), for
-    /// the excursion's extremes (`learn_excursions`); empty otherwise.
-    pub roughness: Box<[f32]>,
+    /// The raw rows (in the channels' units, row-major) pushed since the
+    /// previous window, the one that completed this window last. Their
+    /// range and roughness checks run when the window is decided, so that
+    /// they see the decisions of every earlier window, however many rows
+    /// were pushed before those were decided.
+    rows: Vec<f32>,
+    channels: usize,
+}
+
+impl PendingWindow {
+    /// The row that completed the window, raw, for an alert's evidence.
+    pub fn newest_row(&self) -> &[f32] {
+        &self.rows[self.rows.len() - self.channels..]
+    }
 }
 
 /// One entity's detection state.
@@ -213,7 +217,12 @@ pub struct EntityDetector {
     gate: NoveltyGate,
     alerts: AlertMachine,
     state: CalibrationState,
-    /// Whether the latest pushed row was out of range.
+    /// Raw rows pushed but not yet range-checked (row-major): those since
+    /// the last window, checked when the next window is decided (or at
+    /// once by [`observe`](Self::observe)).
+    #[serde(default)]
+    unchecked: Vec<f32>,
+    /// Whether the latest checked row was out of range.
     last_out_of_range: bool,
 }
 
@@ -252,6 +261,7 @@ impl EntityDetector {
             gate: NoveltyGate::new(config.novelty_rows),
             alerts: AlertMachine::new(entity, scorer.model_version(), config.alerts.clone()),
             state: CalibrationState::WarmingUp { seen: 0, needed: 1 },
+            unchecked: Vec::new(),
             last_out_of_range: false,
         }
     }
@@ -320,6 +330,10 @@ impl EntityDetector {
         row: &[f32],
     ) -> Result<RowOutcome, ModelError> {
         let Some(pending) = self.push(scorer, timestamp_ms, row) else {
+            let unchecked = std::mem::take(&mut self.unchecked);
+            self.check_rows(&unchecked);
+            self.unchecked = unchecked;
+            self.unchecked.clear();
             return Ok(RowOutcome {
                 raw: None,
                 calibrated: None,
@@ -337,36 +351,43 @@ impl EntityDetector {
     }
 
     /// The first half of [`observe`](Self::observe), for callers that score
-    /// many entities' windows in one batch: range check and window assembly
-    /// (the row is stored normalised by `scorer`'s model). Returns the window
-    /// this row completes, if any; pass it, once scored, to
-    /// [`decide`](Self::decide), in the order the windows were returned.
+    /// many entities' windows in one batch: window assembly (the row is
+    /// stored normalised by `scorer`'s model). Returns the window this row
+    /// completes, if any; pass it, once scored, to [`decide`](Self::decide),
+    /// in the order the windows were returned. The rows' range checks wait
+    /// for that decision, so the outcome does not depend on how many rows
+    /// are pushed before their windows are decided.
     pub fn push(
         &mut self,
         scorer: &Scorer,
         timestamp_ms: i64,
         row: &[f32],
     ) -> Option<PendingWindow> {
-        self.rows_seen = self.rows_seen.saturating_add(1);
-        let in_probation = self.rows_seen as usize <= self.settings.probation_rows;
-        let out_of_range = self.check_range(row, in_probation);
-        self.last_out_of_range = out_of_range;
-        let roughness = if out_of_range && self.settings.learn_excursions {
-            self.roughness.logs_of_row()
-        } else {
-            Box::default()
-        };
-        self.assembler
-            .push_mapped(timestamp_ms, row, |c, value| {
-                scorer.normalise_value(c, value)
-            })
-            .map(|window| PendingWindow {
-                window,
-                newest_row: row.to_vec(),
-                out_of_range,
-                in_probation,
-                roughness,
-            })
+        self.unchecked.extend_from_slice(row);
+        let window = self.assembler.push_mapped(timestamp_ms, row, |c, value| {
+            scorer.normalise_value(c, value)
+        })?;
+        Some(PendingWindow {
+            window,
+            rows: std::mem::take(&mut self.unchecked),
+            channels: row.len(),
+        })
+    }
+
+    /// Range-checks `rows` (raw, row-major) in order, counting them against
+    /// the probation. Returns whether the last one is out of range and in
+    /// probation.
+    fn check_rows(&mut self, rows: &[f32]) -> (bool, bool) {
+        let channels = self.assembler.shape().0;
+        let mut last = (self.last_out_of_range, false);
+        for row in rows.chunks_exact(channels) {
+            self.rows_seen = self.rows_seen.saturating_add(1);
+            let in_probation = self.rows_seen as usize <= self.settings.probation_rows;
+            let out_of_range = self.check_range(row, in_probation);
+            self.last_out_of_range = out_of_range;
+            last = (out_of_range, in_probation);
+        }
+        last
     }
 
     /// Makes a detector restored from a checkpoint follow the current
@@ -423,6 +444,7 @@ impl EntityDetector {
         scored: &WindowScore,
     ) -> RowOutcome {
         let window = &pending.window;
+        let (out_of_range, in_probation) = self.check_rows(&pending.rows);
         let raw = match self.settings.newest_rows {
             None => scored.score as f64,
             Some(k) => newest_error(scorer, &window.values, &scored.normalised_reconstruction, k),
@@ -434,7 +456,7 @@ impl EntityDetector {
         };
         self.state = calibrated.state;
         let ready = calibrated.state == CalibrationState::Ready;
-        let score = if ready && pending.out_of_range {
+        let score = if ready && out_of_range {
             1.0
         } else {
             calibrated.score
@@ -449,22 +471,22 @@ impl EntityDetector {
                 .map(|(c, name)| ChannelEvidence {
                     channel: name.clone(),
                     contribution: scored.channel_contributions[c] as f64,
-                    actual: pending.newest_row[c] as f64,
+                    actual: pending.newest_row()[c] as f64,
                     expected: scorer
                         .denormalise(c, scored.normalised_reconstruction[c * len + len - 1])
                         as f64,
                 })
                 .collect()
         };
-        let may_alert = ready && !pending.in_probation;
+        let may_alert = ready && !in_probation;
         let event = self
             .alerts
             .observe(window.end_ms, score, may_alert, evidence);
-        self.follow_excursion(pending, event.as_ref());
+        self.follow_excursion(pending.newest_row(), out_of_range, event.as_ref());
         RowOutcome {
             raw: Some(raw),
             calibrated: Some(calibrated),
-            out_of_range: pending.out_of_range,
+            out_of_range,
             score,
             novel_score: self.gate.apply(score),
             event,
@@ -476,7 +498,7 @@ impl EntityDetector {
     /// decided windows, in their order, so a caller that pushes several rows
     /// before deciding them (the daemon's batches) learns the same as one
     /// that decides each row at once.
-    fn follow_excursion(&mut self, pending: &PendingWindow, event: Option<&AlertEvent>) {
+    fn follow_excursion(&mut self, row: &[f32], out_of_range: bool, event: Option<&AlertEvent>) {
         if !self.settings.learn_excursions {
             return;
         }
@@ -485,9 +507,10 @@ impl EntityDetector {
                 self.excursion.resolve(&mut self.range, &mut self.roughness)
             }
             _ if self.alerts.current().is_none() => self.excursion.clear(),
-            _ if pending.out_of_range => self
-                .excursion
-                .record(&pending.newest_row, &pending.roughness),
+            _ if out_of_range => {
+                let roughness = self.roughness.logs_of_row();
+                self.excursion.record(row, &roughness)
+            }
             _ => {}
         }
     }
@@ -656,7 +679,7 @@ mod tests {
             let (Some(pending), Some(whole)) = (pending, whole) else {
                 continue;
             };
-            assert_eq!(pending.newest_row, *row);
+            assert_eq!(pending.newest_row(), &row[..]);
             let mut normalised = whole.values.clone();
             scorer.normalise(&mut normalised);
             // To the bit: the same function of the same values.
