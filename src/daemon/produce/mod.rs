@@ -12,234 +12,32 @@
 //! the scorer instead, which writes the entity's newer state in its place.
 //! Every wait gives up at the stop's deadline, keeping its holds.
 
+mod delivery;
+mod output;
+
+pub use delivery::DeliveryReports;
+pub use output::{dead_letter, reference, Output, OutputKind, REFERENCE_BYTES};
+
 use super::checkpoint::Epochs;
-use super::failure::{
-    backoff, classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop,
-};
-use super::health::{any_broker_up, Health, KafkaClient};
-use super::ledger::{Ledger, SourceOffset};
+use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
+use super::health::{Health, KafkaClient};
+use super::ledger::Ledger;
 use super::metrics::Metrics;
 use super::throttle::Throttle;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
+use output::producer_of;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Which output a message goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    /// Alert and gap events.
-    Alerts,
-    /// Window scores.
-    Scores,
-    /// Records set aside.
-    DeadLetter,
-    /// Entity-state checkpoints and tombstones.
-    State,
-}
-
-impl OutputKind {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Alerts => "alerts",
-            Self::Scores => "scores",
-            Self::DeadLetter => "dead_letter",
-            Self::State => "state",
-        }
-    }
-}
-
-/// Which producer sends outputs of `kind`: alert and gap events go out at
-/// once on their own, everything else is batched.
-fn producer_of(kind: OutputKind) -> KafkaClient {
-    match kind {
-        OutputKind::Alerts => KafkaClient::AlertsProducer,
-        OutputKind::Scores | OutputKind::DeadLetter | OutputKind::State => KafkaClient::Producer,
-    }
-}
-
-/// One message to produce.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// Which output.
-    pub kind: OutputKind,
-    /// Topic.
-    pub topic: String,
-    /// Partition; `None` = by key.
-    pub partition: Option<i32>,
-    /// Record key (the entity, or the original key for dead letters).
-    pub key: Option<Vec<u8>>,
-    /// Record value; `None` is a tombstone.
-    pub payload: Option<Vec<u8>>,
-    /// Record headers.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Input offsets held for it, released when it is acknowledged: the
-    /// record it derives from, or the samples a checkpoint covers.
-    pub holds: Vec<SourceOffset>,
-    /// Kafka timestamp of that input record (for the end-to-end latency).
-    pub source_time_ms: Option<i64>,
-    /// Whether it is an alert event (counted in the end-to-end latency).
-    pub is_alert: bool,
-    /// The checkpoint epoch it was sent in (set by [`Sink::send`]).
-    pub epoch: u64,
-    /// Failed attempts so far (sets the back-off).
-    pub attempts: u32,
-    /// When its last delivery failed.
-    pub failed_at: Option<Instant>,
-    /// The last failure's class and message.
-    pub failure: Option<(ErrorClass, String)>,
-    /// Whether it is a reference to a refused output already.
-    pub is_reference: bool,
-}
-
-impl Output {
-    /// An output of `kind` to `topic` with nothing in it yet.
-    pub fn new(kind: OutputKind, topic: &str) -> Self {
-        Self {
-            kind,
-            topic: topic.to_string(),
-            partition: None,
-            key: None,
-            payload: None,
-            headers: Vec::new(),
-            holds: Vec::new(),
-            source_time_ms: None,
-            is_alert: false,
-            epoch: 0,
-            attempts: 0,
-            failed_at: None,
-            failure: None,
-            is_reference: false,
-        }
-    }
-}
-
-/// Most bytes of a refused record kept in its reference dead letter.
-pub const REFERENCE_BYTES: usize = 1024;
 
 /// How often an output of the daemon's own (score, alert) or a reference may
 /// be refused by the broker before it is set aside (or, for a reference, the
 /// daemon stops): the broker refuses whole batches, so a refusal may be
 /// another record's, and the output is sent again a few times first.
 const MAX_REFUSALS: u32 = 8;
-
-/// Delivery reports: release on success; on failure, by the error's class
-/// ([`classify`](super::failure::classify)): send again after a back-off, set aside, or stop.
-pub struct DeliveryReports {
-    /// Which producer these reports are of.
-    client: KafkaClient,
-    ledger: Ledger,
-    metrics: Metrics,
-    health: Arc<Health>,
-    epochs: Arc<Epochs>,
-    stop: Arc<Stop>,
-    retry: Sender<Box<Output>>,
-    failed_checkpoints: Sender<Box<Output>>,
-    /// "Delivery failed" lines.
-    failures: Throttle,
-}
-
-impl ClientContext for DeliveryReports {
-    fn stats(&self, statistics: Statistics) {
-        self.health
-            .set_broker_up(self.client, any_broker_up(&statistics));
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        report_client_error(&self.stop, &self.failures, "producer", &error, reason);
-    }
-}
-
-impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = Box<Output>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, output: Self::DeliveryOpaque) {
-        match result {
-            Ok(_) => self.delivered(output),
-            Err((error, _)) => self.failed(error, output),
-        }
-    }
-}
-
-impl DeliveryReports {
-    fn delivered(&self, output: Box<Output>) {
-        self.metrics
-            .produced
-            .with_label_values(&[output.kind.as_str()])
-            .inc();
-        if output.is_alert {
-            if let Some(ms) = output.source_time_ms {
-                let now = chrono::Utc::now().timestamp_millis();
-                self.metrics
-                    .end_to_end_seconds
-                    .observe((now - ms).max(0) as f64 / 1000.0);
-            }
-        }
-        for source in &output.holds {
-            self.ledger.release(source);
-        }
-        self.epochs.settle(output.epoch, &output.holds);
-        self.health.output_delivered(self.client);
-    }
-
-    fn failed(&self, error: &KafkaError, mut output: Box<Output>) {
-        let class = classify_error(error);
-        if let ErrorClass::Fatal(kind) = class {
-            // The holds stay: nothing derived from them is committed.
-            self.stop.fail(Fatal::new(
-                kind,
-                format!("delivering to {}: {error}", output.topic),
-            ));
-            return;
-        }
-        let kind = output.kind.as_str();
-        if output.kind == OutputKind::State && output.payload.is_some() {
-            self.epochs.settle(output.epoch, &output.holds);
-            self.health.output_delivered(self.client);
-            if class == ErrorClass::Refused {
-                // Its samples' outputs are all acknowledged (the epoch
-                // barrier): let the commit pass them. The entity goes on and
-                // is checkpointed again with its next samples.
-                self.metrics
-                    .outputs_refused
-                    .with_label_values(&[kind])
-                    .inc();
-                tracing::error!(topic = %output.topic, %error, "the state topic refuses a checkpoint; the entity carries on without it");
-                for source in &output.holds {
-                    self.ledger.release(source);
-                }
-                return;
-            }
-            self.metrics
-                .produce_retries
-                .with_label_values(&[kind])
-                .inc();
-            tracing::warn!(topic = %output.topic, %error, "a checkpoint failed; the entity's newer state is written instead");
-            // Sending these bytes again could land them after a newer
-            // checkpoint; the scorer takes the holds back and writes the
-            // entity's current state at the next checkpoint.
-            let _ = self.failed_checkpoints.send(output);
-            return;
-        }
-        self.metrics
-            .produce_retries
-            .with_label_values(&[kind])
-            .inc();
-        if let Some(count) = self.failures.count(1, Instant::now()) {
-            tracing::warn!(output = kind, topic = %output.topic, %error, failures = count, "deliveries failed; sending again after a back-off");
-        }
-        output.attempts += 1;
-        output.failed_at = Some(Instant::now());
-        output.failure = Some((class, error.to_string()));
-        // The hold stays: the source offset cannot be committed until a retry lands.
-        let _ = self.retry.send(output);
-    }
-}
 
 /// The daemon's producers, shared by its threads: one for alert and gap
 /// events, one for everything else. Both report to the same ledger and
@@ -568,82 +366,3 @@ impl Sink {
 
 /// How often a repeated failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// A refused output as a small dead letter: where its record is (source
-/// topic, partition and offset), its size, why it was set aside and why it
-/// was refused, and its first [`REFERENCE_BYTES`] bytes. It takes over the
-/// output's holds and epoch.
-pub fn reference(output: Output, dead_letter_topic: &str, why: &str) -> Output {
-    let size =
-        output.payload.as_ref().map_or(0, Vec::len) + output.key.as_ref().map_or(0, Vec::len);
-    let mut headers = if output.kind == OutputKind::DeadLetter {
-        output.headers
-    } else {
-        let mut headers = vec![
-            ("anomalyd-reason".to_string(), b"output_refused".to_vec()),
-            (
-                "anomalyd-detail".to_string(),
-                format!("a {} output to {}", output.kind.as_str(), output.topic).into_bytes(),
-            ),
-        ];
-        if let Some(source) = output.holds.first() {
-            headers.push(("anomalyd-source".to_string(), source_header(source)));
-        }
-        headers
-    };
-    headers.push((
-        "anomalyd-original-size".to_string(),
-        size.to_string().into_bytes(),
-    ));
-    headers.push(("anomalyd-refused".to_string(), why.as_bytes().to_vec()));
-    let cut = |bytes: Option<Vec<u8>>| {
-        bytes.map(|mut b| {
-            b.truncate(REFERENCE_BYTES);
-            b
-        })
-    };
-    Output {
-        key: cut(output.key),
-        payload: Some(cut(output.payload).unwrap_or_default()),
-        headers,
-        holds: output.holds,
-        epoch: output.epoch,
-        is_reference: true,
-        ..Output::new(OutputKind::DeadLetter, dead_letter_topic)
-    }
-}
-
-/// `topic/partition/offset`.
-fn source_header(source: &SourceOffset) -> Vec<u8> {
-    format!(
-        "{}/{}/{}",
-        source.partition.topic, source.partition.partition, source.offset
-    )
-    .into_bytes()
-}
-
-/// The dead-letter message for a record set aside: the original key and
-/// payload, with the reason and where it came from in headers.
-pub fn dead_letter(
-    topic: &str,
-    source: &SourceOffset,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    reason: super::decode::RejectReason,
-    detail: &str,
-) -> Output {
-    Output {
-        key,
-        payload: Some(payload),
-        headers: vec![
-            (
-                "anomalyd-reason".into(),
-                reason.as_str().as_bytes().to_vec(),
-            ),
-            ("anomalyd-detail".into(), detail.as_bytes().to_vec()),
-            ("anomalyd-source".into(), source_header(source)),
-        ],
-        holds: vec![source.clone()],
-        ..Output::new(OutputKind::DeadLetter, topic)
-    }
-}
