@@ -9,19 +9,14 @@
 
 use super::checkpoint::Checkpoint;
 use super::config::DaemonConfig;
-use super::decode::{RejectReason, Sample};
+use super::decode::Sample;
 use super::entities::{Admission, EntityTable, StateWrite};
-use super::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
 use super::health::Health;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
 use super::metrics::Metrics;
-use super::produce::dead_letter;
-use super::produce::{Output, OutputKind, Sink};
+use super::produce::Sink;
 use super::throttle::Throttle;
-use crate::alert::AlertEvent;
-use crate::calibrate::CalibrationState;
 use crate::detect::PendingWindow;
-use crate::series::timestamp::format_timestamp;
 use crate::serve::Scorer;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::VecDeque;
@@ -30,6 +25,7 @@ use std::time::{Duration, Instant};
 
 mod checkpoints;
 mod model_threads;
+mod outputs;
 mod samples;
 
 use model_threads::score_in_parts;
@@ -299,28 +295,7 @@ impl ScoringWorker {
             .admit(&self.scorer, &sample, &source, now, &mut self.ledger_ops)
         {
             Admission::OutOfOrder { latest_ms } => {
-                let detail = format!(
-                    "event time {} is not after the entity's latest, {}",
-                    format_timestamp(sample.timestamp_ms),
-                    format_timestamp(latest_ms)
-                );
-                self.metrics
-                    .records_rejected
-                    .with_label_values(&[RejectReason::OutOfOrder.as_str()])
-                    .inc();
-                let output = dead_letter(
-                    &self.dead_letter_topic,
-                    &source,
-                    original.key.map(<[u8]>::to_vec),
-                    original.payload.to_vec(),
-                    RejectReason::OutOfOrder,
-                    &detail,
-                );
-                self.ledger_ops.holds.push(source.clone());
-                self.ledger_ops.releases.push(source);
-                // Holds must be in the ledger before the producer can release them.
-                self.apply_ledger();
-                self.sink.send(Box::new(output));
+                self.set_aside_out_of_order(&sample, source, latest_ms, original)
             }
             Admission::AlreadyCheckpointed => {
                 self.metrics.samples_already_checkpointed.inc();
@@ -336,28 +311,7 @@ impl ScoringWorker {
             }
             Admission::Accepted { window, gap } => {
                 if let Some((previous_ms, gap_ms)) = gap {
-                    self.metrics.gaps.inc();
-                    let message = GapMessage {
-                        schema_version: SCHEMA_VERSION,
-                        event: "gap",
-                        entity: &sample.entity,
-                        previous_ts: format_timestamp(previous_ms),
-                        ts: format_timestamp(sample.timestamp_ms),
-                        gap_ms,
-                        max_gap_ms: self.max_gap_ms,
-                        source: (&source).into(),
-                    };
-                    let output = self.output(
-                        OutputKind::Alerts,
-                        &sample.entity,
-                        &message,
-                        &source,
-                        record_time_ms,
-                        false,
-                    );
-                    self.ledger_ops.holds.push(source.clone());
-                    self.apply_ledger();
-                    self.sink.send(Box::new(output));
+                    self.send_gap(&sample, &source, record_time_ms, previous_ms, gap_ms);
                 }
                 match window {
                     Some(pending) => {
@@ -417,61 +371,9 @@ impl ScoringWorker {
             let outcome = state.detector.decide(&self.scorer, &queued.pending, scored);
             let calibrated = outcome.calibrated.expect("a scored window is calibrated");
             self.metrics.window_score.observe(calibrated.score);
-            let window = &queued.pending.window;
-            if let Some(topic) = &self.scores_topic {
-                let message = ScoreMessage {
-                    schema_version: SCHEMA_VERSION,
-                    entity: &queued.entity,
-                    window_start: format_timestamp(window.start_ms),
-                    window_end: format_timestamp(window.end_ms),
-                    window_end_ms: window.end_ms,
-                    raw_score: scored.score as f64,
-                    calibrated_score: calibrated.score,
-                    calibration: match calibrated.state {
-                        CalibrationState::Ready => "ready",
-                        CalibrationState::WarmingUp { .. } => "warming_up",
-                    },
-                    decision_score: outcome.score,
-                    model_version: self.scorer.model_version(),
-                    source: (&queued.source).into(),
-                };
-                let mut output = self.output(
-                    OutputKind::Scores,
-                    &queued.entity,
-                    &message,
-                    &queued.source,
-                    queued.record_time_ms,
-                    false,
-                );
-                output.topic = topic.clone();
-                outputs.push(output);
-            }
+            outputs.extend(self.score_output(queued, scored, &outcome, &calibrated));
             if let Some(event) = &outcome.event {
-                let name = super::events::event_name(event);
-                let severity = event.alert().severity.as_str();
-                self.metrics
-                    .alert_events
-                    .with_label_values(&[name, severity])
-                    .inc();
-                if let AlertEvent::Opened(alert) = event {
-                    tracing::info!(entity = %alert.entity, alert_id = %alert.id, score = outcome.score, "alert opened");
-                }
-                let message = AlertMessage::new(
-                    event,
-                    (window.start_ms, window.end_ms),
-                    scored.score as f64,
-                    outcome.score,
-                    self.threshold,
-                    &queued.source,
-                );
-                outputs.push(self.output(
-                    OutputKind::Alerts,
-                    &queued.entity,
-                    &message,
-                    &queued.source,
-                    queued.record_time_ms,
-                    true,
-                ));
+                outputs.push(self.alert_output(queued, scored, &outcome, event));
             }
             self.ledger_ops.releases.push(queued.source.clone());
         }
@@ -481,25 +383,6 @@ impl ScoringWorker {
         self.apply_ledger();
         for output in outputs {
             self.sink.send(Box::new(output));
-        }
-    }
-
-    fn output<T: serde::Serialize>(
-        &self,
-        kind: OutputKind,
-        entity: &str,
-        message: &T,
-        source: &SourceOffset,
-        record_time_ms: Option<i64>,
-        is_alert: bool,
-    ) -> Output {
-        Output {
-            key: Some(entity.as_bytes().to_vec()),
-            payload: Some(serde_json::to_vec(message).expect("messages serialise")),
-            holds: vec![source.clone()],
-            source_time_ms: record_time_ms,
-            is_alert,
-            ..Output::new(kind, &self.alerts_topic)
         }
     }
 
