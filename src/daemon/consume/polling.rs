@@ -1,0 +1,162 @@
+//! The consumer loop: polls the group consumer until the stop, holds each
+//! record's offset, hands samples to the scorer and malformed records to
+//! the dead-letter topic, commits at the interval, then drains.
+
+use super::ConsumerEvents;
+use crate::daemon::decode::Decoder;
+use crate::daemon::failure::report_client_error;
+use crate::daemon::health::Health;
+use crate::daemon::ledger::{LedgerBatch, Partition, SourceOffset};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::produce::{dead_letter, Sink};
+use crate::daemon::score::Work;
+use crossbeam_channel::Sender;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The consumer loop.
+pub struct ConsumerLoop {
+    /// The group consumer.
+    pub consumer: BaseConsumer<ConsumerEvents>,
+    /// Record decoder.
+    pub decoder: Decoder,
+    /// The scorer's queue.
+    pub work: Sender<Work>,
+    /// The producer.
+    pub sink: Arc<Sink>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Health.
+    pub health: Arc<Health>,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Commit interval.
+    pub commit_interval: Duration,
+    /// Shutdown grace period.
+    pub grace: Duration,
+}
+
+impl ConsumerLoop {
+    /// Consumes until the stop begins (a signal or a fatal error), then
+    /// drains, flushes and commits by the stop's drain deadline. Returns
+    /// whether everything was finished in time.
+    pub fn run(self) -> bool {
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last_commit = Instant::now();
+        let context = self.consumer.context().clone();
+        let stop = self.sink.stop().clone();
+        let running = || !stop.begun();
+        while running() {
+            self.health.consumer_beat();
+            self.sink.resend_failed();
+            // With samples waiting to be sent, only look for more that are
+            // already here; when none are, send what there is.
+            let timeout = if context.has_unsent_samples() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.consumer.poll(timeout) {
+                None => {
+                    context.send_samples(running);
+                }
+                Some(Err(error)) => {
+                    report_client_error(&stop, &context.client_errors, "consumer", &error, "poll")
+                }
+                Some(Ok(message)) => self.take(&message, &mut topics, running),
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                context.commit(
+                    &self.consumer,
+                    &context.assigned(),
+                    CommitMode::Async,
+                    false,
+                );
+                last_commit = Instant::now();
+            }
+        }
+        tracing::info!(
+            grace_s = self.grace.as_secs(),
+            "shutting down: finishing the windows in flight"
+        );
+        self.health.set_shutting_down();
+        let deadline = stop.drain_deadline().expect("the stop has begun");
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let drained = context.send_samples(|| Instant::now() < deadline)
+            && self
+                .work
+                .send_deadline(Work::Drain(deadline, done), deadline)
+                .is_ok()
+            && finished.recv_deadline(deadline).is_ok();
+        let flushed = self.sink.flush(deadline);
+        context.commit(&self.consumer, &context.assigned(), CommitMode::Sync, true);
+        if !(drained && flushed) {
+            tracing::warn!(drained, flushed, "the grace period ended before everything was finished; unfinished records are read again at the next start");
+        }
+        // Leaving the group revokes the partitions: nothing is left to finish.
+        self.consumer.unsubscribe();
+        drained && flushed
+    }
+
+    fn take(
+        &self,
+        message: &BorrowedMessage<'_>,
+        topics: &mut HashMap<String, Arc<str>>,
+        keep_waiting: impl Fn() -> bool,
+    ) {
+        self.metrics.records_consumed.inc();
+        let topic = match topics.get(message.topic()) {
+            Some(topic) => topic.clone(),
+            None => {
+                let topic: Arc<str> = message.topic().into();
+                topics.insert(message.topic().to_string(), topic.clone());
+                topic
+            }
+        };
+        let source = SourceOffset {
+            partition: Partition {
+                topic,
+                partition: message.partition(),
+            },
+            offset: message.offset(),
+        };
+        let ledger = self.sink.ledger();
+        ledger.hold(&source);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match self
+            .decoder
+            .decode(message.payload(), message.key(), now_ms)
+        {
+            Ok(sample) => {
+                self.metrics.records_decoded.inc();
+                self.consumer
+                    .context()
+                    .queue_sample(sample, source, message, keep_waiting);
+            }
+            Err(rejection) => {
+                self.metrics
+                    .records_rejected
+                    .with_label_values(&[rejection.reason.as_str()])
+                    .inc();
+                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
+                let output = dead_letter(
+                    &self.dead_letter_topic,
+                    &source,
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    rejection.reason,
+                    &rejection.detail,
+                );
+                // The dead letter holds the offset in place of the record.
+                ledger.apply(&mut LedgerBatch {
+                    holds: vec![source.clone()],
+                    releases: vec![source],
+                });
+                self.sink.send(Box::new(output));
+            }
+        }
+    }
+}
