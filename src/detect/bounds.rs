@@ -153,15 +153,6 @@ impl Roughness {
         self.bounds.check_by(logs, |_, _| margin, follow)
     }
 
-    /// [`logs`](Self::logs) of the latest row, once the bounds hold any
-    /// (else empty).
-    pub fn logs_of_row(&self) -> Box<[f32]> {
-        if self.rows == 0 || self.bounds.is_empty() {
-            return Box::default();
-        }
-        self.logs().collect()
-    }
-
     /// The statistic the bounds hold, per channel (log of the average change).
     fn logs(&self) -> impl Iterator<Item = f32> + '_ {
         self.channels
@@ -188,12 +179,12 @@ pub struct Excursion {
 }
 
 impl Excursion {
-    /// Records a breaching row and its roughness (log scale; empty when
-    /// the roughness check has no bounds yet).
-    pub fn record(&mut self, row: &[f32], roughness: &[f32]) {
+    /// Records a breaching row and the roughness it left (once the
+    /// roughness check has bounds).
+    pub fn record(&mut self, row: &[f32], roughness: &Roughness) {
         self.values.include(row.iter().copied());
-        if !roughness.is_empty() {
-            self.roughness.include(roughness.iter().copied());
+        if roughness.rows > 0 && !roughness.bounds.is_empty() {
+            self.roughness.include(roughness.logs());
         }
     }
 

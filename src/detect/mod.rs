@@ -386,10 +386,7 @@ impl EntityDetector {
                 self.excursion.resolve(&mut self.range, &mut self.roughness)
             }
             _ if self.alerts.current().is_none() => self.excursion.clear(),
-            _ if out_of_range => {
-                let roughness = self.roughness.logs_of_row();
-                self.excursion.record(row, &roughness)
-            }
+            _ if out_of_range => self.excursion.record(row, &self.roughness),
             _ => {}
         }
     }
