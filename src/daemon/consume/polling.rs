@@ -96,9 +96,35 @@ impl ConsumerLoop {
         if !(drained && flushed) {
             tracing::warn!(drained, flushed, "the grace period ended before everything was finished; unfinished records are read again at the next start");
         }
-        // Leaving the group revokes the partitions: nothing is left to finish.
-        self.consumer.unsubscribe();
+        self.leave_group(stop.deadline().expect("the stop has begun"));
         drained && flushed
+    }
+
+    /// Leaves the group and serves the revoke that follows (nothing is left
+    /// to finish by then), so that the consumer is closed with no
+    /// assignment and no rebalance in progress. Closing while a revoke is
+    /// still to be served hangs or aborts librdkafka 2.12 when the group
+    /// is rebalancing (test
+    /// `members_stopped_during_a_rebalance_exit_cleanly`). Records polled
+    /// meanwhile are not held: the next owner reads them again.
+    fn leave_group(&self, deadline: Instant) {
+        self.consumer.unsubscribe();
+        let context = self.consumer.context();
+        let left = || {
+            context.assigned().is_empty()
+                && self
+                    .consumer
+                    .assignment()
+                    .map_or(true, |list| list.count() == 0)
+        };
+        while Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+            if left() {
+                tracing::debug!("left the consumer group");
+                return;
+            }
+        }
+        tracing::warn!("the consumer group was not left before the deadline");
     }
 
     fn take(

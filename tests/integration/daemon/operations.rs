@@ -304,3 +304,43 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
     daemon.signal(libc::SIGTERM);
     daemon.assert_clean_exit(Duration::from_secs(30));
 }
+
+/// Stops two members of one group a moment apart, so the second is told to
+/// stop while the group rebalances after the first left. Each must leave
+/// the group and exit 0: librdkafka aborts (`rd_kafka_cgrp_terminated:
+/// assert: !rd_kafka_assignment_in_progress`) if the consumer is closed
+/// while a revoke is still being served.
+#[test]
+fn members_stopped_during_a_rebalance_exit_cleanly() {
+    let data = data();
+    let series: Vec<&Series> = data.series.iter().take(4).collect();
+    let broker = start_broker(&all_topics(4));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"100\"\n";
+    for (round, gap_ms) in [0u64, 50, 150, 400, 1000, 100].into_iter().enumerate() {
+        let feeder = stream_series(&broker.brokers, &series, 200, Duration::from_millis(20));
+        let group = format!("stop-{round}");
+        let mut first = DaemonProcess::launch(
+            dir.path(),
+            &broker.brokers,
+            &format!("a{round}"),
+            &group,
+            extra,
+        );
+        let mut second = DaemonProcess::launch(
+            dir.path(),
+            &broker.brokers,
+            &format!("b{round}"),
+            &group,
+            extra,
+        );
+        first.wait_ready(Duration::from_secs(60));
+        second.wait_ready(Duration::from_secs(60));
+        first.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(gap_ms));
+        second.signal(libc::SIGTERM);
+        first.assert_clean_exit(Duration::from_secs(30));
+        second.assert_clean_exit(Duration::from_secs(30));
+        feeder.join().unwrap();
+    }
+}
