@@ -148,6 +148,27 @@ impl Decoder {
         key: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<Sample, Rejection> {
+        let text = self.text(payload)?;
+        let names = FieldNames {
+            entity: (self.entity_from == EntitySource::Field).then_some(self.entity_field.as_str()),
+            timestamp: &self.timestamp_field,
+            values: &self.values_field,
+            channels: &self.record_channels,
+        };
+        let fields = read_fields(text, &names)
+            .map_err(|e| Rejection::new(RejectReason::BadJson, format!("not JSON: {e}")))?
+            .ok_or_else(|| {
+                Rejection::new(RejectReason::BadJson, "the record is not a JSON object")
+            })?;
+        Ok(Sample {
+            entity: self.entity(fields.entity, key)?,
+            timestamp_ms: self.timestamp(&fields.timestamp, now_ms)?,
+            values: self.values(&fields.values)?,
+        })
+    }
+
+    /// The payload as text: present, within `input.max_record_bytes`, UTF-8.
+    fn text<'a>(&self, payload: Option<&'a [u8]>) -> Result<&'a str, Rejection> {
         use RejectReason::*;
         let payload = payload.unwrap_or_default();
         if payload.is_empty() {
@@ -163,19 +184,15 @@ impl Decoder {
                 ),
             ));
         }
-        let text = std::str::from_utf8(payload)
-            .map_err(|e| Rejection::new(NotUtf8, format!("payload is not UTF-8: {e}")))?;
-        let names = FieldNames {
-            entity: (self.entity_from == EntitySource::Field).then_some(self.entity_field.as_str()),
-            timestamp: &self.timestamp_field,
-            values: &self.values_field,
-            channels: &self.record_channels,
-        };
-        let fields = read_fields(text, &names)
-            .map_err(|e| Rejection::new(BadJson, format!("not JSON: {e}")))?
-            .ok_or_else(|| Rejection::new(BadJson, "the record is not a JSON object"))?;
-        let entity = match self.entity_from {
-            EntitySource::Field => match fields.entity {
+        std::str::from_utf8(payload)
+            .map_err(|e| Rejection::new(NotUtf8, format!("payload is not UTF-8: {e}")))
+    }
+
+    /// The entity, from its field or from the record key.
+    fn entity(&self, field: Option<Value>, key: Option<&[u8]>) -> Result<String, Rejection> {
+        use RejectReason::*;
+        Ok(match self.entity_from {
+            EntitySource::Field => match field {
                 Some(Value::String(s)) if !s.is_empty() => s,
                 Some(Value::String(_)) => {
                     return Err(Rejection::new(
@@ -208,8 +225,13 @@ impl Decoder {
                     return Err(Rejection::new(MissingEntity, "the record key is not UTF-8"))
                 }
             },
-        };
-        let timestamp_ms = match &fields.timestamp {
+        })
+    }
+
+    /// The event time (epoch ms), within the accepted range.
+    fn timestamp(&self, field: &Option<Value>, now_ms: i64) -> Result<i64, Rejection> {
+        use RejectReason::*;
+        let timestamp_ms = match field {
             Some(Value::String(s)) => parse_timestamp(s).map_err(|m| {
                 Rejection::new(BadTimestamp, format!("{}: {m}", self.timestamp_field))
             })?,
@@ -252,7 +274,13 @@ impl Decoder {
                 ),
             ));
         }
-        let Some(ValuesField::Channels(values)) = &fields.values else {
+        Ok(timestamp_ms)
+    }
+
+    /// Each channel's value, finite as a 32-bit float.
+    fn values(&self, field: &Option<ValuesField>) -> Result<Vec<f32>, Rejection> {
+        use RejectReason::*;
+        let Some(ValuesField::Channels(values)) = field else {
             return Err(Rejection::new(
                 MissingChannel,
                 format!("no object field {:?}", self.values_field),
@@ -285,11 +313,7 @@ impl Decoder {
             }
             out.push(single);
         }
-        Ok(Sample {
-            entity,
-            timestamp_ms,
-            values: out,
-        })
+        Ok(out)
     }
 }
 

@@ -10,212 +10,206 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Every metric the daemon exports.
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Registry,
+/// Declares each metric once: its field, documentation, type and how it
+/// is made (one of the constructors below, registered in `registry`).
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])* $field:ident: $type:ty = $make:ident($($arg:expr),* $(,)?);)*) => {
+        /// Every metric the daemon exports.
+        #[derive(Clone)]
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[doc = $doc])* pub $field: $type,)*
+        }
+
+        impl Metrics {
+            fn register(registry: Registry) -> Self {
+                Self {
+                    $($field: $make(&registry, $($arg),*),)*
+                    registry,
+                }
+            }
+        }
+    };
+}
+
+metrics! {
     /// Records read from the input topics.
-    pub records_consumed: IntCounter,
+    records_consumed: IntCounter = counter(
+        "anomalyd_records_consumed_total",
+        "Records read from the input topics.",
+    );
     /// Records decoded into samples.
-    pub records_decoded: IntCounter,
+    records_decoded: IntCounter = counter(
+        "anomalyd_records_decoded_total",
+        "Records decoded into samples.",
+    );
     /// Records set aside, by reason.
-    pub records_rejected: IntCounterVec,
+    records_rejected: IntCounterVec = counter_vec(
+        "anomalyd_records_rejected_total",
+        "Records set aside to the dead-letter topic, by reason.",
+        &["reason"],
+    );
     /// Windows scored.
-    pub windows_scored: IntCounter,
+    windows_scored: IntCounter = counter(
+        "anomalyd_windows_scored_total",
+        "Windows scored by the model.",
+    );
     /// Calibrated score of every window.
-    pub window_score: Histogram,
+    window_score: Histogram = histogram(
+        "anomalyd_window_score",
+        "Calibrated score of each scored window (0 while warming up).",
+        (1..=20).map(|i| i as f64 * 0.05).collect(),
+    );
     /// Alert events produced, by event and severity.
-    pub alert_events: IntCounterVec,
+    alert_events: IntCounterVec = counter_vec(
+        "anomalyd_alert_events_total",
+        "Alert events produced, by event (opened, updated, resolved) and severity.",
+        &["event", "severity"],
+    );
     /// Alerts open now, by severity.
-    pub alerts_open: IntGaugeVec,
+    alerts_open: IntGaugeVec = gauge_vec(
+        "anomalyd_alerts_open",
+        "Alerts open now (opened, not yet resolved), by severity.",
+        &["severity"],
+    );
     /// Gaps that reset an entity's window.
-    pub gaps: IntCounter,
+    gaps: IntCounter = counter(
+        "anomalyd_gaps_total",
+        "Gaps in an entity's event time longer than windows.max_gap_ms (its window restarts).",
+    );
     /// Windows per model call.
-    pub scorer_batch_size: Histogram,
+    scorer_batch_size: Histogram = histogram(
+        "anomalyd_scorer_batch_size",
+        "Windows per model call.",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+    );
     /// Seconds per model call.
-    pub scorer_batch_seconds: Histogram,
+    scorer_batch_seconds: Histogram = histogram(
+        "anomalyd_scorer_batch_seconds",
+        "Seconds per model call.",
+        latency_buckets(),
+    );
     /// Seconds from a record's Kafka timestamp to its alert's acknowledgement.
-    pub end_to_end_seconds: Histogram,
+    end_to_end_seconds: Histogram = histogram(
+        "anomalyd_end_to_end_latency_seconds",
+        "Seconds from the Kafka timestamp of the record that completed a window to the broker's acknowledgement of its alert event.",
+        latency_buckets(),
+    );
     /// Consumer lag per assigned partition.
-    pub consumer_lag: IntGaugeVec,
+    consumer_lag: IntGaugeVec = gauge_vec(
+        "anomalyd_consumer_lag",
+        "Records between the consumer's position and the end of each assigned partition.",
+        &["topic", "partition"],
+    );
     /// Entities held.
-    pub entities_active: IntGauge,
+    entities_active: IntGauge = gauge("anomalyd_entities_active", "Entities held in memory.");
     /// Entities whose calibration is still warming up.
-    pub entities_warming: IntGauge,
+    entities_warming: IntGauge = gauge(
+        "anomalyd_entities_warming",
+        "Entities whose calibration is still warming up (no alerts yet).",
+    );
     /// Entities evicted, by cause (ttl, cap).
-    pub entities_evicted: IntCounterVec,
+    entities_evicted: IntCounterVec = counter_vec(
+        "anomalyd_entities_evicted_total",
+        "Entities dropped, by cause (ttl: idle too long; cap: windows.max_entities reached).",
+        &["cause"],
+    );
     /// Messages acknowledged by the broker, by output (alerts, scores, dead_letter).
-    pub produced: IntCounterVec,
+    produced: IntCounterVec = counter_vec(
+        "anomalyd_produced_total",
+        "Messages acknowledged by the broker, by output (alerts, scores, dead_letter, state).",
+        &["output"],
+    );
     /// Produce attempts that failed and were retried, by output.
-    pub produce_retries: IntCounterVec,
+    produce_retries: IntCounterVec = counter_vec(
+        "anomalyd_produce_retries_total",
+        "Failed produce attempts that were tried again (a delivery that failed, or a message the producer could not take), by output.",
+        &["output"],
+    );
     /// Outputs refused for their content, by output.
-    pub outputs_refused: IntCounterVec,
+    outputs_refused: IntCounterVec = counter_vec(
+        "anomalyd_outputs_refused_total",
+        "Outputs the producer or the broker refused for their content (too large, invalid), by output: dead letters, scores and alerts go to the dead-letter topic as a reference (source, size, first bytes); a checkpoint is dropped and the entity checkpointed again later.",
+        &["output"],
+    );
     /// Offset commits, by result (ok, error).
-    pub commits: IntCounterVec,
+    commits: IntCounterVec = counter_vec(
+        "anomalyd_offset_commits_total",
+        "Offset commits, by result (ok, error).",
+        &["result"],
+    );
     /// Model reloads, by result (ok, refused).
-    pub model_reloads: IntCounterVec,
+    model_reloads: IntCounterVec = counter_vec(
+        "anomalyd_model_reloads_total",
+        "Model reloads, by result (ok; refused: the old model keeps serving).",
+        &["result"],
+    );
     /// Always 1, labelled with the serving model's version.
-    pub model_info: IntGaugeVec,
+    model_info: IntGaugeVec = gauge_vec(
+        "anomalyd_model_info",
+        "Always 1; the label names the model version serving.",
+        &["version"],
+    );
     /// 1 when /readyz would answer 200.
-    pub ready: IntGauge,
+    ready: IntGauge = gauge("anomalyd_ready", "1 when /readyz answers 200, else 0.");
     /// Entity checkpoints read back on assignment, by outcome.
-    pub state_restored: IntCounterVec,
+    state_restored: IntCounterVec = counter_vec(
+        "anomalyd_state_restored_total",
+        "Entity checkpoints read back when partitions were assigned, by outcome (restored; refused: another window shape; unreadable; other_group: written by another consumer group, not restored).",
+        &["outcome"],
+    );
     /// Replayed samples skipped because a restored checkpoint holds them.
-    pub samples_already_checkpointed: IntCounter,
+    samples_already_checkpointed: IntCounter = counter(
+        "anomalyd_samples_already_checkpointed_total",
+        "Replayed samples skipped because the entity's restored checkpoint already holds them.",
+    );
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, metric)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(registry, metric)
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    register(registry, metric)
+}
+
+/// Latency buckets: 15 and 30 ms too, so that a p99 near a 20 ms
+/// objective reads closer than "between 10 and 50".
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+        30.0,
+    ]
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, each labelled one at zero for
+    /// every value its fixed label sets take (so that rates start at 0).
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let metric = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let gauge = |name: &str, help: &str| {
-            let metric = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        // 15 and 30 ms too, so that a p99 near a 20 ms objective reads
-        // closer than "between 10 and 50".
-        let latency_buckets = vec![
-            0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-            30.0,
-        ];
-        let metrics = Self {
-            records_consumed: counter(
-                "anomalyd_records_consumed_total",
-                "Records read from the input topics.",
-            ),
-            records_decoded: counter(
-                "anomalyd_records_decoded_total",
-                "Records decoded into samples.",
-            ),
-            records_rejected: counter_vec(
-                "anomalyd_records_rejected_total",
-                "Records set aside to the dead-letter topic, by reason.",
-                &["reason"],
-            ),
-            windows_scored: counter("anomalyd_windows_scored_total", "Windows scored by the model."),
-            window_score: histogram(
-                "anomalyd_window_score",
-                "Calibrated score of each scored window (0 while warming up).",
-                (1..=20).map(|i| i as f64 * 0.05).collect(),
-            ),
-            alert_events: counter_vec(
-                "anomalyd_alert_events_total",
-                "Alert events produced, by event (opened, updated, resolved) and severity.",
-                &["event", "severity"],
-            ),
-            alerts_open: gauge_vec(
-                "anomalyd_alerts_open",
-                "Alerts open now (opened, not yet resolved), by severity.",
-                &["severity"],
-            ),
-            gaps: counter(
-                "anomalyd_gaps_total",
-                "Gaps in an entity's event time longer than windows.max_gap_ms (its window restarts).",
-            ),
-            scorer_batch_size: histogram(
-                "anomalyd_scorer_batch_size",
-                "Windows per model call.",
-                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
-            ),
-            scorer_batch_seconds: histogram(
-                "anomalyd_scorer_batch_seconds",
-                "Seconds per model call.",
-                latency_buckets.clone(),
-            ),
-            end_to_end_seconds: histogram(
-                "anomalyd_end_to_end_latency_seconds",
-                "Seconds from the Kafka timestamp of the record that completed a window to the broker's acknowledgement of its alert event.",
-                latency_buckets,
-            ),
-            consumer_lag: gauge_vec(
-                "anomalyd_consumer_lag",
-                "Records between the consumer's position and the end of each assigned partition.",
-                &["topic", "partition"],
-            ),
-            entities_active: gauge("anomalyd_entities_active", "Entities held in memory."),
-            entities_warming: gauge(
-                "anomalyd_entities_warming",
-                "Entities whose calibration is still warming up (no alerts yet).",
-            ),
-            entities_evicted: counter_vec(
-                "anomalyd_entities_evicted_total",
-                "Entities dropped, by cause (ttl: idle too long; cap: windows.max_entities reached).",
-                &["cause"],
-            ),
-            produced: counter_vec(
-                "anomalyd_produced_total",
-                "Messages acknowledged by the broker, by output (alerts, scores, dead_letter, state).",
-                &["output"],
-            ),
-            produce_retries: counter_vec(
-                "anomalyd_produce_retries_total",
-                "Failed produce attempts that were tried again (a delivery that failed, or a message the producer could not take), by output.",
-                &["output"],
-            ),
-            outputs_refused: counter_vec(
-                "anomalyd_outputs_refused_total",
-                "Outputs the producer or the broker refused for their content (too large, invalid), by output: dead letters, scores and alerts go to the dead-letter topic as a reference (source, size, first bytes); a checkpoint is dropped and the entity checkpointed again later.",
-                &["output"],
-            ),
-            commits: counter_vec(
-                "anomalyd_offset_commits_total",
-                "Offset commits, by result (ok, error).",
-                &["result"],
-            ),
-            model_reloads: counter_vec(
-                "anomalyd_model_reloads_total",
-                "Model reloads, by result (ok; refused: the old model keeps serving).",
-                &["result"],
-            ),
-            model_info: gauge_vec(
-                "anomalyd_model_info",
-                "Always 1; the label names the model version serving.",
-                &["version"],
-            ),
-            ready: gauge("anomalyd_ready", "1 when /readyz answers 200, else 0."),
-            state_restored: counter_vec(
-                "anomalyd_state_restored_total",
-                "Entity checkpoints read back when partitions were assigned, by outcome (restored; refused: another window shape; unreadable; other_group: written by another consumer group, not restored).",
-                &["outcome"],
-            ),
-            samples_already_checkpointed: counter(
-                "anomalyd_samples_already_checkpointed_total",
-                "Replayed samples skipped because the entity's restored checkpoint already holds them.",
-            ),
-            registry,
-        };
+        let metrics = Self::register(Registry::new());
         for reason in RejectReason::ALL {
             metrics
                 .records_rejected

@@ -84,6 +84,106 @@ pub struct Daemon {
     reloader: JoinHandle<()>,
 }
 
+/// Binds the admin listener (`admin.listen`) and serves it on a one-thread
+/// runtime; the sender stops it.
+fn start_admin(
+    config: &DaemonConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, watch::Sender<bool>)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("anomalyd-admin")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.admin.listen))
+        .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+    let admin_address = listener.local_addr()?;
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    runtime.spawn(admin::serve(
+        listener,
+        admin::AdminState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+        admin_stopped,
+    ));
+    Ok((runtime, admin_address, admin_stop))
+}
+
+/// The group consumer, subscribed to `kafka.input_topics`.
+fn subscribe(
+    config: &DaemonConfig,
+    events: ConsumerEvents,
+) -> anyhow::Result<BaseConsumer<ConsumerEvents>> {
+    let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(config)
+        .create_with_context(events)
+        .map_err(without_secrets)
+        .context("cannot create the Kafka consumer")?;
+    let topics: Vec<&str> = config
+        .kafka
+        .input_topics
+        .iter()
+        .map(String::as_str)
+        .collect();
+    consumer
+        .subscribe(&topics)
+        .context("cannot subscribe to kafka.input_topics")?;
+    Ok(consumer)
+}
+
+/// The two producers (alerts alone, the rest batched) behind one sink.
+fn create_sink(
+    config: &DaemonConfig,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    stop: &Arc<Stop>,
+) -> anyhow::Result<Arc<Sink>> {
+    let settings = SinkSettings {
+        bulk: clients::producer_config(config),
+        alerts: clients::alerts_producer_config(config),
+        dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+    };
+    let sink = Sink::new(
+        settings,
+        Ledger::default(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    )
+    .map_err(without_secrets)
+    .context("cannot create the Kafka producers")?;
+    Ok(Arc::new(sink))
+}
+
+/// Where assigned partitions' checkpoints are read from, when checkpoints are on.
+fn restore_settings(config: &DaemonConfig) -> Option<consume::RestoreSettings> {
+    config.state.checkpoints.then(|| consume::RestoreSettings {
+        client: checkpoint::restore_config(config),
+        topic: config.state.topic.clone(),
+        group: config.kafka.group_id.clone(),
+        timeout: Duration::from_secs(config.state.restore_timeout_s),
+    })
+}
+
+/// The thread that reloads `model.path` when asked.
+fn spawn_reloader(
+    config: &DaemonConfig,
+    current: &Arc<Scorer>,
+    requests: Receiver<()>,
+    work: &Sender<Work>,
+    metrics: &Metrics,
+    stop: &Arc<Stop>,
+) -> std::io::Result<JoinHandle<()>> {
+    let (work, metrics, stop) = (work.clone(), metrics.clone(), stop.clone());
+    let (path, current) = (config.model.path.clone(), current.clone());
+    std::thread::Builder::new()
+        .name("anomalyd-reloader".into())
+        .spawn(move || reload_loop(path, current, requests, work, metrics, stop))
+}
+
 impl Daemon {
     /// Connects to Kafka, binds the admin listener and starts consuming.
     /// `scorer` is the loaded, checked model.
@@ -92,49 +192,13 @@ impl Daemon {
         let health = Arc::new(Health::new(Duration::from_secs(
             config.admin.stall_timeout_s,
         )));
-        let ledger = Ledger::default();
         let scorer = Arc::new(scorer);
         metrics.set_model_version(scorer.model_version());
         health.set_model_loaded();
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("anomalyd-admin")
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(config.admin.listen))
-            .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
-        let admin_address = listener.local_addr()?;
-        let (admin_stop, admin_stopped) = watch::channel(false);
-        runtime.spawn(admin::serve(
-            listener,
-            admin::AdminState {
-                metrics: metrics.clone(),
-                health: health.clone(),
-            },
-            admin_stopped,
-        ));
-
+        let (runtime, admin_address, admin_stop) = start_admin(&config, &metrics, &health)?;
         let grace = Duration::from_secs(config.shutdown.grace_period_s);
         let stop = Arc::new(Stop::new(grace));
-        let sink = Arc::new(
-            Sink::new(
-                SinkSettings {
-                    bulk: clients::producer_config(&config),
-                    alerts: clients::alerts_producer_config(&config),
-                    dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-                },
-                ledger,
-                metrics.clone(),
-                health.clone(),
-                stop.clone(),
-            )
-            .map_err(without_secrets)
-            .context("cannot create the Kafka producers")?,
-        );
-
+        let sink = create_sink(&config, &metrics, &health, &stop)?;
         if config.state.checkpoints {
             checkpoint::ensure_topic(&config, &runtime)
                 .map_err(|error| Fatal::new(FatalKind::Topic, format!("{error:#}")))?;
@@ -142,33 +206,16 @@ impl Daemon {
         let (work_messages, samples_per_send) =
             consume::work_queue_shape(config.scoring.queue_capacity);
         let (work_tx, work_rx) = crossbeam_channel::bounded(work_messages);
-        let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(&config)
-            .create_with_context(ConsumerEvents::new(
-                work_tx.clone(),
-                sink.clone(),
-                metrics.clone(),
-                health.clone(),
-                grace,
-                config.state.checkpoints.then(|| consume::RestoreSettings {
-                    client: checkpoint::restore_config(&config),
-                    topic: config.state.topic.clone(),
-                    group: config.kafka.group_id.clone(),
-                    timeout: Duration::from_secs(config.state.restore_timeout_s),
-                }),
-                samples_per_send,
-            ))
-            .map_err(without_secrets)
-            .context("cannot create the Kafka consumer")?;
-        let topics: Vec<&str> = config
-            .kafka
-            .input_topics
-            .iter()
-            .map(String::as_str)
-            .collect();
-        consumer
-            .subscribe(&topics)
-            .context("cannot subscribe to kafka.input_topics")?;
-
+        let events = ConsumerEvents::new(
+            work_tx.clone(),
+            sink.clone(),
+            metrics.clone(),
+            health.clone(),
+            grace,
+            restore_settings(&config),
+            samples_per_send,
+        );
+        let consumer = subscribe(&config, events)?;
         let worker = ScoringWorker::new(
             &config,
             scorer.clone(),
@@ -179,19 +226,9 @@ impl Daemon {
         let scorer_thread = std::thread::Builder::new()
             .name("anomalyd-scorer".into())
             .spawn(move || worker.run(work_rx))?;
-
         let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
-        let reloader = {
-            let work = work_tx.clone();
-            let metrics = metrics.clone();
-            let path = config.model.path.clone();
-            let shutdown = stop.clone();
-            let current = scorer.clone();
-            std::thread::Builder::new()
-                .name("anomalyd-reloader".into())
-                .spawn(move || reload_loop(path, current, reload_rx, work, metrics, shutdown))?
-        };
-        let consumer_sink = sink.clone();
+        let reloader = spawn_reloader(&config, &scorer, reload_rx, &work_tx, &metrics, &stop)?;
+        let sink_handle = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
             decoder: decode::Decoder::new(
@@ -210,7 +247,6 @@ impl Daemon {
         let consumer_thread = std::thread::Builder::new()
             .name("anomalyd-consumer".into())
             .spawn(move || consumer_loop.run())?;
-        let sink_handle = consumer_sink;
         spawn_watchdog(stop.clone(), Arc::downgrade(&sink_handle))?;
         tracing::info!(admin = %admin_address, model_version = scorer.model_version(), "anomalyd is running");
         Ok(Self {
@@ -337,54 +373,14 @@ fn reload_loop(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
-        let refuse = |why: String| {
-            metrics.model_reloads.with_label_values(&["refused"]).inc();
-            tracing::error!(reason = %why, "model reload refused; the current model keeps serving");
-        };
-        let Some(path) = &path else {
-            refuse("model.path is not set (the embedded model cannot be reloaded)".into());
-            continue;
-        };
-        let candidate = match Scorer::load(path) {
-            Ok(scorer) => scorer,
-            Err(error) => {
-                refuse(format!("{error}"));
+        let candidate = match load_candidate(path.as_deref(), &current) {
+            Ok(candidate) => candidate,
+            Err(why) => {
+                metrics.model_reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(reason = %why, "model reload refused; the current model keeps serving");
                 continue;
             }
         };
-        let (old, new) = (current.metadata(), candidate.metadata());
-        if old.channels != new.channels || old.window_len != new.window_len {
-            refuse(format!(
-                "{} has channels {:?} and window {}, the serving model {:?} and {}; restart to change the shape",
-                path.display(),
-                new.channels,
-                new.window_len,
-                old.channels,
-                old.window_len
-            ));
-            continue;
-        }
-        // Warm: one call so the first real batch does not pay for it.
-        let probe = crate::window::Window {
-            start_ms: 0,
-            end_ms: 0,
-            values: new
-                .normalisation
-                .iter()
-                .flat_map(|n| std::iter::repeat_n(n.center, new.window_len))
-                .collect(),
-        };
-        match candidate.score_windows(std::slice::from_ref(&probe)) {
-            Ok(scores) if scores.iter().all(|s| s.score.is_finite()) => {}
-            Ok(_) => {
-                refuse(format!("{} scores a typical window as NaN", path.display()));
-                continue;
-            }
-            Err(error) => {
-                refuse(format!("{error}"));
-                continue;
-            }
-        }
         let candidate = Arc::new(candidate);
         if work.send(Work::UseModel(candidate.clone())).is_err() {
             return;
@@ -398,4 +394,41 @@ fn reload_loop(
         );
         current = candidate;
     }
+}
+
+/// Loads the model at `path` and checks it against `current`: the same
+/// channels and window, and a finite score for a typical window (which
+/// also warms it, so that the first real batch does not pay for that).
+fn load_candidate(path: Option<&std::path::Path>, current: &Scorer) -> Result<Scorer, String> {
+    let Some(path) = path else {
+        return Err("model.path is not set (the embedded model cannot be reloaded)".into());
+    };
+    let candidate = Scorer::load(path).map_err(|error| format!("{error}"))?;
+    let (old, new) = (current.metadata(), candidate.metadata());
+    if old.channels != new.channels || old.window_len != new.window_len {
+        return Err(format!(
+            "{} has channels {:?} and window {}, the serving model {:?} and {}; restart to change the shape",
+            path.display(),
+            new.channels,
+            new.window_len,
+            old.channels,
+            old.window_len
+        ));
+    }
+    let probe = crate::window::Window {
+        start_ms: 0,
+        end_ms: 0,
+        values: new
+            .normalisation
+            .iter()
+            .flat_map(|n| std::iter::repeat_n(n.center, new.window_len))
+            .collect(),
+    };
+    let scores = candidate
+        .score_windows(std::slice::from_ref(&probe))
+        .map_err(|error| format!("{error}"))?;
+    if !scores.iter().all(|s| s.score.is_finite()) {
+        return Err(format!("{} scores a typical window as NaN", path.display()));
+    }
+    Ok(candidate)
 }

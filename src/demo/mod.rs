@@ -9,8 +9,11 @@ pub mod summary;
 pub mod view;
 
 use crate::daemon::config::DaemonConfig;
+use crate::daemon::metrics::Metrics;
 use crate::daemon::Daemon;
+use crate::model::ModelMetadata;
 use crate::series::timestamp::format_timestamp;
+use crate::series::Series;
 use crate::serve::Scorer;
 use crate::synthetic::{generate, SyntheticConfig};
 use anyhow::Context;
@@ -74,10 +77,7 @@ warm_up = 672
 /// Runs the demo.
 pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let scorer = match &options.model {
-        Some(path) => Scorer::load(path)?,
-        None => crate::serve::embedded::default_scorer()?,
-    };
+    let scorer = load_scorer(&options)?;
     let metadata = scorer.metadata().clone();
     let data = generate(&SyntheticConfig {
         channels: metadata.channels.len(),
@@ -85,7 +85,6 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         ..Default::default()
     });
     let series = data.series.clone();
-    let step_ms = series[0].timestamps[1] - series[0].timestamps[0];
 
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let brokers = cluster.bootstrap_servers();
@@ -99,24 +98,88 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     if let Some(detector) = &options.detector {
         config.detector = detector.clone();
     }
-    let daemon = match Daemon::start(config.clone(), scorer) {
-        Ok(daemon) => daemon,
-        Err(error) if options.admin.port() != 0 => {
-            eprintln!("({error:#}; using a free port instead)");
-            let mut any_port = options.admin;
-            any_port.set_port(0);
-            let scorer = match &options.model {
-                Some(path) => Scorer::load(path)?,
-                None => crate::serve::embedded::default_scorer()?,
-            };
-            config.admin.listen = any_port;
-            Daemon::start(config.clone(), scorer)?
-        }
-        Err(error) => return Err(error),
-    };
+    let daemon = start_daemon(&options, config.clone(), scorer)?;
     daemon.handle_signals()?;
 
     let records = series.iter().map(|s| s.len()).sum::<usize>() + feed::MALFORMED.len();
+    print_banner(
+        &options, &config, &brokers, &daemon, &metadata, &series, records,
+    );
+    let alerts = view::AlertView::start(&brokers, "anomalyd-alerts")?;
+    let mut next_report = records / 4;
+    let produced = feed::stream(&brokers, INPUT_TOPIC, &series, options.rate, |sent| {
+        if sent >= next_report && sent < records {
+            println!("  .. {sent} / {records} records streamed");
+            next_report += records / 4;
+        }
+    })?;
+    let metrics = daemon.metrics.clone();
+    wait_until_scored(&metrics, produced);
+    if !options.linger {
+        daemon.controller().shutdown();
+    }
+    let events = alerts.finish();
+
+    let injected = summary::injected(&data.test_part());
+    let step_ms = series[0].timestamps[1] - series[0].timestamps[0];
+    let slack_ms = metadata.window_len as i64 * step_ms;
+    let verdict = summary::judge(&injected, &events, slack_ms);
+    summary::print(&metrics, produced, &events, &injected, &verdict);
+    if options.linger {
+        println!(
+            "\nstill running: broker {brokers}, metrics http://{}/metrics; Ctrl-C to stop",
+            daemon.admin_address
+        );
+    }
+    let finished = daemon.wait();
+    println!(
+        "\ndaemon stopped ({}), demo took {:.1} s",
+        match &finished {
+            Ok(()) => "everything in flight finished and committed".to_string(),
+            Err(error) => format!("{error:#}"),
+        },
+        started.elapsed().as_secs_f64()
+    );
+    drop(cluster);
+    finished
+}
+
+/// `--model`, or the embedded default model.
+fn load_scorer(options: &DemoOptions) -> anyhow::Result<Scorer> {
+    Ok(match &options.model {
+        Some(path) => Scorer::load(path)?,
+        None => crate::serve::embedded::default_scorer()?,
+    })
+}
+
+/// Starts the daemon; when `--admin`'s port is taken, on a free port.
+fn start_daemon(
+    options: &DemoOptions,
+    mut config: DaemonConfig,
+    scorer: Scorer,
+) -> anyhow::Result<Daemon> {
+    match Daemon::start(config.clone(), scorer) {
+        Ok(daemon) => Ok(daemon),
+        Err(error) if options.admin.port() != 0 => {
+            eprintln!("({error:#}; using a free port instead)");
+            config.admin.listen.set_port(0);
+            Daemon::start(config, load_scorer(options)?)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// What the demo runs: broker, topics, metrics, model and data.
+fn print_banner(
+    options: &DemoOptions,
+    config: &DaemonConfig,
+    brokers: &str,
+    daemon: &Daemon,
+    metadata: &ModelMetadata,
+    series: &[Series],
+    records: usize,
+) {
+    let step_ms = series[0].timestamps[1] - series[0].timestamps[0];
     println!("anomalyd demo");
     println!("  embedded Kafka broker  {brokers}   (e.g. kcat -b {brokers} -C -t anomalyd-alerts)");
     println!(
@@ -146,19 +209,12 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         options.rate,
         config.detector.calibration.warm_up()
     );
-    let alerts = view::AlertView::start(&brokers, "anomalyd-alerts")?;
+}
 
-    let mut next_report = records / 4;
-    let produced = feed::stream(&brokers, INPUT_TOPIC, &series, options.rate, |sent| {
-        if sent >= next_report && sent < records {
-            println!("  .. {sent} / {records} records streamed");
-            next_report += records / 4;
-        }
-    })?;
-
-    // Wait until the daemon has read everything and the scores stop moving.
+/// Waits (at most 2 minutes) until the daemon has read every record and
+/// the count of scored windows stops moving.
+fn wait_until_scored(metrics: &Metrics, produced: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let metrics = daemon.metrics.clone();
     while (metrics.records_consumed.get() as usize) < produced && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -167,90 +223,4 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         last = metrics.windows_scored.get();
         std::thread::sleep(Duration::from_millis(700));
     }
-    if !options.linger {
-        daemon.controller().shutdown();
-    }
-    let events = alerts.finish();
-
-    let injected = summary::injected(&data.test_part());
-    let slack_ms = metadata.window_len as i64 * step_ms;
-    let verdict = summary::judge(&injected, &events, slack_ms);
-    let rejected: Vec<String> = crate::daemon::decode::RejectReason::ALL
-        .iter()
-        .filter_map(|r| {
-            let n = metrics
-                .records_rejected
-                .with_label_values(&[r.as_str()])
-                .get();
-            (n > 0).then(|| format!("{} {n}", r.as_str()))
-        })
-        .collect();
-    let count = |event: &str| events.iter().filter(|e| e.event == event).count();
-    println!("\nsummary");
-    println!(
-        "  records    {} produced, {} consumed, {} decoded, {} dead-lettered ({})",
-        produced,
-        metrics.records_consumed.get(),
-        metrics.records_decoded.get(),
-        metrics.records_consumed.get() - metrics.records_decoded.get(),
-        rejected.join(", ")
-    );
-    println!("  windows    {} scored", metrics.windows_scored.get());
-    println!(
-        "  alerts     {} opened, {} updated, {} resolved",
-        count("opened"),
-        count("updated"),
-        count("resolved")
-    );
-    println!(
-        "  injected anomalies caught {} of {}, false alarms {}",
-        verdict.caught.len(),
-        injected.len(),
-        verdict.false_alarms.len()
-    );
-    let mut kinds: Vec<&str> = injected.iter().map(|a| a.kind.as_str()).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    for kind in kinds {
-        let caught = verdict.caught.iter().filter(|a| a.kind == kind).count();
-        let total = injected.iter().filter(|a| a.kind == kind).count();
-        let open: f64 = injected
-            .iter()
-            .zip(&verdict.open_fraction)
-            .filter(|(a, _)| a.kind == kind)
-            .map(|(_, f)| f)
-            .sum();
-        println!(
-            "    {kind:<16} caught {caught} of {total}, an alert open through {:.0} % of its time",
-            100.0 * open / total as f64
-        );
-    }
-    for missed in &verdict.missed {
-        println!(
-            "  missed     {} {} at {}",
-            missed.entity,
-            missed.kind,
-            format_timestamp(missed.start_ms)
-        );
-    }
-    for (entity, at) in &verdict.false_alarms {
-        println!("  false alarm {entity} at {at}");
-    }
-    if options.linger {
-        println!(
-            "\nstill running: broker {brokers}, metrics http://{}/metrics; Ctrl-C to stop",
-            daemon.admin_address
-        );
-    }
-    let finished = daemon.wait();
-    println!(
-        "\ndaemon stopped ({}), demo took {:.1} s",
-        match &finished {
-            Ok(()) => "everything in flight finished and committed".to_string(),
-            Err(error) => format!("{error:#}"),
-        },
-        started.elapsed().as_secs_f64()
-    );
-    drop(cluster);
-    finished
 }

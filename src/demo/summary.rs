@@ -3,6 +3,8 @@
 //! opened where nothing was injected.
 
 use super::view::SeenEvent;
+use crate::daemon::metrics::Metrics;
+use crate::series::timestamp::format_timestamp;
 use crate::series::timestamp::parse_timestamp;
 use crate::series::Series;
 
@@ -161,6 +163,78 @@ pub fn judge(injected: &[Injected], events: &[SeenEvent], slack_ms: i64) -> Verd
         }
     }
     verdict
+}
+
+/// Prints the summary: records, windows, alerts, and the verdict on the
+/// injected anomalies by kind, with each one missed and each false alarm.
+pub fn print(
+    metrics: &Metrics,
+    produced: usize,
+    events: &[SeenEvent],
+    injected: &[Injected],
+    verdict: &Verdict,
+) {
+    let rejected: Vec<String> = crate::daemon::decode::RejectReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let n = metrics
+                .records_rejected
+                .with_label_values(&[r.as_str()])
+                .get();
+            (n > 0).then(|| format!("{} {n}", r.as_str()))
+        })
+        .collect();
+    let count = |event: &str| events.iter().filter(|e| e.event == event).count();
+    println!("\nsummary");
+    println!(
+        "  records    {} produced, {} consumed, {} decoded, {} dead-lettered ({})",
+        produced,
+        metrics.records_consumed.get(),
+        metrics.records_decoded.get(),
+        metrics.records_consumed.get() - metrics.records_decoded.get(),
+        rejected.join(", ")
+    );
+    println!("  windows    {} scored", metrics.windows_scored.get());
+    println!(
+        "  alerts     {} opened, {} updated, {} resolved",
+        count("opened"),
+        count("updated"),
+        count("resolved")
+    );
+    println!(
+        "  injected anomalies caught {} of {}, false alarms {}",
+        verdict.caught.len(),
+        injected.len(),
+        verdict.false_alarms.len()
+    );
+    let mut kinds: Vec<&str> = injected.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let caught = verdict.caught.iter().filter(|a| a.kind == kind).count();
+        let total = injected.iter().filter(|a| a.kind == kind).count();
+        let open: f64 = injected
+            .iter()
+            .zip(&verdict.open_fraction)
+            .filter(|(a, _)| a.kind == kind)
+            .map(|(_, f)| f)
+            .sum();
+        println!(
+            "    {kind:<16} caught {caught} of {total}, an alert open through {:.0} % of its time",
+            100.0 * open / total as f64
+        );
+    }
+    for missed in &verdict.missed {
+        println!(
+            "  missed     {} {} at {}",
+            missed.entity,
+            missed.kind,
+            format_timestamp(missed.start_ms)
+        );
+    }
+    for (entity, at) in &verdict.false_alarms {
+        println!("  false alarm {entity} at {at}");
+    }
 }
 
 #[cfg(test)]

@@ -156,26 +156,35 @@ impl DaemonConfig {
 
     /// Checks values; the error names the key.
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
+        let invalid = |(key, message): Problem| ConfigError::Invalid {
             path: origin.to_string(),
-            key: key.to_string(),
+            key,
             message,
         };
+        self.check_topics().map_err(invalid)?;
+        self.check_counts().map_err(invalid)?;
+        self.check_input().map_err(invalid)?;
+        self.detector.validate().map_err(|message| {
+            let key = message.split_whitespace().next().unwrap_or("").to_string();
+            invalid((format!("detector.{key}"), message))
+        })
+    }
+
+    /// The brokers, the group, the topics (no output is an input) and the
+    /// client properties anomalyd sets itself.
+    fn check_topics(&self) -> Result<(), Problem> {
         let kafka = &self.kafka;
         if kafka.brokers.trim().is_empty() {
-            return Err(invalid(
-                "kafka.brokers",
-                "must name at least one broker".into(),
-            ));
+            return problem("kafka.brokers", "must name at least one broker");
         }
         if kafka.group_id.trim().is_empty() {
-            return Err(invalid("kafka.group_id", "must not be empty".into()));
+            return problem("kafka.group_id", "must not be empty");
         }
         if kafka.input_topics.is_empty() || kafka.input_topics.iter().any(|t| t.is_empty()) {
-            return Err(invalid(
+            return problem(
                 "kafka.input_topics",
-                "must list at least one topic, none empty".into(),
-            ));
+                "must list at least one topic, none empty",
+            );
         }
         let mut outputs = vec![
             ("kafka.alerts_topic", &kafka.alerts_topic),
@@ -187,34 +196,76 @@ impl DaemonConfig {
         if self.state.checkpoints {
             outputs.push(("state.topic", &self.state.topic));
         }
-        for (key, topic) in outputs {
+        for (i, &(key, topic)) in outputs.iter().enumerate() {
             if topic.is_empty() {
-                return Err(invalid(key, "must not be empty".into()));
+                return problem(key, "must not be empty");
             }
             if kafka.input_topics.contains(topic) {
-                return Err(invalid(
+                return problem(
                     key,
                     format!("{topic:?} is also an input topic; that would feed the output back in"),
-                ));
+                );
             }
-        }
-        if kafka.commit_interval_ms == 0 {
-            return Err(invalid(
-                "kafka.commit_interval_ms",
-                "must be at least 1".into(),
-            ));
-        }
-        for (table, properties) in kafka.property_tables() {
-            for name in properties.keys() {
-                if RESERVED_PROPERTIES.contains(&name.as_str()) {
-                    return Err(invalid(
-                        &format!("kafka.{table}.\"{name}\""),
-                        "is set by anomalyd itself (see config/anomalyd.toml) and cannot be overridden"
-                            .into(),
-                    ));
+            if let Some((other, _)) = outputs[..i].iter().find(|(_, t)| *t == topic) {
+                if key == "state.topic" {
+                    return problem(key, format!("{topic:?} is also an output topic ({other})"));
                 }
             }
         }
+        for (table, properties) in kafka.property_tables() {
+            if let Some(name) = properties
+                .keys()
+                .find(|name| RESERVED_PROPERTIES.contains(&name.as_str()))
+            {
+                return problem(
+                    format!("kafka.{table}.\"{name}\""),
+                    "is set by anomalyd itself (see config/anomalyd.toml) and cannot be overridden",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every count, interval and limit that must be at least 1.
+    fn check_counts(&self) -> Result<(), Problem> {
+        let mut counts = vec![
+            ("kafka.commit_interval_ms", self.kafka.commit_interval_ms),
+            ("input.max_record_bytes", self.input.max_record_bytes as u64),
+            ("windows.max_gap_ms", self.windows.max_gap_ms),
+            ("windows.entity_ttl_s", self.windows.entity_ttl_s),
+            ("windows.max_entities", self.windows.max_entities as u64),
+            ("scoring.max_batch", self.scoring.max_batch as u64),
+            ("scoring.queue_capacity", self.scoring.queue_capacity as u64),
+            ("admin.stall_timeout_s", self.admin.stall_timeout_s),
+            ("shutdown.grace_period_s", self.shutdown.grace_period_s),
+        ];
+        if self.state.checkpoints {
+            counts.push((
+                "state.checkpoint_interval_ms",
+                self.state.checkpoint_interval_ms,
+            ));
+            counts.push(("state.restore_timeout_s", self.state.restore_timeout_s));
+        }
+        if let Some((key, _)) = counts.into_iter().find(|&(_, value)| value == 0) {
+            return problem(key, "must be at least 1");
+        }
+        if u32::try_from(self.windows.stride).is_err() || self.windows.stride == 0 {
+            return problem(
+                "windows.stride",
+                format!("must be between 1 and {}", u32::MAX),
+            );
+        }
+        if !(1..=64).contains(&self.scoring.threads) {
+            return problem(
+                "scoring.threads",
+                format!("must be between 1 and 64, not {}", self.scoring.threads),
+            );
+        }
+        Ok(())
+    }
+
+    /// The record's field names and the earliest accepted event time.
+    fn check_input(&self) -> Result<(), Problem> {
         let input = &self.input;
         for (key, field) in [
             ("input.entity_field", &input.entity_field),
@@ -222,89 +273,12 @@ impl DaemonConfig {
             ("input.values_field", &input.values_field),
         ] {
             if field.is_empty() {
-                return Err(invalid(key, "must not be empty".into()));
+                return problem(key, "must not be empty");
             }
         }
-        if input.max_record_bytes == 0 {
-            return Err(invalid(
-                "input.max_record_bytes",
-                "must be at least 1".into(),
-            ));
-        }
-        parse_timestamp(&input.min_timestamp).map_err(|m| invalid("input.min_timestamp", m))?;
-        if self.windows.stride == 0 || u32::try_from(self.windows.stride).is_err() {
-            return Err(invalid(
-                "windows.stride",
-                format!("must be between 1 and {}", u32::MAX),
-            ));
-        }
-        if self.windows.max_gap_ms == 0 {
-            return Err(invalid("windows.max_gap_ms", "must be at least 1".into()));
-        }
-        if self.windows.entity_ttl_s == 0 {
-            return Err(invalid("windows.entity_ttl_s", "must be at least 1".into()));
-        }
-        if self.windows.max_entities == 0 {
-            return Err(invalid("windows.max_entities", "must be at least 1".into()));
-        }
-        if self.scoring.max_batch == 0 {
-            return Err(invalid("scoring.max_batch", "must be at least 1".into()));
-        }
-        if !(1..=64).contains(&self.scoring.threads) {
-            return Err(invalid(
-                "scoring.threads",
-                format!("must be between 1 and 64, not {}", self.scoring.threads),
-            ));
-        }
-        if self.scoring.queue_capacity == 0 {
-            return Err(invalid(
-                "scoring.queue_capacity",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.admin.stall_timeout_s == 0 {
-            return Err(invalid(
-                "admin.stall_timeout_s",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.state.checkpoints {
-            let others = [&kafka.alerts_topic, &kafka.dead_letter_topic];
-            if others.contains(&&self.state.topic)
-                || kafka.scores_topic.as_ref() == Some(&self.state.topic)
-            {
-                return Err(invalid(
-                    "state.topic",
-                    format!("{:?} is also an output topic", self.state.topic),
-                ));
-            }
-            if self.state.checkpoint_interval_ms == 0 {
-                return Err(invalid(
-                    "state.checkpoint_interval_ms",
-                    "must be at least 1".into(),
-                ));
-            }
-            if self.state.restore_timeout_s == 0 {
-                return Err(invalid(
-                    "state.restore_timeout_s",
-                    "must be at least 1".into(),
-                ));
-            }
-        }
-        if self.shutdown.grace_period_s == 0 {
-            return Err(invalid(
-                "shutdown.grace_period_s",
-                "must be at least 1".into(),
-            ));
-        }
-        self.detector.validate().map_err(|message| {
-            let key = message.split_whitespace().next().unwrap_or("").to_string();
-            ConfigError::Invalid {
-                path: origin.to_string(),
-                key: format!("detector.{key}"),
-                message,
-            }
-        })
+        parse_timestamp(&input.min_timestamp)
+            .map_err(|m| ("input.min_timestamp".to_string(), m))?;
+        Ok(())
     }
 
     /// The earliest accepted event time (epoch ms).
@@ -367,6 +341,13 @@ impl DaemonConfig {
         }
         lines.join("\n")
     }
+}
+
+/// A bad value: its key and what is wrong with it.
+type Problem = (String, String);
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Result<(), Problem> {
+    Err((key.into(), message.into()))
 }
 
 #[cfg(test)]
@@ -443,6 +424,32 @@ input_topics = ["readings"]
                 .to_string();
             assert!(error.contains("scoring.threads"), "{error}");
         }
+        for (table, key) in [
+            ("kafka", "commit_interval_ms"),
+            ("input", "max_record_bytes"),
+            ("windows", "max_gap_ms"),
+            ("windows", "entity_ttl_s"),
+            ("windows", "max_entities"),
+            ("scoring", "max_batch"),
+            ("scoring", "queue_capacity"),
+            ("admin", "stall_timeout_s"),
+            ("shutdown", "grace_period_s"),
+            ("state", "checkpoint_interval_ms"),
+            ("state", "restore_timeout_s"),
+        ] {
+            let text = if table == "kafka" {
+                format!("{MINIMAL}{key} = 0\n")
+            } else {
+                format!("{MINIMAL}\n[{table}]\n{key} = 0\n")
+            };
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(&format!("{table}.{key}")), "{error}");
+            assert!(error.contains("at least 1"), "{error}");
+        }
+        let shared = format!("{MINIMAL}\n[state]\ntopic = \"anomalyd-alerts\"\n");
+        let error = parse(&shared).unwrap_err().to_string();
+        assert!(error.contains("state.topic"), "{error}");
+        assert!(error.contains("also an output topic"), "{error}");
     }
 
     #[test]

@@ -51,6 +51,39 @@ pub struct EntityState {
     restored_through: Option<SourceOffset>,
 }
 
+impl EntityState {
+    /// Holds `source`'s offset until it is safe to commit: with
+    /// checkpoints, the first sample since the last checkpoint, until one
+    /// covers it; without, every sample a future window still needs.
+    fn hold(
+        &mut self,
+        source: &SourceOffset,
+        checkpoints: bool,
+        window_len: usize,
+        ledger: &mut LedgerBatch,
+    ) {
+        if checkpoints {
+            // Hold the first sample since the last checkpoint until one covers it.
+            if !self.unsaved.iter().any(|s| s.partition == source.partition) {
+                ledger.holds.push(source.clone());
+                // Mostly one partition: no room for four.
+                self.unsaved.reserve_exact(1);
+                self.unsaved.push(source.clone());
+            }
+            self.through = Some(source.clone());
+        } else {
+            // Keep the offsets of the samples a future window still needs.
+            ledger.holds.push(source.clone());
+            self.held.push_back(source.clone());
+            while self.held.len() > window_len.saturating_sub(1) {
+                ledger
+                    .releases
+                    .push(self.held.pop_front().expect("not empty"));
+            }
+        }
+    }
+}
+
 /// What admitting a sample did.
 #[derive(Debug)]
 pub enum Admission {
@@ -264,29 +297,7 @@ impl EntityTable {
         let window = state
             .detector
             .push(scorer, sample.timestamp_ms, &sample.values);
-        if self.checkpoints {
-            // Hold the first sample since the last checkpoint until one covers it.
-            if !state
-                .unsaved
-                .iter()
-                .any(|s| s.partition == source.partition)
-            {
-                ledger.holds.push(source.clone());
-                // Mostly one partition: no room for four.
-                state.unsaved.reserve_exact(1);
-                state.unsaved.push(source.clone());
-            }
-            state.through = Some(source.clone());
-        } else {
-            // Keep the offsets of the samples a future window still needs.
-            ledger.holds.push(source.clone());
-            state.held.push_back(source.clone());
-            while state.held.len() > self.window_len.saturating_sub(1) {
-                ledger
-                    .releases
-                    .push(state.held.pop_front().expect("not empty"));
-            }
-        }
+        state.hold(source, self.checkpoints, self.window_len, ledger);
         Admission::Accepted { window, gap }
     }
 
