@@ -31,11 +31,11 @@ impl RowOutcome {
     }
 }
 
-/// A window assembled by [`EntityDetector::push`], waiting for its score.
+/// A window assembled by [`EntityDetector::push`](super::EntityDetector::push), waiting for its score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingWindow {
     /// The window, channel-major, its values **normalised** as the model
-    /// takes them: score it with [`Scorer::score_normalised_windows`].
+    /// takes them: score it with [`Scorer::score_normalised_windows`](crate::serve::Scorer::score_normalised_windows).
     pub window: Window,
     /// The raw rows (in the channels' units, row-major) pushed since the
     /// previous window, the one that completed this window last. Their
