@@ -283,24 +283,7 @@ impl AlertMachine {
                 if recent.iter().filter(|&&h| h).count() < policy.debounce_high || !high {
                     return None;
                 }
-                let alert = Alert {
-                    id: alert_id(&self.entity, timestamp_ms, &self.model_version),
-                    entity: self.entity.clone(),
-                    model_version: self.model_version.to_string(),
-                    started_ms: timestamp_ms,
-                    last_high_ms: timestamp_ms,
-                    resolved_ms: None,
-                    severity,
-                    score,
-                    peak_score: score,
-                    high_observations: 1,
-                    top_channels: top(evidence(), policy.top_channels),
-                };
-                self.state = State::Open {
-                    alert: Box::new(alert.clone()),
-                    low_run: 0,
-                };
-                Some(AlertEvent::Opened(alert))
+                Some(self.open(timestamp_ms, score, severity, evidence()))
             }
             State::Open { alert, low_run } => {
                 alert.score = score;
@@ -344,6 +327,34 @@ impl AlertMachine {
                 None
             }
         }
+    }
+
+    /// Opens an alert at this observation.
+    fn open(
+        &mut self,
+        timestamp_ms: i64,
+        score: f64,
+        severity: Severity,
+        evidence: Vec<ChannelEvidence>,
+    ) -> AlertEvent {
+        let alert = Alert {
+            id: alert_id(&self.entity, timestamp_ms, &self.model_version),
+            entity: self.entity.clone(),
+            model_version: self.model_version.to_string(),
+            started_ms: timestamp_ms,
+            last_high_ms: timestamp_ms,
+            resolved_ms: None,
+            severity,
+            score,
+            peak_score: score,
+            high_observations: 1,
+            top_channels: top(evidence, self.policy.top_channels),
+        };
+        self.state = State::Open {
+            alert: Box::new(alert.clone()),
+            low_run: 0,
+        };
+        AlertEvent::Opened(alert)
     }
 }
 

@@ -142,57 +142,8 @@ impl DetectInput {
                 delimiter: self.delimiter,
             },
         )?;
-        // With a daemon config, its record field names and channel names
-        // are the defaults (a JSON lines file of its records reads as is).
-        let present = |name: &String| table.columns().contains(name);
-        let channels: Vec<String> = scorer
-            .metadata()
-            .channels
-            .iter()
-            .map(|c| {
-                input
-                    .as_ref()
-                    .and_then(|i| i.channels.get(c))
-                    .cloned()
-                    .unwrap_or_else(|| c.clone())
-            })
-            .collect();
-        let entity_column = self.entity_column.clone().or_else(|| {
-            input
-                .as_ref()
-                .filter(|i| i.entity_from == EntitySource::Field)
-                .map(|i| i.entity_field.clone())
-                .filter(present)
-        });
-        let time_column = self.time_column.clone().or_else(|| {
-            input
-                .as_ref()
-                .map(|i| i.timestamp_field.clone())
-                .filter(|t| !self.row_order && present(t))
-        });
-        let roles = ColumnRoles::find(
-            &table,
-            &channels,
-            entity_column.as_deref(),
-            time_column.as_deref(),
-            self.row_order,
-            label,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let stem = if self.input.as_os_str() == "-" {
-            "stdin".to_string()
-        } else {
-            self.input
-                .file_stem()
-                .map_or("series".into(), |s| s.to_string_lossy().into_owned())
-        };
-        let file_name = if self.input.as_os_str() == "-" {
-            "stdin".to_string()
-        } else {
-            self.input
-                .file_name()
-                .map_or(stem.clone(), |s| s.to_string_lossy().into_owned())
-        };
+        let roles = self.roles(&table, &scorer, input.as_ref(), label)?;
+        let (stem, file_name) = self.input_names();
         let decoder = RowDecoder::new(&table, roles, self.entity.clone().unwrap_or(stem));
         let settings = DetectSettings {
             detector,
@@ -210,6 +161,71 @@ impl DetectInput {
             table,
             decoder,
         })
+    }
+
+    /// Finds the input's columns: the model's channels (under the daemon
+    /// config's names, if given), the entity, the time and the label.
+    fn roles(
+        &self,
+        table: &Table,
+        scorer: &Scorer,
+        input: Option<&InputConfig>,
+        label: Option<&str>,
+    ) -> anyhow::Result<ColumnRoles> {
+        // With a daemon config, its record field names and channel names
+        // are the defaults (a JSON lines file of its records reads as is).
+        let present = |name: &String| table.columns().contains(name);
+        let channels: Vec<String> = scorer
+            .metadata()
+            .channels
+            .iter()
+            .map(|c| {
+                input
+                    .and_then(|i| i.channels.get(c))
+                    .cloned()
+                    .unwrap_or_else(|| c.clone())
+            })
+            .collect();
+        let entity_column = self.entity_column.clone().or_else(|| {
+            input
+                .filter(|i| i.entity_from == EntitySource::Field)
+                .map(|i| i.entity_field.clone())
+                .filter(present)
+        });
+        let time_column = self.time_column.clone().or_else(|| {
+            input
+                .map(|i| i.timestamp_field.clone())
+                .filter(|t| !self.row_order && present(t))
+        });
+        ColumnRoles::find(
+            table,
+            &channels,
+            entity_column.as_deref(),
+            time_column.as_deref(),
+            self.row_order,
+            label,
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// The input's stem (the entity when there is no entity column) and
+    /// file name (the alerts' source topic when nothing else names one).
+    fn input_names(&self) -> (String, String) {
+        let stem = if self.input.as_os_str() == "-" {
+            "stdin".to_string()
+        } else {
+            self.input
+                .file_stem()
+                .map_or("series".into(), |s| s.to_string_lossy().into_owned())
+        };
+        let file_name = if self.input.as_os_str() == "-" {
+            "stdin".to_string()
+        } else {
+            self.input
+                .file_name()
+                .map_or(stem.clone(), |s| s.to_string_lossy().into_owned())
+        };
+        (stem, file_name)
     }
 
     /// The settings from `--config` or `--detector`, or the defaults.

@@ -42,24 +42,7 @@ struct PendingRow {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let scorer = Scorer::load(&args.model)?;
     let metadata = scorer.metadata();
-    let prefix = {
-        use std::io::Read;
-        let mut prefix = Vec::new();
-        std::fs::File::open(&args.input)
-            .with_context(|| format!("cannot read {}", args.input.display()))?
-            .take(1 << 16)
-            .read_to_end(&mut prefix)?;
-        prefix
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(crate::offline::input::sniff_delimiter(&prefix))
-        .from_path(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let header: Vec<String> = reader
-        .headers()?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+    let (mut reader, header) = open_csv(&args.input)?;
     let columns = scorer.map_channels(&header)?;
     let find = |name: &str| {
         header.iter().position(|h| h == name).with_context(|| {
@@ -74,18 +57,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
     let mut writer = csv::Writer::from_path(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    let mut out_header = vec!["timestamp".to_string()];
-    if entity_index.is_some() {
-        out_header.push("entity".into());
-    }
-    out_header.push("score".into());
-    out_header.extend(
-        metadata
-            .channels
-            .iter()
-            .map(|c| format!("{c}_contribution")),
-    );
-    writer.write_record(&out_header)?;
+    writer.write_record(output_header(&metadata.channels, entity_index.is_some()))?;
 
     let channels = metadata.channels.len();
     let mut assemblers: HashMap<String, WindowAssembler> = HashMap::new();
@@ -100,22 +72,15 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         let field = |index: usize| record.get(index).unwrap_or("");
         let timestamp = parse_timestamp(field(timestamp_index))
             .map_err(|m| anyhow::anyhow!("{}, line {line}: {m}", args.input.display()))?;
-        for (slot, (&index, name)) in row_values
-            .iter_mut()
-            .zip(columns.iter().zip(&metadata.channels))
-        {
-            let text = field(index);
-            *slot = text
-                .trim()
-                .parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .with_context(|| {
-                    format!(
-                        "{}, line {line}: column {name:?}: {text:?} is not a finite number",
-                        args.input.display()
-                    )
-                })?;
+        let names = columns.iter().zip(&metadata.channels);
+        for (slot, (&index, name)) in row_values.iter_mut().zip(names) {
+            *slot = finite(field(index)).with_context(|| {
+                format!(
+                    "{}, line {line}: column {name:?}: {:?} is not a finite number",
+                    args.input.display(),
+                    field(index)
+                )
+            })?;
         }
         let entity = entity_index.map(field).unwrap_or("").to_string();
         let assembler = assemblers
@@ -143,6 +108,44 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Opens a CSV file with its delimiter sniffed from its first 64 KiB, and
+/// reads its header (names trimmed).
+fn open_csv(path: &std::path::Path) -> anyhow::Result<(csv::Reader<std::fs::File>, Vec<String>)> {
+    use std::io::Read;
+    let mut prefix = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .take(1 << 16)
+        .read_to_end(&mut prefix)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(crate::offline::input::sniff_delimiter(&prefix))
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header = reader
+        .headers()?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    Ok((reader, header))
+}
+
+/// The output's header: timestamp, entity (if the input has one), score,
+/// and each channel's contribution.
+fn output_header(channels: &[String], with_entity: bool) -> Vec<String> {
+    let mut header = vec!["timestamp".to_string()];
+    if with_entity {
+        header.push("entity".into());
+    }
+    header.push("score".into());
+    header.extend(channels.iter().map(|c| format!("{c}_contribution")));
+    header
+}
+
+/// A field as a finite `f32`, if it is one.
+fn finite(text: &str) -> Option<f32> {
+    text.trim().parse::<f32>().ok().filter(|v| v.is_finite())
 }
 
 /// Scores the pending windows in one batch and writes the pending rows in order.

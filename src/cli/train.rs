@@ -102,6 +102,37 @@ pub struct TrainArgs {
 
 /// Runs `anomalyd train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let recipe = recipe(&args)?;
+    let series = read_series(
+        &args.input,
+        &ReadOptions {
+            timestamp_column: args.timestamp_column.clone(),
+            entity_column: args.entity_column.clone(),
+            channels: args.channels.as_deref().map(comma_list),
+            label_column: None,
+        },
+    )?;
+    let source = args
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let built = recipe.build(&series, &source)?;
+    let onnx_path = write_artefact(&built.artefact, &args.out_dir)?;
+    let curve_csv = args.out_dir.join(format!("{}.loss.csv", args.name));
+    let curve_svg = args.out_dir.join(format!("{}.loss.svg", args.name));
+    curve::write_csv(&built.trained.history, &curve_csv)?;
+    curve::write_svg(
+        &built.trained.history,
+        &format!("{}: hybrid loss per epoch", args.name),
+        &curve_svg,
+    )?;
+    print_summary(&built, &onnx_path, &curve_csv, &curve_svg);
+    Ok(())
+}
+
+/// The recipe the arguments describe, checked.
+fn recipe(args: &TrainArgs) -> anyhow::Result<ModelRecipe> {
     if !(0.0..1.0).contains(&args.validation_fraction) {
         anyhow::bail!(
             "--validation-fraction must be in [0, 1), got {}",
@@ -117,15 +148,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "--batch-size, --max-epochs, --train-stride and --default-stride must be at least 1"
         );
     }
-    let series = read_series(
-        &args.input,
-        &ReadOptions {
-            timestamp_column: args.timestamp_column.clone(),
-            entity_column: args.entity_column.clone(),
-            channels: args.channels.as_deref().map(comma_list),
-            label_column: None,
-        },
-    )?;
     let widths = comma_list(&args.widths)
         .iter()
         .map(|w| {
@@ -133,7 +155,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--widths: {w:?} is not a whole number"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let recipe = ModelRecipe {
+    Ok(ModelRecipe {
         name: args.name.clone(),
         window_len: args.window_len,
         train_stride: args.train_stride,
@@ -158,22 +180,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         backend: args.backend,
         progress: !args.quiet,
-    };
-    let source = args
-        .input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let built = recipe.build(&series, &source)?;
-    let onnx_path = write_artefact(&built.artefact, &args.out_dir)?;
-    let curve_csv = args.out_dir.join(format!("{}.loss.csv", args.name));
-    let curve_svg = args.out_dir.join(format!("{}.loss.svg", args.name));
-    curve::write_csv(&built.trained.history, &curve_csv)?;
-    curve::write_svg(
-        &built.trained.history,
-        &format!("{}: hybrid loss per epoch", args.name),
-        &curve_svg,
-    )?;
+    })
+}
+
+/// What was trained and where it was written.
+fn print_summary(
+    built: &crate::recipe::BuiltModel,
+    onnx_path: &std::path::Path,
+    curve_csv: &std::path::Path,
+    curve_svg: &std::path::Path,
+) {
     let metadata = &built.artefact.metadata;
     let per_epoch: f64 = built.trained.history.iter().map(|r| r.seconds).sum::<f64>()
         / built.trained.history.len() as f64;
@@ -221,5 +237,4 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         curve_csv.display(),
         curve_svg.display()
     );
-    Ok(())
 }

@@ -49,17 +49,19 @@ pub fn export_onnx(
     producer_version: &str,
 ) -> Vec<u8> {
     let mut graph = GraphBuilder::default();
+    let latent = encode(&mut graph, network, config);
+    decode(&mut graph, network, config, &latent);
+    model_proto(graph, config, producer_version).encode_to_vec()
+}
+
+/// The encoder: input → gapped convolutions → the linear layer; returns
+/// the code's node name.
+fn encode(graph: &mut GraphBuilder, network: &Autoencoder, config: &NetworkConfig) -> String {
     // [batch, channels, len] -> [channels, batch, period]: each window
     // followed by the zeros the first convolution reads past its ends.
     let periods = encoder_periods(config);
     let x = graph.node("Transpose", &[INPUT_NAME], vec![ints("perm", &[1, 0, 2])]);
-    let mut x = pad_gaps(
-        &mut graph,
-        "encoder.input",
-        &x,
-        config.window_len,
-        periods[0],
-    );
+    let mut x = pad_gaps(graph, "encoder.input", &x, config.window_len, periods[0]);
     let layers = network.encoder_convolutions.len();
     for (i, convolution) in network.encoder_convolutions.iter().enumerate() {
         // The last one's gaps are cut for the linear layer.
@@ -69,7 +71,7 @@ pub fn export_onnx(
             Gaps::Cut
         };
         let name = format!("encoder.conv{i}");
-        x = same_padded(&mut graph, &name, &x, convolution, 2, true, gaps);
+        x = same_padded(graph, &name, &x, convolution, 2, true, gaps);
     }
     let encoded = x.name;
     // [width, batch, len] -> [batch, width · len], in the order Burn flattens.
@@ -79,21 +81,26 @@ pub fn export_onnx(
         &[-1, (network.encoded_width * network.encoded_len) as i64],
     );
     let flat = graph.node("Reshape", &[&batch_first, &flat_shape], vec![]);
-    let latent = gemm(
-        &mut graph,
+    gemm(
+        graph,
         "encoder.linear",
         &flat,
         network.encoder_linear.weight.val(),
         network.encoder_linear.bias.as_ref().map(|b| b.val()),
-    );
+    )
+}
+
+/// The decoder: the code → gapped linear layer → upsampling → the output
+/// convolution, named as the graph's output.
+fn decode(graph: &mut GraphBuilder, network: &Autoencoder, config: &NetworkConfig, latent: &str) {
     // The decoder's first layer writes each window's gaps itself (zero
     // weights and bias there), so it needs no Pad.
     let (width, len) = (network.encoded_width, network.encoded_len);
     let period = len + decoder_gap(config);
     let expanded = gemm_gapped(
-        &mut graph,
+        graph,
         "decoder.linear",
-        &latent,
+        latent,
         &network.decoder_linear,
         width,
         len,
@@ -104,25 +111,17 @@ pub fn export_onnx(
     let unflat = graph.node("Reshape", &[&activated, &shape], vec![]);
     // Zero weights give zero only for a finite code: a window whose code
     // is NaN would fill its gaps with NaN, which the next window reads.
-    x = Gapped {
+    let mut x = Gapped {
         name: graph.node("Transpose", &[&unflat], vec![ints("perm", &[1, 0, 2])]),
         len,
         period,
     };
     for (i, convolution) in network.decoder_convolutions.iter().enumerate() {
         let name = format!("decoder.deconv{i}");
-        x = upsample(&mut graph, &name, &x, convolution);
+        x = upsample(graph, &name, &x, convolution);
     }
     let output = &network.output_convolution;
-    let reconstructed = same_padded(
-        &mut graph,
-        "decoder.output",
-        &x,
-        output,
-        1,
-        false,
-        Gaps::Cut,
-    );
+    let reconstructed = same_padded(graph, "decoder.output", &x, output, 1, false, Gaps::Cut);
     graph.node(
         "Transpose",
         &[&reconstructed.name],
@@ -130,7 +129,15 @@ pub fn export_onnx(
     );
     // Name the graph output.
     graph.nodes.last_mut().expect("output node").output = vec![OUTPUT_NAME.to_string()];
+}
 
+/// The model around the graph: opset, producer, and the input and output
+/// `[batch, channels, window_len]`.
+fn model_proto(
+    graph: GraphBuilder,
+    config: &NetworkConfig,
+    producer_version: &str,
+) -> pb::ModelProto {
     let io = |name: &str| pb::ValueInfoProto {
         name: name.to_string(),
         r#type: Some(pb::TypeProto {
@@ -148,7 +155,7 @@ pub fn export_onnx(
         }),
         doc_string: String::new(),
     };
-    let model = pb::ModelProto {
+    pb::ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
@@ -166,8 +173,7 @@ pub fn export_onnx(
             ..Default::default()
         }),
         ..Default::default()
-    };
-    model.encode_to_vec()
+    }
 }
 
 /// `ReLU(ConvTranspose1d(x))` with kernel 4, stride 2, padding 1, written as

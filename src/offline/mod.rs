@@ -23,7 +23,7 @@ use crate::daemon::events::{AlertMessage, GapMessage, SCHEMA_VERSION};
 use crate::daemon::ledger::{LedgerBatch, Partition, SourceOffset};
 use crate::detect::{DetectorConfig, PendingWindow};
 use crate::series::timestamp::format_timestamp;
-use crate::serve::Scorer;
+use crate::serve::{Scorer, WindowScore};
 use decode::{Decoded, RowDecoder, Skip};
 use input::{Next, Table};
 use std::collections::BTreeMap;
@@ -136,6 +136,10 @@ impl Summary {
 
 /// How many skipped rows are quoted in the summary.
 const QUOTED_SKIPS: usize = 10;
+
+/// A decided window as a row reports it: start and end (ms), raw,
+/// calibrated and decision score, and whether an alert opened.
+type WindowFigures = (i64, i64, f64, f64, f64, bool);
 
 /// Offline settings besides the detector's.
 #[derive(Debug, Clone)]
@@ -261,59 +265,77 @@ impl<'a> Detection<'a> {
             source,
         };
         if pending.skip.is_none() {
-            let sample = Sample {
-                entity: std::mem::take(&mut pending.decoded.entity),
-                timestamp_ms: pending.decoded.timestamp_ms,
-                values: std::mem::take(&mut pending.decoded.values),
-            };
-            let admission = self.entities.admit(
-                self.scorer,
-                &sample,
-                &pending.source,
-                self.started,
-                &mut self.ledger,
-            );
-            self.ledger.holds.clear();
-            self.ledger.releases.clear();
-            pending.decoded.entity = sample.entity;
-            pending.decoded.values = sample.values;
-            match admission {
-                Admission::OutOfOrder { latest_ms } => {
-                    pending.skip = Some(Skip {
-                        reason: RejectReason::OutOfOrder,
-                        column: None,
-                        detail: format!(
-                            "event time {} is not after the entity's latest, {}",
-                            format_timestamp(pending.decoded.timestamp_ms),
-                            format_timestamp(latest_ms)
-                        ),
-                    });
+            self.admit(&mut pending, results)?;
+        }
+        self.count_skip(&pending);
+        self.pending.push(pending);
+        if self.windows_pending >= self.settings.batch {
+            self.flush(results)?;
+        }
+        Ok(())
+    }
+
+    /// Admits a row not skipped yet (order, gap, window), as the daemon
+    /// does: a row out of order becomes a skip; a gap flushes and reports
+    /// its event.
+    fn admit(&mut self, pending: &mut Pending, results: &mut dyn Results) -> anyhow::Result<()> {
+        let sample = Sample {
+            entity: std::mem::take(&mut pending.decoded.entity),
+            timestamp_ms: pending.decoded.timestamp_ms,
+            values: std::mem::take(&mut pending.decoded.values),
+        };
+        let admission = self.entities.admit(
+            self.scorer,
+            &sample,
+            &pending.source,
+            self.started,
+            &mut self.ledger,
+        );
+        self.ledger.holds.clear();
+        self.ledger.releases.clear();
+        pending.decoded.entity = sample.entity;
+        pending.decoded.values = sample.values;
+        match admission {
+            Admission::OutOfOrder { latest_ms } => {
+                pending.skip = Some(Skip {
+                    reason: RejectReason::OutOfOrder,
+                    column: None,
+                    detail: format!(
+                        "event time {} is not after the entity's latest, {}",
+                        format_timestamp(pending.decoded.timestamp_ms),
+                        format_timestamp(latest_ms)
+                    ),
+                });
+            }
+            Admission::AlreadyCheckpointed => unreachable!("nothing is restored offline"),
+            Admission::Accepted { window, gap } => {
+                if let Some((previous_ms, gap_ms)) = gap {
+                    // The daemon sends a gap event when the row is admitted.
+                    self.flush(results)?;
+                    let message = GapMessage {
+                        schema_version: SCHEMA_VERSION,
+                        event: "gap",
+                        entity: &pending.decoded.entity,
+                        previous_ts: format_timestamp(previous_ms),
+                        ts: format_timestamp(pending.decoded.timestamp_ms),
+                        gap_ms,
+                        max_gap_ms: self.settings.windows.max_gap_ms,
+                        source: (&pending.source).into(),
+                    };
+                    results.event(&serde_json::to_string(&message)?)?;
+                    *self.summary.events.entry("gap").or_default() += 1;
                 }
-                Admission::AlreadyCheckpointed => unreachable!("nothing is restored offline"),
-                Admission::Accepted { window, gap } => {
-                    if let Some((previous_ms, gap_ms)) = gap {
-                        // The daemon sends a gap event when the row is admitted.
-                        self.flush(results)?;
-                        let message = GapMessage {
-                            schema_version: SCHEMA_VERSION,
-                            event: "gap",
-                            entity: &pending.decoded.entity,
-                            previous_ts: format_timestamp(previous_ms),
-                            ts: format_timestamp(pending.decoded.timestamp_ms),
-                            gap_ms,
-                            max_gap_ms: self.settings.windows.max_gap_ms,
-                            source: (&pending.source).into(),
-                        };
-                        results.event(&serde_json::to_string(&message)?)?;
-                        *self.summary.events.entry("gap").or_default() += 1;
-                    }
-                    if window.is_some() {
-                        self.windows_pending += 1;
-                    }
-                    pending.window = window;
+                if window.is_some() {
+                    self.windows_pending += 1;
                 }
+                pending.window = window;
             }
         }
+        Ok(())
+    }
+
+    /// Counts a skipped row, and quotes the first few.
+    fn count_skip(&mut self, pending: &Pending) {
         if let Some(skip) = &pending.skip {
             *self
                 .summary
@@ -327,11 +349,59 @@ impl<'a> Detection<'a> {
                 ));
             }
         }
-        self.pending.push(pending);
-        if self.windows_pending >= self.settings.batch {
-            self.flush(results)?;
+    }
+
+    /// Decides a pending row (its window's score, if it completed one),
+    /// reports its alert event, and says where its entity stands.
+    fn decide(
+        &mut self,
+        pending: &Pending,
+        scored: Option<(&PendingWindow, &WindowScore)>,
+        results: &mut dyn Results,
+    ) -> anyhow::Result<(Decision, Option<WindowFigures>)> {
+        if pending.skip.is_some() {
+            return Ok((Decision::Skipped, None));
         }
-        Ok(())
+        let Some(state) = self.entities.get_mut(&pending.decoded.entity) else {
+            unreachable!("an admitted row's entity is held")
+        };
+        let mut figures = None;
+        if let Some((window, scored)) = scored {
+            let outcome = state.detector.decide(self.scorer, window, scored);
+            let calibrated = outcome.calibrated.expect("a scored window is calibrated");
+            if let Some(event) = &outcome.event {
+                let message = AlertMessage::new(
+                    event,
+                    (window.window.start_ms, window.window.end_ms),
+                    scored.score as f64,
+                    outcome.score,
+                    self.settings.detector.alerts.threshold,
+                    &pending.source,
+                );
+                results.event(&serde_json::to_string(&message)?)?;
+                *self
+                    .summary
+                    .events
+                    .entry(crate::daemon::events::event_name(event))
+                    .or_default() += 1;
+            }
+            figures = Some((
+                window.window.start_ms,
+                window.window.end_ms,
+                scored.score as f64,
+                calibrated.score,
+                outcome.score,
+                matches!(outcome.event, Some(AlertEvent::Opened(_))),
+            ));
+        }
+        let decision = if state.detector.alerts().current().is_some() {
+            Decision::Alerting
+        } else if state.detector.calibration_state() == CalibrationState::Ready {
+            Decision::Normal
+        } else {
+            Decision::WarmingUp
+        };
+        Ok((decision, figures))
     }
 
     /// Scores the pending windows in one batch, then decides and reports
@@ -348,57 +418,13 @@ impl<'a> Detection<'a> {
         };
         self.summary.windows += scores.len();
         let mut scores = scores.into_iter();
-        let threshold = self.settings.detector.alerts.threshold;
         for pending in std::mem::take(&mut self.pending) {
-            let mut report_window = None;
             let scored = pending
                 .window
                 .as_ref()
                 .map(|w| (w, scores.next().expect("one score per pending window")));
-            let decision = match (
-                &pending.skip,
-                self.entities.get_mut(&pending.decoded.entity),
-            ) {
-                (Some(_), _) => Decision::Skipped,
-                (None, None) => unreachable!("an admitted row's entity is held"),
-                (None, Some(state)) => {
-                    if let Some((window, scored)) = &scored {
-                        let outcome = state.detector.decide(self.scorer, window, scored);
-                        let calibrated = outcome.calibrated.expect("a scored window is calibrated");
-                        if let Some(event) = &outcome.event {
-                            let message = AlertMessage::new(
-                                event,
-                                (window.window.start_ms, window.window.end_ms),
-                                scored.score as f64,
-                                outcome.score,
-                                threshold,
-                                &pending.source,
-                            );
-                            results.event(&serde_json::to_string(&message)?)?;
-                            *self
-                                .summary
-                                .events
-                                .entry(crate::daemon::events::event_name(event))
-                                .or_default() += 1;
-                        }
-                        report_window = Some((
-                            window.window.start_ms,
-                            window.window.end_ms,
-                            scored.score as f64,
-                            calibrated.score,
-                            outcome.score,
-                            matches!(outcome.event, Some(AlertEvent::Opened(_))),
-                        ));
-                    }
-                    if state.detector.alerts().current().is_some() {
-                        Decision::Alerting
-                    } else if state.detector.calibration_state() == CalibrationState::Ready {
-                        Decision::Normal
-                    } else {
-                        Decision::WarmingUp
-                    }
-                }
-            };
+            let (decision, report_window) =
+                self.decide(&pending, scored.as_ref().map(|(w, s)| (*w, s)), results)?;
             let window = report_window.map(
                 |(start_ms, end_ms, raw, calibrated, decision_score, opened)| WindowReport {
                     start_ms,

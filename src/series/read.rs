@@ -223,27 +223,8 @@ fn parse_csv(
     let channel_indices: Vec<usize> = match &options.channels {
         Some(names) => names.iter().map(|n| find(n)).collect::<Result<_, _>>()?,
         None => {
-            // Every other column whose first value is a number is a channel,
-            // except one named like a label: a model that reads the labels
-            // learns nothing about the signal.
             let reserved = [Some(timestamp_index), entity_index, label_index];
-            let first = records.first();
-            for (i, name) in header.iter().enumerate() {
-                if !reserved.contains(&Some(i)) && is_label_name(name) {
-                    tracing::warn!(
-                        column = %name,
-                        "left out of the channels: it is named like a label (name it in --channels to use it)"
-                    );
-                }
-            }
-            (0..header.len())
-                .filter(|i| !reserved.contains(&Some(*i)) && !is_label_name(&header[*i]))
-                .filter(|&i| {
-                    first
-                        .and_then(|r| r.get(i))
-                        .is_some_and(|v| parse_number(v, "", decimal_comma).is_ok())
-                })
-                .collect()
+            numeric_columns(&header, &reserved, records.first(), decimal_comma)
         }
     };
     if channel_indices.is_empty() {
@@ -271,6 +252,33 @@ fn parse_csv(
             .map_err(|m| content_error(line, m))?;
     }
     Ok(grouper.finish())
+}
+
+/// Every column but the `reserved` ones whose first value is a number is
+/// a channel, except one named like a label: a model that reads the labels
+/// learns nothing about the signal.
+fn numeric_columns(
+    header: &[String],
+    reserved: &[Option<usize>],
+    first: Option<&csv::StringRecord>,
+    decimal_comma: bool,
+) -> Vec<usize> {
+    for (i, name) in header.iter().enumerate() {
+        if !reserved.contains(&Some(i)) && is_label_name(name) {
+            tracing::warn!(
+                column = %name,
+                "left out of the channels: it is named like a label (name it in --channels to use it)"
+            );
+        }
+    }
+    (0..header.len())
+        .filter(|i| !reserved.contains(&Some(*i)) && !is_label_name(&header[*i]))
+        .filter(|&i| {
+            first
+                .and_then(|r| r.get(i))
+                .is_some_and(|v| parse_number(v, "", decimal_comma).is_ok())
+        })
+        .collect()
 }
 
 fn parse_json_lines(

@@ -111,49 +111,15 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
         .map(|s| s.to_string())
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    // The channels of one machine type: every entity is a unit of that type,
-    // with small unit-to-unit differences (as in a fleet of pumps), so one
-    // model with one normalisation serves them all.
-    let fleet: Vec<ChannelShape> = (0..config.channels)
-        .map(|_| {
-            // Some channels move against the others (e.g. pressure vs flow).
-            let sign = if rng.random_bool(0.3) { -1.0 } else { 1.0 };
-            ChannelShape {
-                offset: rng.random_range(10.0..100.0),
-                amplitude: rng.random_range(2.0..10.0),
-                daily_loading: sign * rng.random_range(0.6..1.0),
-                load_loading: sign * rng.random_range(0.2..0.6),
-                noise_std: rng.random_range(0.05..0.15),
-            }
-        })
-        .collect();
+    let fleet = fleet_shapes(&mut rng, config.channels);
     let fleet_phase: f64 = rng.random_range(0.0..std::f64::consts::TAU);
     let mut series = Vec::with_capacity(config.entities);
     for entity in 0..config.entities {
-        let shapes: Vec<ChannelShape> = fleet
-            .iter()
-            .map(|f| ChannelShape {
-                offset: f.offset + f.amplitude * rng.random_range(-0.2..0.2),
-                amplitude: f.amplitude * rng.random_range(0.9..1.1),
-                daily_loading: f.daily_loading * rng.random_range(0.9..1.1),
-                load_loading: f.load_loading * rng.random_range(0.9..1.1),
-                noise_std: f.noise_std * rng.random_range(0.8..1.2),
-            })
-            .collect();
+        let shapes = unit_shapes(&fleet, &mut rng);
         // Units start their day within about an hour of each other.
         let phase: f64 = fleet_phase + rng.random_range(-0.25..0.25);
         let period = config.samples_per_day as f64;
-        // Shared factors.
-        let mut load = 0.0f64;
-        let load_noise = Normal::new(0.0, 0.15).unwrap();
-        let mut daily = Vec::with_capacity(rows);
-        let mut loads = Vec::with_capacity(rows);
-        for t in 0..rows {
-            let angle = std::f64::consts::TAU * t as f64 / period + phase;
-            daily.push((angle.sin() + 0.3 * (2.0 * angle).sin()) as f32);
-            load = 0.98 * load + load_noise.sample(&mut rng);
-            loads.push(load as f32);
-        }
+        let (daily, loads) = shared_factors(&mut rng, rows, period, phase);
         let mut plan = anomalies::plan(&mut rng, clean_rows, rows, config.channels);
         let mut values = vec![0.0f32; rows * config.channels];
         for t in 0..rows {
@@ -192,6 +158,60 @@ pub fn generate(config: &SyntheticConfig) -> SyntheticData {
         });
     }
     SyntheticData { series, clean_rows }
+}
+
+/// The channels of one machine type: every entity is a unit of that type,
+/// with small unit-to-unit differences (as in a fleet of pumps), so one
+/// model with one normalisation serves them all.
+fn fleet_shapes(rng: &mut ChaCha8Rng, channels: usize) -> Vec<ChannelShape> {
+    (0..channels)
+        .map(|_| {
+            // Some channels move against the others (e.g. pressure vs flow).
+            let sign = if rng.random_bool(0.3) { -1.0 } else { 1.0 };
+            ChannelShape {
+                offset: rng.random_range(10.0..100.0),
+                amplitude: rng.random_range(2.0..10.0),
+                daily_loading: sign * rng.random_range(0.6..1.0),
+                load_loading: sign * rng.random_range(0.2..0.6),
+                noise_std: rng.random_range(0.05..0.15),
+            }
+        })
+        .collect()
+}
+
+/// One unit's channels: the fleet's, each a little off.
+fn unit_shapes(fleet: &[ChannelShape], rng: &mut ChaCha8Rng) -> Vec<ChannelShape> {
+    fleet
+        .iter()
+        .map(|f| ChannelShape {
+            offset: f.offset + f.amplitude * rng.random_range(-0.2..0.2),
+            amplitude: f.amplitude * rng.random_range(0.9..1.1),
+            daily_loading: f.daily_loading * rng.random_range(0.9..1.1),
+            load_loading: f.load_loading * rng.random_range(0.9..1.1),
+            noise_std: f.noise_std * rng.random_range(0.8..1.2),
+        })
+        .collect()
+}
+
+/// The factors a unit's channels share: a daily cycle and a slowly
+/// wandering load, one value per row.
+fn shared_factors(
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    period: f64,
+    phase: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut load = 0.0f64;
+    let load_noise = Normal::new(0.0, 0.15).unwrap();
+    let mut daily = Vec::with_capacity(rows);
+    let mut loads = Vec::with_capacity(rows);
+    for t in 0..rows {
+        let angle = std::f64::consts::TAU * t as f64 / period + phase;
+        daily.push((angle.sin() + 0.3 * (2.0 * angle).sin()) as f32);
+        load = 0.98 * load + load_noise.sample(rng);
+        loads.push(load as f32);
+    }
+    (daily, loads)
 }
 
 #[cfg(test)]

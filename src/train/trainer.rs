@@ -123,22 +123,12 @@ pub struct TrainedModel {
 pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel, String> {
     let started = Instant::now();
     let device = options.backend.device()?.autodiff();
-    // Burn's seed is process-wide: two trainings on two threads would
-    // interleave their draws and neither would be reproducible. Seeding and
-    // drawing the initial weights happen under one lock; the weights are
-    // drawn there, not lazily at the first forward pass, which is after it.
-    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let mut network = {
-        let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(options.seed);
-        Autoencoder::new(&options.network, &device).draw_weights()
-    };
+    let mut network = seeded_network(options, &device);
     let inference_device = device.clone().without_autodiff();
     let loss = HybridLoss::new(&options.loss, data.window_len, &device);
     let validation_loss_fn = HybridLoss::new(&options.loss, data.window_len, &inference_device);
     let mut optimizer = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let window_size = data.window_size();
     let channels = data.channels.len();
     let mut order: Vec<usize> = (0..data.train_count()).collect();
     let steps_per_epoch = data.train_count().div_ceil(options.batch_size).max(1);
@@ -149,19 +139,11 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
     // runs and the last weights are kept.
     let has_validation = data.validation_count() > 0;
 
-    let progress = if options.progress {
-        ProgressBar::new(max_epochs as u64)
-    } else {
-        ProgressBar::hidden()
+    let mut log = EpochLog {
+        bar: progress_bar(options.progress, max_epochs),
+        history: Vec::new(),
+        best: None,
     };
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{bar:30}] {elapsed} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-
-    let mut history = Vec::new();
-    let mut best: Option<(usize, f32, Autoencoder)> = None;
     let mut steps = 0usize;
     for epoch in 1..=max_epochs {
         let epoch_started = Instant::now();
@@ -170,18 +152,7 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
         let mut batches = 0usize;
         for batch_indices in order.chunks(options.batch_size) {
             let batch = batch_indices.len();
-            let mut clean = Vec::with_capacity(batch * window_size);
-            for &i in batch_indices {
-                clean
-                    .extend_from_slice(&data.train_windows[i * window_size..(i + 1) * window_size]);
-            }
-            let mut corrupted = clean.clone();
-            corrupt(
-                &mut corrupted,
-                options.loss.noise_std,
-                options.loss.mask_probability,
-                &mut rng,
-            );
+            let (clean, corrupted) = batch_windows(data, batch_indices, options, &mut rng);
             let shape = [batch, channels, data.window_len];
             let clean = Tensor::<3>::from_data(TensorData::new(clean, shape), &device);
             let input = Tensor::<3>::from_data(TensorData::new(corrupted, shape), &device);
@@ -205,31 +176,93 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
         } else {
             [f32::NAN; 4]
         };
-        let record = EpochRecord {
+        let train_loss = (loss_sum / batches.max(1) as f64) as f32;
+        let record = EpochRecord::new(epoch, train_loss, validation, train_seconds);
+        if log.record(record, || network.valid(), has_validation, steps, options) {
+            break;
+        }
+    }
+    log.bar.finish_and_clear();
+    let (best_epoch, best_validation_loss, network) = log.best.expect("at least one epoch ran");
+    Ok(TrainedModel {
+        network,
+        history: log.history,
+        best_epoch,
+        best_validation_loss,
+        steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl EpochRecord {
+    fn new(epoch: usize, train_loss: f32, validation: [f32; 4], seconds: f64) -> Self {
+        let [validation_loss, validation_pointwise, validation_perceptual, validation_sparsity] =
+            validation;
+        Self {
             epoch,
-            train_loss: (loss_sum / batches.max(1) as f64) as f32,
-            validation_loss: validation[0],
-            validation_pointwise: validation[1],
-            validation_perceptual: validation[2],
-            validation_sparsity: validation[3],
-            seconds: train_seconds,
-        };
+            train_loss,
+            validation_loss,
+            validation_pointwise,
+            validation_perceptual,
+            validation_sparsity,
+            seconds,
+        }
+    }
+}
+
+/// The network with its initial weights drawn from `options.seed`.
+///
+/// Burn's seed is process-wide: two trainings on two threads would
+/// interleave their draws and neither would be reproducible. Seeding and
+/// drawing the initial weights happen under one lock; the weights are
+/// drawn there, not lazily at the first forward pass, which is after it.
+fn seeded_network(options: &TrainOptions, device: &Device) -> Autoencoder {
+    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(options.seed);
+    Autoencoder::new(&options.network, device).draw_weights()
+}
+
+/// The epochs so far: their records, the best one with its weights, and
+/// the progress bar.
+struct EpochLog {
+    bar: ProgressBar,
+    history: Vec<EpochRecord>,
+    best: Option<(usize, f32, Autoencoder)>,
+}
+
+impl EpochLog {
+    /// Records an epoch, keeps its weights (`valid`) if it is the best so
+    /// far (every epoch is, without validation), and says whether to stop:
+    /// no better validation loss for `patience` epochs, `min_steps` done.
+    fn record(
+        &mut self,
+        record: EpochRecord,
+        valid: impl FnOnce() -> Autoencoder,
+        has_validation: bool,
+        steps: usize,
+        options: &TrainOptions,
+    ) -> bool {
+        let epoch = record.epoch;
         tracing::debug!(?record, "epoch done");
-        progress.set_message(format!(
+        self.bar.set_message(format!(
             "train {:.4} validation {:.4}",
             record.train_loss, record.validation_loss
         ));
-        progress.inc(1);
+        self.bar.inc(1);
         let improved = !has_validation
-            || best
+            || self
+                .best
                 .as_ref()
                 .is_none_or(|(_, best_loss, _)| record.validation_loss < *best_loss);
         if improved {
-            best = Some((epoch, record.validation_loss, network.valid()));
+            self.best = Some((epoch, record.validation_loss, valid()));
         }
-        history.push(record);
-        let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
-        if has_validation && epoch - best_epoch >= options.patience && steps >= options.min_steps {
+        self.history.push(record);
+        let best_epoch = self.best.as_ref().map(|b| b.0).unwrap_or(epoch);
+        let stop =
+            has_validation && epoch - best_epoch >= options.patience && steps >= options.min_steps;
+        if stop {
             tracing::info!(
                 epoch,
                 best_epoch,
@@ -237,19 +270,47 @@ pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel
                 "early stop: no better validation loss for {} epochs",
                 options.patience
             );
-            break;
         }
+        stop
     }
-    progress.finish_and_clear();
-    let (best_epoch, best_validation_loss, network) = best.expect("at least one epoch ran");
-    Ok(TrainedModel {
-        network,
-        history,
-        best_epoch,
-        best_validation_loss,
-        steps,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+}
+
+/// The epochs' progress bar (hidden unless `show`).
+fn progress_bar(show: bool, max_epochs: usize) -> ProgressBar {
+    let progress = if show {
+        ProgressBar::new(max_epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{bar:30}] {elapsed} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    progress
+}
+
+/// A batch's clean windows and their corrupted copy (noise and masking):
+/// the denoising target and input.
+fn batch_windows(
+    data: &PreparedData,
+    indices: &[usize],
+    options: &TrainOptions,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<f32>) {
+    let window_size = data.window_size();
+    let mut clean = Vec::with_capacity(indices.len() * window_size);
+    for &i in indices {
+        clean.extend_from_slice(&data.train_windows[i * window_size..(i + 1) * window_size]);
+    }
+    let mut corrupted = clean.clone();
+    corrupt(
+        &mut corrupted,
+        options.loss.noise_std,
+        options.loss.mask_probability,
+        rng,
+    );
+    (clean, corrupted)
 }
 
 /// Validation loss terms `[total, pointwise, perceptual, sparsity]`, averaged over windows.

@@ -171,6 +171,69 @@ fn thinned(values: impl Iterator<Item = f32>, n: usize) -> Vec<(usize, f32)> {
     out
 }
 
+/// One channel's values around its median, in units of its 5–95 %
+/// spread (clamped to ±5), thinned to the plot's width.
+fn scaled_channel(entity: &EntityRows, c: usize, channels: usize, n: usize) -> Vec<(usize, f32)> {
+    let values: Vec<f32> = entity
+        .values
+        .iter()
+        .skip(c)
+        .step_by(channels)
+        .copied()
+        .collect();
+    let mut finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    finite.sort_by(f32::total_cmp);
+    let q = |p: f64| {
+        finite
+            .get(((finite.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (median, spread) = (q(0.5), (q(0.95) - q(0.05)).max(1e-6));
+    thinned(
+        values
+            .iter()
+            .map(|&v| ((v - median) / spread).clamp(-5.0, 5.0)),
+        n,
+    )
+}
+
+/// The calibrated scores below the values: labelled events shaded, the
+/// alert threshold dashed.
+fn plot_scores(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    entity: &EntityRows,
+    events: &[[usize; 2]],
+    threshold: f64,
+    n: usize,
+) -> anyhow::Result<()> {
+    let mut scores = ChartBuilder::on(area)
+        .margin(5)
+        .x_label_area_size(20)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..n, 0.0..1.0f64)?;
+    scores.configure_mesh().disable_mesh().y_labels(3).draw()?;
+    for event in events {
+        scores.draw_series(std::iter::once(Rectangle::new(
+            [(event[0], 0.0), (event[1] + 1, 1.0)],
+            RGBColor(255, 0, 0).mix(0.15).filled(),
+        )))?;
+    }
+    scores.draw_series(LineSeries::new(
+        thinned(entity.scores.iter().copied(), n)
+            .into_iter()
+            .map(|(i, s)| (i, s as f64)),
+        BLACK.stroke_width(1),
+    ))?;
+    scores.draw_series(DashedLineSeries::new(
+        [(0, threshold), (n, threshold)],
+        4,
+        4,
+        BLACK.mix(0.5).stroke_width(1),
+    ))?;
+    Ok(())
+}
+
 fn plot_entity(
     path: &Path,
     entity: &EntityRows,
@@ -182,31 +245,9 @@ fn plot_entity(
     let root = SVGBackend::new(path, (1000, 380)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(250);
-    let mut scaled = Vec::with_capacity(channels);
-    for c in 0..channels {
-        let values: Vec<f32> = entity
-            .values
-            .iter()
-            .skip(c)
-            .step_by(channels)
-            .copied()
-            .collect();
-        let mut finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        finite.sort_by(f32::total_cmp);
-        let q = |p: f64| {
-            finite
-                .get(((finite.len() as f64 - 1.0) * p) as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
-        let (median, spread) = (q(0.5), (q(0.95) - q(0.05)).max(1e-6));
-        scaled.push(thinned(
-            values
-                .iter()
-                .map(|&v| ((v - median) / spread).clamp(-5.0, 5.0)),
-            n,
-        ));
-    }
+    let scaled: Vec<_> = (0..channels)
+        .map(|c| scaled_channel(entity, c, channels, n))
+        .collect();
     let (low, high) = scaled
         .iter()
         .flatten()
@@ -252,30 +293,7 @@ fn plot_entity(
             .label_font(("sans-serif", 10))
             .draw()?;
     }
-    let mut scores = ChartBuilder::on(&bottom)
-        .margin(5)
-        .x_label_area_size(20)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0..n, 0.0..1.0f64)?;
-    scores.configure_mesh().disable_mesh().y_labels(3).draw()?;
-    for event in &events {
-        scores.draw_series(std::iter::once(Rectangle::new(
-            [(event[0], 0.0), (event[1] + 1, 1.0)],
-            RGBColor(255, 0, 0).mix(0.15).filled(),
-        )))?;
-    }
-    scores.draw_series(LineSeries::new(
-        thinned(entity.scores.iter().copied(), n)
-            .into_iter()
-            .map(|(i, s)| (i, s as f64)),
-        BLACK.stroke_width(1),
-    ))?;
-    scores.draw_series(DashedLineSeries::new(
-        [(0, context.threshold), (n, context.threshold)],
-        4,
-        4,
-        BLACK.mix(0.5).stroke_width(1),
-    ))?;
+    plot_scores(&bottom, entity, &events, context.threshold, n)?;
     root.present()?;
     Ok(())
 }

@@ -242,26 +242,43 @@ pub fn measure(entities: &[EntityRows], kinds: &[Option<String>], tolerance: usi
                 rows_alerting,
             });
         }
-        // NAB: the events are the windows, the alert starts the detections.
         if !events.is_empty() {
-            let starts: Vec<bool> = {
-                let mut flags = vec![false; n];
-                for a in &alerts {
-                    flags[a[0]] = true;
-                }
-                flags
-            };
-            let file = FileRows {
-                category: String::new(),
-                name: e.entity.clone(),
-                roles: row_roles(n, &events, 0),
-                windows: events.len(),
-                scores: Vec::new(),
-            };
-            nab_raw += file.raw_score(&profile, |i| starts[i]);
+            nab_raw += nab_raw_score(e, &events, &alerts, &profile);
             nab_windows += events.len();
         }
     }
+    finish_rates(&mut quality, tolerance);
+    quality.auc_pr = average_precision(&scores, &truth);
+    quality.nab_standard = (nab_windows > 0).then(|| normalise(nab_raw, nab_windows, &profile));
+    quality.by_kind = by_kind.into_values().collect();
+    quality
+}
+
+/// NAB's raw standard score of one entity: its labelled events are the
+/// windows, the rows where its alerts start are the detections.
+fn nab_raw_score(
+    e: &EntityRows,
+    events: &[[usize; 2]],
+    alerts: &[[usize; 2]],
+    profile: &Profile,
+) -> f64 {
+    let n = e.labels.len();
+    let mut starts = vec![false; n];
+    for a in alerts {
+        starts[a[0]] = true;
+    }
+    let file = FileRows {
+        category: String::new(),
+        name: e.entity.clone(),
+        roles: row_roles(n, events, 0),
+        windows: events.len(),
+        scores: Vec::new(),
+    };
+    file.raw_score(profile, |i| starts[i])
+}
+
+/// The rates and the median delay, from the counts.
+fn finish_rates(quality: &mut Quality, tolerance: usize) {
     let p = &mut quality.point;
     quality.anomalous_rows = p.true_positives + p.false_negatives;
     p.precision = ratio(p.true_positives, p.true_positives + p.false_positives);
@@ -297,10 +314,6 @@ pub fn measure(entities: &[EntityRows], kinds: &[Option<String>], tolerance: usi
             (delays[m - 1] + delays[m]) as f64 / 2.0
         }
     });
-    quality.auc_pr = average_precision(&scores, &truth);
-    quality.nab_standard = (nab_windows > 0).then(|| normalise(nab_raw, nab_windows, &profile));
-    quality.by_kind = by_kind.into_values().collect();
-    quality
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 
 use super::corpus::{Corpus, CorpusFile, Profile};
 use super::run::FileRun;
+
+pub use super::plots::write_report;
 use super::scoring::{normalise, optimise_threshold, score_decisions, FileRows};
-use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -167,28 +168,61 @@ pub fn summarise(
         .iter()
         .zip(runs)
         .zip(&rows)
-        .map(|((file, run), scored)| {
-            let opened: Vec<usize> = (0..run.opened.len()).filter(|&i| run.opened[i]).collect();
-            let scored_rows = file.probationary_rows();
-            FileResult {
-                file: file.relative_path(),
-                rows: file.values.len(),
-                windows: file.windows.len(),
-                caught: file
-                    .windows
-                    .iter()
-                    .filter(|w| opened.iter().any(|&i| w[0] <= i && i <= w[1]))
-                    .count(),
-                false_alarms: opened
-                    .iter()
-                    .filter(|&&i| i >= scored_rows && !file.label_of(i))
-                    .count(),
-                own_raw_standard: scored.raw_score(standard, |i| run.opened[i]),
-                train_seconds: run.train_seconds,
-                stream_seconds: run.stream_seconds,
-            }
-        })
+        .map(|((file, run), scored)| file_result(file, run, scored, standard))
         .collect();
+    let categories = categories(corpus, &rows, &decisions, &thresholds, &per_file);
+    let splits = splits(corpus, &rows, &decisions);
+    Summary {
+        splits,
+        detector: detector.to_string(),
+        files: corpus.files.len(),
+        windows: corpus.window_count(),
+        profiles,
+        categories,
+        per_file,
+        seconds,
+        workers,
+        settings,
+    }
+}
+
+/// One file's figures: windows caught and alerts outside them by its own
+/// alerts, and its raw standard score.
+fn file_result(
+    file: &CorpusFile,
+    run: &FileRun,
+    scored: &FileRows,
+    standard: &Profile,
+) -> FileResult {
+    let opened: Vec<usize> = (0..run.opened.len()).filter(|&i| run.opened[i]).collect();
+    let scored_rows = file.probationary_rows();
+    FileResult {
+        file: file.relative_path(),
+        rows: file.values.len(),
+        windows: file.windows.len(),
+        caught: file
+            .windows
+            .iter()
+            .filter(|w| opened.iter().any(|&i| w[0] <= i && i <= w[1]))
+            .count(),
+        false_alarms: opened
+            .iter()
+            .filter(|&&i| i >= scored_rows && !file.label_of(i))
+            .count(),
+        own_raw_standard: scored.raw_score(standard, |i| run.opened[i]),
+        train_seconds: run.train_seconds,
+        stream_seconds: run.stream_seconds,
+    }
+}
+
+/// Each category's scores: at the oracle thresholds and by its own alerts.
+fn categories(
+    corpus: &Corpus,
+    rows: &[FileRows],
+    decisions: &[&Vec<bool>],
+    thresholds: &[f64],
+    per_file: &[FileResult],
+) -> Vec<CategoryResult> {
     let mut categories: Vec<CategoryResult> = Vec::new();
     let mut names: Vec<&str> = corpus.files.iter().map(|f| f.category.as_str()).collect();
     names.dedup();
@@ -211,7 +245,7 @@ pub fn summarise(
             oracle: corpus
                 .profiles
                 .iter()
-                .zip(&thresholds)
+                .zip(thresholds)
                 .map(|(p, &t)| score(p, &|i, r| rows[i].scores[r] >= t))
                 .collect(),
             own: corpus
@@ -222,7 +256,12 @@ pub fn summarise(
             false_alarms: members.iter().map(|&i| per_file[i].false_alarms).sum(),
         });
     }
-    let splits = [Split::Tuning, Split::HeldOut, Split::Whole]
+    categories
+}
+
+/// The own-alert scores of the tuning half, the held-out half and the whole.
+fn splits(corpus: &Corpus, rows: &[FileRows], decisions: &[&Vec<bool>]) -> Vec<SplitResult> {
+    [Split::Tuning, Split::HeldOut, Split::Whole]
         .into_iter()
         .map(|split| {
             let members: Vec<usize> = (0..rows.len()).filter(|&i| split.contains(i)).collect();
@@ -239,19 +278,7 @@ pub fn summarise(
                     .collect(),
             }
         })
-        .collect();
-    Summary {
-        splits,
-        detector: detector.to_string(),
-        files: corpus.files.len(),
-        windows: corpus.window_count(),
-        profiles,
-        categories,
-        per_file,
-        seconds,
-        workers,
-        settings,
-    }
+        .collect()
 }
 
 impl Summary {
@@ -299,6 +326,22 @@ impl Summary {
                 cells.join(" | ")
             );
         }
+        self.write_categories(&mut out);
+        let caught: usize = self.per_file.iter().map(|f| f.caught).sum();
+        let false_alarms: usize = self.per_file.iter().map(|f| f.false_alarms).sum();
+        let train: f64 = self.per_file.iter().map(|f| f.train_seconds).sum();
+        let stream: f64 = self.per_file.iter().map(|f| f.stream_seconds).sum();
+        let _ = writeln!(
+            out,
+            "\nOwn alerts: {caught} of {} windows caught, {false_alarms} alerts opened outside every window. \
+             Training {train:.0} s and streaming {stream:.0} s in total (summed over workers).",
+            self.windows
+        );
+        out
+    }
+
+    /// The per-category table (oracle threshold / own alerts).
+    fn write_categories(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "\nPer category (oracle threshold / own alerts; standard, low FP, low FN):\n"
@@ -332,17 +375,6 @@ impl Summary {
                 c.false_alarms
             );
         }
-        let caught: usize = self.per_file.iter().map(|f| f.caught).sum();
-        let false_alarms: usize = self.per_file.iter().map(|f| f.false_alarms).sum();
-        let train: f64 = self.per_file.iter().map(|f| f.train_seconds).sum();
-        let stream: f64 = self.per_file.iter().map(|f| f.stream_seconds).sum();
-        let _ = writeln!(
-            out,
-            "\nOwn alerts: {caught} of {} windows caught, {false_alarms} alerts opened outside every window. \
-             Training {train:.0} s and streaming {stream:.0} s in total (summed over workers).",
-            self.windows
-        );
-        out
     }
 }
 
@@ -387,113 +419,5 @@ pub fn write_results(
         }
         std::fs::write(dir.join(format!("{}.csv", file.name)), text)?;
     }
-    Ok(())
-}
-
-/// Writes `<out>/report/index.html` and one SVG per file.
-pub fn write_report(
-    out: &Path,
-    summary: &Summary,
-    corpus: &Corpus,
-    runs: &[FileRun],
-) -> anyhow::Result<()> {
-    let dir = out.join("report");
-    std::fs::create_dir_all(&dir)?;
-    let threshold = summary.profiles.first().map_or(0.5, |p| p.threshold);
-    let mut html = crate::evaluate::html::markdown_to_html(&summary.markdown());
-    html.push_str(
-        "<p>Each plot: the value (blue), labelled windows (red bands), alerts (orange bars), \
-         and below it the calibrated score (black) with the oracle threshold of the standard profile (dashed).</p>",
-    );
-    html.push_str("<table><tr><th>file</th><th>windows</th><th>caught</th><th>false alarms</th><th>own raw (standard)</th></tr>");
-    for f in &summary.per_file {
-        let anchor = f.file.replace('/', "_");
-        let _ = write!(
-            html,
-            "<tr><td style=\"text-align:left\"><a href=\"#{anchor}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
-            f.file, f.windows, f.caught, f.false_alarms, f.own_raw_standard
-        );
-    }
-    html.push_str("</table>");
-    for ((file, run), f) in corpus.files.iter().zip(runs).zip(&summary.per_file) {
-        let anchor = f.file.replace('/', "_");
-        let svg = format!("{anchor}.svg").replace(".csv", "");
-        plot_file(&dir.join(&svg), file, run, threshold)?;
-        let _ = write!(
-            html,
-            "<h3 id=\"{anchor}\">{}</h3><p>{} windows, {} caught, {} false alarms</p><img src=\"{svg}\" loading=\"lazy\">",
-            f.file, f.windows, f.caught, f.false_alarms
-        );
-    }
-    std::fs::write(
-        dir.join("index.html"),
-        crate::evaluate::html::page("anomalyd on NAB", &html),
-    )?;
-    Ok(())
-}
-
-fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> anyhow::Result<()> {
-    let rows = file.values.len();
-    let root = SVGBackend::new(path, (1000, 360)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(240);
-    let (low, high) = file
-        .values
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-    let pad = ((high - low) * 0.05).max(1e-9);
-    let (low, high) = (low - pad, high + pad);
-    let mut chart = ChartBuilder::on(&top)
-        .caption(file.relative_path(), ("sans-serif", 16))
-        .margin(5)
-        .x_label_area_size(0)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0..rows, low..high)?;
-    chart.configure_mesh().disable_mesh().draw()?;
-    for w in &file.windows {
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(w[0], low), (w[1], high)],
-            RGBColor(255, 0, 0).mix(0.15).filled(),
-        )))?;
-    }
-    let probation = file.probationary_rows();
-    chart.draw_series(std::iter::once(Rectangle::new(
-        [(0, low), (probation, high)],
-        RGBColor(128, 128, 128).mix(0.12).filled(),
-    )))?;
-    chart.draw_series(LineSeries::new(
-        file.values.iter().enumerate().map(|(i, &v)| (i, v)),
-        BLUE.stroke_width(1),
-    ))?;
-    let bar = (high - low) * 0.04;
-    for a in &run.alerts {
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(a[0], high - bar), (a[1].max(a[0] + 1), high)],
-            RGBColor(255, 140, 0).filled(),
-        )))?;
-    }
-    let mut scores = ChartBuilder::on(&bottom)
-        .margin(5)
-        .x_label_area_size(20)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0..rows, 0.0..1.0f64)?;
-    scores.configure_mesh().disable_mesh().y_labels(3).draw()?;
-    for w in &file.windows {
-        scores.draw_series(std::iter::once(Rectangle::new(
-            [(w[0], 0.0), (w[1], 1.0)],
-            RGBColor(255, 0, 0).mix(0.15).filled(),
-        )))?;
-    }
-    scores.draw_series(LineSeries::new(
-        run.decision_scores.iter().enumerate().map(|(i, &s)| (i, s)),
-        BLACK.stroke_width(1),
-    ))?;
-    scores.draw_series(DashedLineSeries::new(
-        [(0, threshold), (rows, threshold)],
-        4,
-        4,
-        BLACK.mix(0.5).stroke_width(1),
-    ))?;
-    root.present()?;
     Ok(())
 }

@@ -176,19 +176,7 @@ pub(super) fn fold_convolution(
         x = slice_time(graph, &format!("{name}.whole"), &x, -1);
     }
     if gaps == Gaps::Zeroed && out_period > out_len {
-        // One window's mask, repeated for each window of the batch: a
-        // constant once tract knows the batch, multiplied in per column.
-        let mask: Vec<f32> = (0..out_period)
-            .map(|t| (t < out_len) as u8 as f32)
-            .collect();
-        let mask = graph.float_initializer(
-            &format!("{name}.window"),
-            vec![1, 1, out_period as i64],
-            mask,
-        );
-        let repeats = graph.batch_repeats();
-        let mask = graph.node("Tile", &[&mask, &repeats], vec![]);
-        x = graph.node("Mul", &[&x, &mask], vec![]);
+        x = zero_gaps(graph, name, &x, out_len, out_period);
     }
     let windows = graph.int64_constant(
         &format!("{name}.windows"),
@@ -212,6 +200,29 @@ pub(super) fn fold_convolution(
             period: out_len,
         },
     }
+}
+
+/// Multiplies the outputs in each window's gap by 0: one window's mask,
+/// repeated for each window of the batch, a constant once tract knows the
+/// batch, multiplied in per column.
+fn zero_gaps(
+    graph: &mut GraphBuilder,
+    name: &str,
+    x: &str,
+    out_len: usize,
+    out_period: usize,
+) -> String {
+    let mask: Vec<f32> = (0..out_period)
+        .map(|t| (t < out_len) as u8 as f32)
+        .collect();
+    let mask = graph.float_initializer(
+        &format!("{name}.window"),
+        vec![1, 1, out_period as i64],
+        mask,
+    );
+    let repeats = graph.batch_repeats();
+    let mask = graph.node("Tile", &[&mask, &repeats], vec![]);
+    graph.node("Mul", &[x, &mask], vec![])
 }
 
 /// `x[.., .., ..end]`: the first `end` samples of the last axis, or all but
