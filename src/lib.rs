@@ -12,6 +12,7 @@
 //! - [`recipe`]: every training setting in one place, prepare → train → export;
 //! - [`export`]: the ONNX graph and the artefact;
 //! - [`serve`]: the tract scorer and the embedded default model;
+//! - [`settings`]: the typed error of a setting that fails its check, naming its key;
 //! - [`calibrate`]: per-entity online calibration of raw scores;
 //! - [`alert`]: the per-entity alert state machine;
 //! - [`detect`]: `EntityDetector`, row → window → score → calibration → alert;
@@ -35,6 +36,7 @@ pub mod offline;
 pub mod recipe;
 pub mod series;
 pub mod serve;
+pub mod settings;
 pub mod synthetic;
 pub mod train;
 pub mod window;

@@ -14,6 +14,7 @@
 //! Observations are counted per entity in arrival order; time is the event
 //! time carried by each observation, never the wall clock.
 
+use crate::settings::InvalidSetting;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -55,32 +56,39 @@ impl Default for AlertPolicy {
 
 impl AlertPolicy {
     /// Checks the settings; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!(
-                "alerts.threshold must be in [0, 1], not {}",
-                self.threshold
+            return Err(InvalidSetting::new(
+                "alerts.threshold",
+                format!("must be in [0, 1], not {}", self.threshold),
             ));
         }
         if !(self.threshold..=1.0).contains(&self.critical_threshold) {
-            return Err(format!(
-                "alerts.critical_threshold must be in [alerts.threshold, 1], not {}",
-                self.critical_threshold
+            return Err(InvalidSetting::new(
+                "alerts.critical_threshold",
+                format!(
+                    "must be in [alerts.threshold, 1], not {}",
+                    self.critical_threshold
+                ),
             ));
         }
         if self.debounce_window == 0 || self.debounce_high == 0 {
-            return Err(
-                "alerts.debounce_high and alerts.debounce_window must be at least 1".into(),
-            );
+            return Err(InvalidSetting::new(
+                "alerts.debounce_high",
+                "and alerts.debounce_window must be at least 1",
+            ));
         }
         if self.debounce_high > self.debounce_window {
-            return Err(format!(
-                "alerts.debounce_high ({}) cannot exceed alerts.debounce_window ({})",
-                self.debounce_high, self.debounce_window
+            return Err(InvalidSetting::new(
+                "alerts.debounce_high",
+                format!(
+                    "({}) cannot exceed alerts.debounce_window ({})",
+                    self.debounce_high, self.debounce_window
+                ),
             ));
         }
         if self.recovery == 0 {
-            return Err("alerts.recovery must be at least 1".into());
+            return Err(InvalidSetting::new("alerts.recovery", "must be at least 1"));
         }
         Ok(())
     }
@@ -543,12 +551,12 @@ mod tests {
             debounce_window: 2,
             ..policy()
         };
-        assert!(bad.validate().unwrap_err().contains("debounce_high"));
+        assert_eq!(bad.validate().unwrap_err().key, "alerts.debounce_high");
         let bad = AlertPolicy {
             threshold: 1.5,
             ..policy()
         };
-        assert!(bad.validate().unwrap_err().contains("alerts.threshold"));
+        assert_eq!(bad.validate().unwrap_err().key, "alerts.threshold");
         assert!(policy().validate().is_ok());
     }
 }

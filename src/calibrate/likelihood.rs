@@ -18,6 +18,7 @@
 
 use super::blocks::{Block, BlockHistory};
 use super::{fitted_value, Calibrated, MovingAverage};
+use crate::settings::InvalidSetting;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -56,7 +57,7 @@ impl Default for LikelihoodConfig {
 
 impl LikelihoodConfig {
     /// Checks the settings; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let positive = [
             ("warm_up", self.warm_up),
             ("history", self.history),
@@ -65,16 +66,22 @@ impl LikelihoodConfig {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(format!("calibration.{key} must be at least 1"));
+                return Err(InvalidSetting::new(
+                    format!("calibration.{key}"),
+                    "must be at least 1",
+                ));
             }
         }
         if self.warm_up < 2 {
-            return Err("calibration.warm_up must be at least 2 to fit a spread".into());
+            return Err(InvalidSetting::new(
+                "calibration.warm_up",
+                "must be at least 2 to fit a spread",
+            ));
         }
         if !(self.min_std.is_finite() && self.min_std > 0.0) {
-            return Err(format!(
-                "calibration.min_std must be a positive number, not {}",
-                self.min_std
+            return Err(InvalidSetting::new(
+                "calibration.min_std",
+                format!("must be a positive number, not {}", self.min_std),
             ));
         }
         Ok(())

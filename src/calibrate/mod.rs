@@ -24,6 +24,7 @@ pub use likelihood::{Likelihood, LikelihoodConfig};
 pub use novelty::NoveltyGate;
 pub use spot::{Spot, SpotConfig};
 
+use crate::settings::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
 /// Whether a calibrator has enough history to mean anything.
@@ -112,12 +113,11 @@ impl CalibrationConfig {
     }
 
     /// Checks the settings; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.warm_up() < MIN_WARM_UP {
-            return Err(format!(
-                "calibration.warm_up must be at least {MIN_WARM_UP}, not {}: a tail fitted to fewer scored windows is noise (until an entity has warm_up windows it is warming up and raises no alert)",
+            return Err(InvalidSetting::new("calibration.warm_up", format!("must be at least {MIN_WARM_UP}, not {}: a tail fitted to fewer scored windows is noise (until an entity has warm_up windows it is warming up and raises no alert)",
                 self.warm_up()
-            ));
+            )));
         }
         match self {
             Self::Likelihood(config) => config.validate(),

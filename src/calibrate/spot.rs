@@ -10,6 +10,7 @@
 //! (DSPOT), which follows slow drifts.
 
 use super::{fitted_value, Calibrated, MovingAverage};
+use crate::settings::InvalidSetting;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -49,24 +50,30 @@ impl Default for SpotConfig {
 
 impl SpotConfig {
     /// Checks the settings; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.warm_up < 10 {
-            return Err("calibration.warm_up must be at least 10 for a tail fit".into());
+            return Err(InvalidSetting::new(
+                "calibration.warm_up",
+                "must be at least 10 for a tail fit",
+            ));
         }
         if !(self.initial_quantile > 0.5 && self.initial_quantile < 1.0) {
-            return Err(format!(
-                "calibration.initial_quantile must be in (0.5, 1), not {}",
-                self.initial_quantile
+            return Err(InvalidSetting::new(
+                "calibration.initial_quantile",
+                format!("must be in (0.5, 1), not {}", self.initial_quantile),
             ));
         }
         if !(self.risk > 0.0 && self.risk < 1.0) {
-            return Err(format!(
-                "calibration.risk must be in (0, 1), not {}",
-                self.risk
+            return Err(InvalidSetting::new(
+                "calibration.risk",
+                format!("must be in (0, 1), not {}", self.risk),
             ));
         }
         if self.short_window == 0 {
-            return Err("calibration.short_window must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "calibration.short_window",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use crate::alert::AlertPolicy;
 use crate::calibrate::CalibrationConfig;
+use crate::settings::InvalidSetting;
 use serde::{Deserialize, Serialize};
 
 /// How raw scores become decisions: calibration and alert settings.
@@ -94,23 +95,26 @@ impl Default for DetectorConfig {
 
 impl DetectorConfig {
     /// Checks the settings; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self
             .range_tolerance
             .is_some_and(|t| !(t.is_finite() && t >= 0.0))
         {
-            return Err("range_tolerance must be a number ≥ 0 (or null for no range check)".into());
+            return Err(InvalidSetting::new(
+                "range_tolerance",
+                "must be a number ≥ 0 (or null for no range check)",
+            ));
         }
         if !(self.roughness_tolerance.is_finite() && self.roughness_tolerance >= 0.0) {
-            return Err(format!(
-                "roughness_tolerance must be a number ≥ 0, not {}",
-                self.roughness_tolerance
+            return Err(InvalidSetting::new(
+                "roughness_tolerance",
+                format!("must be a number ≥ 0, not {}", self.roughness_tolerance),
             ));
         }
         if !(0.0..=1.0).contains(&self.range_follow) {
-            return Err(format!(
-                "range_follow must be in [0, 1], not {}",
-                self.range_follow
+            return Err(InvalidSetting::new(
+                "range_follow",
+                format!("must be in [0, 1], not {}", self.range_follow),
             ));
         }
         for (key, value) in [
@@ -118,11 +122,17 @@ impl DetectorConfig {
             ("alert_hold", self.alert_hold),
         ] {
             if value > u32::MAX as usize {
-                return Err(format!("{key} must be at most {}, not {value}", u32::MAX));
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("must be at most {}, not {value}", u32::MAX),
+                ));
             }
         }
         if self.newest_rows == Some(0) {
-            return Err("newest_rows must be at least 1 (or absent for the whole window)".into());
+            return Err(InvalidSetting::new(
+                "newest_rows",
+                "must be at least 1 (or absent for the whole window)",
+            ));
         }
         self.calibration.validate()?;
         self.alerts.validate()

@@ -589,6 +589,6 @@ mod tests {
             newest_rows: Some(0),
             ..Default::default()
         };
-        assert!(config.validate().unwrap_err().contains("newest_rows"));
+        assert_eq!(config.validate().unwrap_err().key, "newest_rows");
     }
 }

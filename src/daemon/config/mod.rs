@@ -164,10 +164,9 @@ impl DaemonConfig {
         self.check_topics().map_err(invalid)?;
         self.check_counts().map_err(invalid)?;
         self.check_input().map_err(invalid)?;
-        self.detector.validate().map_err(|message| {
-            let key = message.split_whitespace().next().unwrap_or("").to_string();
-            invalid((format!("detector.{key}"), message))
-        })
+        self.detector
+            .validate()
+            .map_err(|error| invalid((format!("detector.{}", error.key), error.to_string())))
     }
 
     /// The brokers, the group, the topics (no output is an input) and the
