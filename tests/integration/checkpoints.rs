@@ -23,19 +23,19 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
     let series: Vec<&Series> = data.series.iter().take(4).collect();
     let rows = series[0].len();
     let half = rows / 2;
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     let expected = expected_windows(&series);
     let first_half: BTreeSet<_> = expected
         .iter()
         .filter(|(_, offset)| (*offset as usize) < half)
         .copied()
         .collect();
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
 
     produce_range(&broker.brokers, &series, 0..half);
-    let mut first = DaemonProcess::launch(dir.path(), &broker.brokers, "first", "restart", "");
+    let mut first = scenario.launch("first", "restart", "");
     super::faults::wait_for_every_window(
         &mut scores,
         &first_half,
@@ -60,7 +60,7 @@ fn a_restart_restores_every_entity_and_changes_no_decision() {
     flush(&producer);
 
     produce_range(&broker.brokers, &series, half..rows);
-    let second = DaemonProcess::launch(dir.path(), &broker.brokers, "second", "restart", "");
+    let second = scenario.launch("second", "restart", "");
     super::faults::wait_for_every_window(
         &mut scores,
         &expected,

@@ -228,3 +228,33 @@ pub fn check_alert_snapshots(
     }
     checked
 }
+
+/// What a daemon test starts from: a broker with the daemon's topics
+/// ([`all_topics`]) and a scratch folder for the daemons' configs and logs.
+pub struct Scenario {
+    /// The broker.
+    pub broker: Broker,
+    /// The scratch folder.
+    pub dir: tempfile::TempDir,
+}
+
+impl Scenario {
+    /// A broker whose `input` (and state) topic has `input_partitions`.
+    pub fn new(input_partitions: i32) -> Self {
+        Self {
+            broker: start_broker(&all_topics(input_partitions)),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts a daemon `name` in consumer group `group`, with the `extra`
+    /// config tables ([`DaemonProcess::launch`]).
+    pub fn launch(&self, name: &str, group: &str, extra: &str) -> DaemonProcess {
+        DaemonProcess::launch(self.dir.path(), &self.broker.brokers, name, group, extra)
+    }
+
+    /// A reader of the one-partition output topic `topic`.
+    pub fn reader(&self, topic: &str) -> TopicReader {
+        TopicReader::new(&self.broker.brokers, topic, 1)
+    }
+}

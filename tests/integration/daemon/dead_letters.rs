@@ -10,15 +10,9 @@ use std::time::{Duration, Instant};
 fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     let data = data();
     let s = &data.series[0];
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = DaemonProcess::launch(
-        dir.path(),
-        &broker.brokers,
-        "dlq",
-        "dlq",
-        "[input]\nmax_record_bytes = 4096\n",
-    );
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let mut daemon = scenario.launch("dlq", "dlq", "[input]\nmax_record_bytes = 4096\n");
     let producer = producer(&broker.brokers);
     let bad: Vec<(&str, String)> = vec![
         ("bad_json", "{\"entity\": ".to_string()),
@@ -80,7 +74,7 @@ fn malformed_records_go_to_the_dead_letter_topic_with_reasons() {
     *sent_bad.entry("out_of_order").or_default() += 1;
     flush(&producer);
     let total_bad: usize = sent_bad.values().sum();
-    let mut dead = TopicReader::new(&broker.brokers, "dead-letters", 1);
+    let mut dead = scenario.reader("dead-letters");
     let deadline = Instant::now() + Duration::from_secs(60);
     while dead.records.len() < total_bad {
         assert!(

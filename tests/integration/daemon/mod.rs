@@ -26,14 +26,14 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     let data = data();
     let clean = data.series[0].slice(0, data.clean_rows);
     let anomalous = data.series[1].clone();
-    let broker = start_broker(&all_topics(2));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(2);
+    let broker = &scenario.broker;
     // A week of 15-minute samples, as in the demo (the data has daily cycles).
     let calibration = "[detector.calibration]\nmethod = \"likelihood\"\nwarm_up = 672\n";
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "e2e", "e2e", calibration);
+    let mut daemon = scenario.launch("e2e", "e2e", calibration);
     produce_series(&broker.brokers, &[&clean, &anomalous]);
     let expected = expected_windows(&[&clean, &anomalous]);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut scores = scenario.reader("scores");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         scores.catch_up();
@@ -58,7 +58,7 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     daemon.assert_clean_exit(Duration::from_secs(30));
 
     // The scores equal offline `anomalyd score` on the same rows.
-    let csv = dir.path().join("rows.csv");
+    let csv = scenario.dir.path().join("rows.csv");
     let mut writer = csv::Writer::from_path(&csv).unwrap();
     let mut header = vec!["timestamp".to_string(), "entity".to_string()];
     header.extend(clean.channels.iter().cloned());
@@ -71,7 +71,7 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
         }
     }
     writer.flush().unwrap();
-    let offline = dir.path().join("offline.csv");
+    let offline = scenario.dir.path().join("offline.csv");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
         .args(["score", "--model"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.onnx"))
@@ -110,7 +110,7 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
     assert!(worst < 1e-4, "online and offline scores differ by {worst}");
 
     // Alerts: on the anomalous stream during its anomalies; (almost) none on the clean one.
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut alerts = scenario.reader("alerts");
     alerts.catch_up();
     let opened: Vec<serde_json::Value> = alerts
         .json()
@@ -182,21 +182,21 @@ fn end_to_end_alerts_on_anomalies_and_matches_offline_scores() {
 fn delivery_at_least_once_across_a_crash() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     // The first half of the input now, the second after the crash: however
     // fast the daemon, the crash comes mid-stream.
     let rest = produce_first_half(&broker.brokers, &series);
     let expected = expected_windows(&series);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
 
     // First run: killed (SIGKILL) about halfway through the first half.
     // Commits follow the entity checkpoints: frequent ones, and small
     // batches that make the run last longer, give the check more commits to
     // see.
     let extra = "[scoring]\nmax_batch = 1\n[state]\ncheckpoint_interval_ms = 200\n";
-    let first = DaemonProcess::launch(dir.path(), &broker.brokers, "first", "delivery", extra);
+    let first = scenario.launch("first", "delivery", extra);
     let quarter = expected.len() as f64 / 4.0;
     let checks_first = check_commits_never_pass_unacknowledged_outputs(
         &broker.brokers,
@@ -213,8 +213,7 @@ fn delivery_at_least_once_across_a_crash() {
     produce_the_rest(&broker.brokers, &series, rest);
 
     // Second run: picks up from the committed offsets.
-    let mut second =
-        DaemonProcess::launch(dir.path(), &broker.brokers, "second", "delivery", extra);
+    let mut second = scenario.launch("second", "delivery", extra);
     let deadline = Instant::now() + Duration::from_secs(120);
     let checks_second = check_commits_never_pass_unacknowledged_outputs(
         &broker.brokers,
@@ -280,14 +279,14 @@ fn delivery_at_least_once_across_a_crash() {
 fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     // Stream the input at about 800 records/s, so the rebalance happens mid-stream.
     let feeder = stream_series(&broker.brokers, &series, 50, Duration::from_millis(250));
     let expected = expected_windows(&series);
     // A short session timeout, so the group notices membership changes quickly.
     let extra = "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
-    let mut first = DaemonProcess::launch(dir.path(), &broker.brokers, "a", "pair", extra);
+    let mut first = scenario.launch("a", "pair", extra);
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.metric("anomalyd_windows_scored_total").unwrap_or(0.0) < 500.0 {
         assert!(
@@ -298,8 +297,8 @@ fn a_second_instance_takes_over_half_the_partitions_without_losing_windows() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // A second instance joins: the group rebalances and the first hands partitions over.
-    let mut second = DaemonProcess::launch(dir.path(), &broker.brokers, "b", "pair", extra);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut second = scenario.launch("b", "pair", extra);
+    let mut scores = scenario.reader("scores");
     feeder.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

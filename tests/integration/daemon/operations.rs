@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 #[test]
 fn metrics_pass_promtool_and_readyz_follows_the_broker() {
     let data = data();
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "ops", "ops", "");
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let mut daemon = scenario.launch("ops", "ops", "");
     // Until the group has assigned partitions it is not ready, and says why.
     let (status, body) = http_get(daemon.admin, "/readyz").unwrap();
     if status == 503 {
@@ -175,12 +175,12 @@ fn check_config_names_the_bad_key_and_exits_64() {
 fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().collect();
-    let broker = start_broker(&all_topics(6));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(6);
+    let broker = &scenario.broker;
     produce_series(&broker.brokers, &series);
     let expected = expected_windows(&series);
     let grace = "[shutdown]\ngrace_period_s = 10\n";
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "term", "term", grace);
+    let mut daemon = scenario.launch("term", "term", grace);
     let deadline = Instant::now() + Duration::from_secs(60);
     while daemon
         .metric("anomalyd_windows_scored_total")
@@ -208,7 +208,7 @@ fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed(
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let committed = committed(&broker.brokers, "term", "input", 6);
     let scored = {
-        let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+        let mut scores = scenario.reader("scores");
         scores.catch_up();
         score_sources(&scores).into_iter().collect::<BTreeSet<_>>()
     };
@@ -249,18 +249,18 @@ fn sigterm_under_load_exits_zero_within_the_grace_period_with_offsets_committed(
 #[test]
 fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
     let data = data();
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.onnx");
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let model = scenario.dir.path().join("model.onnx");
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
     std::fs::copy(format!("{models}/default.onnx"), &model).unwrap();
     std::fs::copy(
         format!("{models}/default.json"),
-        dir.path().join("model.json"),
+        scenario.dir.path().join("model.json"),
     )
     .unwrap();
     let extra = format!("[model]\npath = \"{}\"\n", model.display());
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "reload", "reload", &extra);
+    let mut daemon = scenario.launch("reload", "reload", &extra);
     daemon.wait_ready(Duration::from_secs(30));
     let version = "anomalyd_model_info{version=\"sha256:6d901e0cb581c7bb\"}";
     assert_eq!(daemon.metric(version), Some(1.0));
@@ -314,26 +314,14 @@ fn sighup_reloads_a_good_model_and_refuses_a_bad_one_while_scoring_goes_on() {
 fn members_stopped_during_a_rebalance_exit_cleanly() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     let extra = "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"100\"\n";
     for (round, gap_ms) in [0u64, 50, 150, 400, 1000, 100].into_iter().enumerate() {
         let feeder = stream_series(&broker.brokers, &series, 200, Duration::from_millis(20));
         let group = format!("stop-{round}");
-        let mut first = DaemonProcess::launch(
-            dir.path(),
-            &broker.brokers,
-            &format!("a{round}"),
-            &group,
-            extra,
-        );
-        let mut second = DaemonProcess::launch(
-            dir.path(),
-            &broker.brokers,
-            &format!("b{round}"),
-            &group,
-            extra,
-        );
+        let mut first = scenario.launch(&format!("a{round}"), &group, extra);
+        let mut second = scenario.launch(&format!("b{round}"), &group, extra);
         first.wait_ready(Duration::from_secs(60));
         second.wait_ready(Duration::from_secs(60));
         first.signal(libc::SIGTERM);

@@ -105,11 +105,11 @@ fn header<'a>(record: &'a ReadRecord, name: &str) -> Option<&'a str> {
 
 #[test]
 fn records_over_each_size_limit_are_set_aside_and_the_partition_goes_on() {
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
     // Default limits: input.max_record_bytes 1 MiB, the producers' own
     // message.max.bytes derived from it.
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "poison", "poison", "");
+    let mut daemon = scenario.launch("poison", "poison", "");
     let producer = large_producer(&broker.brokers);
     send_rows(&producer, 0..100);
     // Over input.max_record_bytes but within the producers' limit: set aside whole.
@@ -166,9 +166,9 @@ fn records_over_each_size_limit_are_set_aside_and_the_partition_goes_on() {
 
 #[test]
 fn an_output_the_broker_refuses_is_set_aside_and_the_partition_goes_on() {
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "refused", "refused", "");
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let mut daemon = scenario.launch("refused", "refused", "");
     let producer = producer(&broker.brokers);
     send_rows(&producer, 0..100);
     wait_committed(
@@ -183,7 +183,7 @@ fn an_output_the_broker_refuses_is_set_aside_and_the_partition_goes_on() {
     // client: the record goes in while the daemon is paused, before them.)
     send_then_fail(
         &daemon,
-        &broker,
+        broker,
         || {
             send(&producer, "input", 0, "k", b"{\"entity\": ");
             flush(&producer);
@@ -221,10 +221,10 @@ fn an_output_the_broker_refuses_is_set_aside_and_the_partition_goes_on() {
 fn sigterm_ends_the_daemon_in_time_while_the_broker_refuses_every_output() {
     let data = data();
     let s = data.series[0].slice(0, 600);
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
     let extra = "[shutdown]\ngrace_period_s = 4\n";
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "stuck", "stuck", extra);
+    let mut daemon = scenario.launch("stuck", "stuck", extra);
     let producer = producer(&broker.brokers);
     send_rows(&producer, 0..300);
     wait_committed(
@@ -239,7 +239,7 @@ fn sigterm_ends_the_daemon_in_time_while_the_broker_refuses_every_output() {
     // client, the test's producer too: it is done by then.
     send_then_fail(
         &daemon,
-        &broker,
+        broker,
         || send_rows(&producer, 300..600),
         &[(
             RDKafkaApiKey::Produce,
@@ -277,9 +277,9 @@ fn sigterm_ends_the_daemon_in_time_while_the_broker_refuses_every_output() {
 
     // The broker is back: a restart scores every window, none lost.
     broker.cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    let _restarted = DaemonProcess::launch(dir.path(), &broker.brokers, "stuck-2", "stuck", extra);
+    let _restarted = scenario.launch("stuck-2", "stuck", extra);
     let expected = expected_windows(&[&s]);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut scores = scenario.reader("scores");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         scores.catch_up();
@@ -439,9 +439,9 @@ fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_com
     use RDKafkaRespErr::*;
     let data = data();
     let s = data.series[0].slice(0, 600);
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "fenced", "fenced", "");
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let mut daemon = scenario.launch("fenced", "fenced", "");
     let producer = producer(&broker.brokers);
     send_rows(&producer, 0..300);
     wait_committed(
@@ -456,7 +456,7 @@ fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_com
     // broker says it is fenced: a fatal error.
     send_then_fail(
         &daemon,
-        &broker,
+        broker,
         || send_rows(&producer, 300..600),
         &[
             (
@@ -481,7 +481,7 @@ fn a_producer_fenced_mid_stream_stops_the_daemon_with_nothing_unacknowledged_com
     // Every window before the committed offset has its score: nothing
     // unacknowledged was committed.
     broker.cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
+    let mut scores = scenario.reader("scores");
     scores.catch_up();
     let seen: BTreeSet<(i32, i64)> = score_sources(&scores).into_iter().collect();
     let before: Vec<(i32, i64)> = expected_windows(&[&s])

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 #[test]
 fn secrets_and_record_contents_never_reach_output_logs_or_metrics() {
     const SECRET: &str = "s3cret-Pa55word-do-not-print";
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secrets.toml");
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
+    let path = scenario.dir.path().join("secrets.toml");
     let anomalyd = |command: &str, with_secret: bool| {
         let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"));
         if command == "run" {
@@ -56,7 +56,7 @@ fn secrets_and_record_contents_never_reach_output_logs_or_metrics() {
 
     // librdkafka refuses this OAuth property in this build (no libcurl), and
     // its error repeats the value: check-config and run must not.
-    let secret_file = dir.path().join("token");
+    let secret_file = scenario.dir.path().join("token");
     std::fs::write(&secret_file, format!("{SECRET}-file\n")).unwrap();
     let oauth = format!(
         "[kafka.properties]\n\"sasl.oauthbearer.client.secret\" = \"${{file:{}}}\"\n",
@@ -90,7 +90,7 @@ fn secrets_and_record_contents_never_reach_output_logs_or_metrics() {
         daemon_config(&broker.brokers, "secrets", port, password),
     )
     .unwrap();
-    let log = dir.path().join("secrets.log");
+    let log = scenario.dir.path().join("secrets.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
         .args(["run", "--config"])
         .arg(&path)

@@ -8,10 +8,10 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     let expected = expected_windows(&series);
-    let daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "outage", "outage", "");
+    let daemon = scenario.launch("outage", "outage", "");
     daemon.wait_ready(Duration::from_secs(30));
     let feeder = stream_series(&broker.brokers, &series, 100, Duration::from_millis(100));
     wait_for_metric(
@@ -44,8 +44,8 @@ fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
     assert!(reason.contains("no broker is up"), "{reason}");
 
     feeder.join().unwrap();
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&daemon]);
     assert_every_alert_event_delivered(&daemon, &mut alerts);
     let reference = reference_alert_ids(&series);
@@ -77,18 +77,16 @@ fn broker_outage_mid_stream_reports_not_ready_then_resumes_losing_nothing() {
 fn failed_produce_requests_are_retried_and_never_committed_past() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     // The first half of the input now, the second half while the daemon is
     // stopped, just before the faults: however fast the daemon scores, it
     // still has the second half's outputs to send when they bite.
     let rest = produce_first_half(&broker.brokers, &series);
     let expected = expected_windows(&series);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
-    let daemon = DaemonProcess::launch(
-        dir.path(),
-        &broker.brokers,
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
+    let daemon = scenario.launch(
         "produce",
         "produce",
         // One window per model call and frequent checkpoints (commits
@@ -182,11 +180,11 @@ fn failed_produce_requests_are_retried_and_never_committed_past() {
 fn failed_offset_commits_lose_nothing_and_bound_the_replay() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     let expected = expected_windows(&series);
     let extra = "[scoring]\nmax_batch = 16\n";
-    let first = DaemonProcess::launch(dir.path(), &broker.brokers, "commit-a", "commit", extra);
+    let first = scenario.launch("commit-a", "commit", extra);
     // About 1,000 records/s, so there is always something new to commit.
     let feeder = stream_series(&broker.brokers, &series, 25, Duration::from_millis(100));
     wait_for_metric(
@@ -220,10 +218,10 @@ fn failed_offset_commits_lose_nothing_and_bound_the_replay() {
         .clear_request_errors(RDKafkaApiKey::OffsetCommit);
     let committed_at_crash = committed(&broker.brokers, "commit", "input", 4);
     let produced_at_crash = produced_so_far(&broker.brokers, 4);
-    let second = DaemonProcess::launch(dir.path(), &broker.brokers, "commit-b", "commit", extra);
+    let second = scenario.launch("commit-b", "commit", extra);
     feeder.join().unwrap();
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&second]);
     let reference = reference_alert_ids(&series);
     wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));

@@ -282,10 +282,10 @@ fn bad_models() -> Vec<(&'static str, ModelFiles, &'static str)> {
 
 #[test]
 fn a_bad_model_is_refused_at_start_before_it_serves() {
-    let broker = start_broker(&all_topics(1));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(1);
+    let broker = &scenario.broker;
     for (what, files, says) in bad_models() {
-        let path = dir.path().join("model.onnx");
+        let path = scenario.dir.path().join("model.onnx");
         install_model(&path, &files);
         let port = free_port();
         let config = daemon_config(
@@ -294,7 +294,7 @@ fn a_bad_model_is_refused_at_start_before_it_serves() {
             port,
             &format!("[model]\npath = \"{}\"\n", path.display()),
         );
-        let config_path = dir.path().join("bad-model.toml");
+        let config_path = scenario.dir.path().join("bad-model.toml");
         std::fs::write(&config_path, config).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
             .args(["run", "--config"])
@@ -321,14 +321,14 @@ fn a_bad_model_is_refused_at_start_before_it_serves() {
 fn models_swap_under_load_without_losing_or_rescoring_windows() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(2).collect();
-    let broker = start_broker(&all_topics(2));
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("model.onnx");
+    let scenario = Scenario::new(2);
+    let broker = &scenario.broker;
+    let path: PathBuf = scenario.dir.path().join("model.onnx");
     let shipped = shipped_model();
     let retrained = edited_model(|b| b.float_data[0] += 0.01, true);
     install_model(&path, &shipped);
     let extra = format!("[model]\npath = \"{}\"\n", path.display());
-    let mut daemon = DaemonProcess::launch(dir.path(), &broker.brokers, "swap", "swap", &extra);
+    let mut daemon = scenario.launch("swap", "swap", &extra);
     daemon.wait_ready(Duration::from_secs(30));
     // About 400 records/s: the swaps land while records flow.
     let feeder = stream_series(&broker.brokers, &series, 20, Duration::from_millis(100));
@@ -368,8 +368,8 @@ fn models_swap_under_load_without_losing_or_rescoring_windows() {
     reload(&daemon, "ok", 2.0);
     feeder.join().unwrap();
     let expected = expected_windows(&series);
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&daemon]);
     assert_every_alert_event_delivered(&daemon, &mut alerts);
     let tally = Tally::count(record_count(&series), &expected, &mut scores, &mut alerts);

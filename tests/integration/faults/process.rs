@@ -23,24 +23,18 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
     let mut moments = Vec::new();
     for run in 0..CRASH_RUNS {
         let mut rng = ChaCha8Rng::seed_from_u64(seed + run);
-        let broker = start_broker(&all_topics(4));
-        let dir = tempfile::tempdir().unwrap();
+        let scenario = Scenario::new(4);
+        let broker = &scenario.broker;
         produce_series(&broker.brokers, &series);
-        let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-        let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+        let mut scores = scenario.reader("scores");
+        let mut alerts = scenario.reader("alerts");
         let group = format!("crash-{run}");
         // A short session timeout: the killed members leave the group quickly.
         let extra = "[scoring]\nmax_batch = 16\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
         let mut uncommitted = 0;
         let mut snapshots = Vec::new();
         for kill in 0..2 {
-            let daemon = DaemonProcess::launch(
-                dir.path(),
-                &broker.brokers,
-                &format!("run{run}-{kill}"),
-                &group,
-                extra,
-            );
+            let daemon = scenario.launch(&format!("run{run}-{kill}"), &group, extra);
             // The first kill comes at a random time, 0.2 s to 4 s after the
             // admin port answers: during the group join, the first fetches or
             // the steady state. The second comes mid-stream, after a random
@@ -81,13 +75,7 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
                 delay.as_secs_f64()
             ));
         }
-        let mut last = DaemonProcess::launch(
-            dir.path(),
-            &broker.brokers,
-            &format!("run{run}-last"),
-            &group,
-            extra,
-        );
+        let mut last = scenario.launch(&format!("run{run}-last"), &group, extra);
         let deadline = Instant::now() + Duration::from_secs(120);
         snapshots.extend(check_commits_never_pass_unacknowledged_outputs(
             &broker.brokers,
@@ -143,15 +131,15 @@ fn kill_9_at_random_moments_then_restart_scores_every_window() {
 fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() {
     let data = data();
     let series: Vec<&Series> = data.series.iter().take(4).collect();
-    let broker = start_broker(&all_topics(4));
-    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new(4);
+    let broker = &scenario.broker;
     let expected = expected_windows(&series);
     // About 600 records/s, so each membership change lands mid-stream.
     let feeder = stream_series(&broker.brokers, &series, 30, Duration::from_millis(200));
     // A short session timeout, so the group notices a dead member quickly.
     let extra = "[scoring]\nmax_batch = 8\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
-    let mut a = DaemonProcess::launch(dir.path(), &broker.brokers, "a", "group", extra);
-    let b = DaemonProcess::launch(dir.path(), &broker.brokers, "b", "group", extra);
+    let mut a = scenario.launch("a", "group", extra);
+    let b = scenario.launch("b", "group", extra);
     wait_for_metric(
         &b,
         "anomalyd_windows_scored_total",
@@ -161,7 +149,7 @@ fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() 
     // a stops gracefully: b takes its partitions.
     a.signal(libc::SIGTERM);
     a.assert_clean_exit(Duration::from_secs(30));
-    let c = DaemonProcess::launch(dir.path(), &broker.brokers, "c", "group", extra);
+    let c = scenario.launch("c", "group", extra);
     wait_for_metric(
         &c,
         "anomalyd_windows_scored_total",
@@ -173,8 +161,8 @@ fn a_group_member_that_stops_or_dies_hands_its_partitions_over_losing_nothing() 
     b.signal(libc::SIGKILL);
     drop(b);
     feeder.join().unwrap();
-    let mut scores = TopicReader::new(&broker.brokers, "scores", 1);
-    let mut alerts = TopicReader::new(&broker.brokers, "alerts", 1);
+    let mut scores = scenario.reader("scores");
+    let mut alerts = scenario.reader("alerts");
     wait_for_every_window(&mut scores, &expected, Duration::from_secs(120), &[&c]);
     let reference = reference_alert_ids(&series);
     wait_for_alert_ids(&mut alerts, &reference, Duration::from_secs(20));
