@@ -69,12 +69,12 @@ fn main() {
     }
     std::fs::write(dir.path().join("input.csv"), text).expect("input written");
     // A model of those channels (how well it is trained does not change its speed).
-    let recipe = ModelRecipe {
+    let mut recipe = ModelRecipe {
         name: "bench8".into(),
-        max_epochs: 1,
-        min_steps: 0,
         ..Default::default()
     };
+    recipe.training.max_epochs = 1;
+    recipe.training.min_steps = 0;
     let built = recipe
         .build(&data.clean_part()[..1], "bench")
         .expect("the model trains");

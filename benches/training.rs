@@ -11,10 +11,10 @@
 //! `benches/training.sh` runs both in alternation and prints the ratio.
 //! Alone: `cargo bench --bench training -- [--epochs N] [--write DIR]`.
 
-use anomalyd::model::{FeatureExtractor, NetworkConfig};
+use anomalyd::model::FeatureExtractor;
 use anomalyd::recipe::ModelRecipe;
 use anomalyd::synthetic::{generate, SyntheticConfig};
-use anomalyd::train::{prepare, train, TrainOptions};
+use anomalyd::train::{train, TrainOptions};
 use std::path::PathBuf;
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -36,23 +36,12 @@ fn main() -> anyhow::Result<()> {
     // The default model's recipe and data (models/README.md).
     let recipe = ModelRecipe::default();
     let series = generate(&SyntheticConfig::default()).clean_part();
-    let data = prepare(
-        &series,
-        recipe.window_len,
-        recipe.train_stride,
-        recipe.validation_fraction,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let network = NetworkConfig {
-        channels: data.channels.len(),
-        window_len: recipe.window_len,
-        widths: recipe.widths.clone(),
-        kernel_size: recipe.kernel_size,
-        latent_size: recipe.latent_size,
-    };
+    let data = recipe.prepare(&series)?;
+    let network = recipe.network(data.channels.len());
     if let Some(dir) = &write {
         std::fs::create_dir_all(dir)?;
-        let features = FeatureExtractor::new(recipe.loss.perceptual_features, data.window_len);
+        let features =
+            FeatureExtractor::new(recipe.training.loss.perceptual_features, data.window_len);
         std::fs::write(dir.join("train.f32"), f32_bytes(&data.train_windows))?;
         std::fs::write(
             dir.join("validation.f32"),
@@ -68,32 +57,28 @@ fn main() -> anyhow::Result<()> {
             "widths": recipe.widths,
             "kernel_size": recipe.kernel_size,
             "latent_size": recipe.latent_size,
-            "batch_size": recipe.batch_size,
-            "learning_rate": recipe.learning_rate,
-            "loss": recipe.loss,
+            "batch_size": recipe.training.batch_size,
+            "learning_rate": recipe.training.learning_rate,
+            "loss": recipe.training.loss,
         });
         std::fs::write(dir.join("shapes.json"), shapes.to_string())?;
     }
     let trained = train(
         &data,
+        &network,
         &TrainOptions {
-            network,
-            loss: recipe.loss.clone(),
-            batch_size: recipe.batch_size,
-            learning_rate: recipe.learning_rate,
             max_epochs: epochs,
             patience: epochs,
             min_steps: 0,
-            seed: recipe.seed,
-            backend: recipe.backend,
             progress: false,
+            ..recipe.training.clone()
         },
     )
     .map_err(anyhow::Error::msg)?;
     for record in &trained.history {
         println!(
             "{{\"engine\": \"burn {}\", \"epoch\": {}, \"train_windows\": {}, \"seconds\": {:.3}, \"train_loss\": {:.5}, \"validation_loss\": {:.5}}}",
-            recipe.backend,
+            recipe.training.backend,
             record.epoch,
             data.train_count(),
             record.seconds,

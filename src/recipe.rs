@@ -4,7 +4,7 @@
 use crate::export::{Artefact, ArtefactInputs};
 use crate::model::{LossConfig, NetworkConfig, PerceptualFeatures};
 use crate::series::Series;
-use crate::train::{prepare, train, TrainOptions, TrainedModel, TrainingBackend};
+use crate::train::{prepare, train, PreparedData, TrainOptions, TrainedModel, TrainingBackend};
 
 /// Every knob of a training run, with the shipped defaults.
 #[derive(Debug, Clone)]
@@ -25,24 +25,8 @@ pub struct ModelRecipe {
     pub kernel_size: usize,
     /// Latent code size.
     pub latent_size: usize,
-    /// Loss weights and corruption.
-    pub loss: LossConfig,
-    /// Windows per batch.
-    pub batch_size: usize,
-    /// Adam learning rate.
-    pub learning_rate: f64,
-    /// Maximum epochs.
-    pub max_epochs: usize,
-    /// Early-stopping patience in epochs.
-    pub patience: usize,
-    /// Fewest optimiser steps before early stopping (see `TrainOptions`).
-    pub min_steps: usize,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// Burn backend.
-    pub backend: TrainingBackend,
-    /// Show a progress bar.
-    pub progress: bool,
+    /// Loss, optimiser schedule, seed and backend.
+    pub training: TrainOptions,
 }
 
 /// The default loss: the full hybrid with multi-scale differences, chosen by
@@ -70,6 +54,14 @@ impl Default for ModelRecipe {
             widths: vec![16, 32],
             kernel_size: 5,
             latent_size: 16,
+            training: TrainOptions::default(),
+        }
+    }
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
             loss: default_loss(),
             batch_size: 64,
             learning_rate: 2e-3,
@@ -92,57 +84,52 @@ pub struct BuiltModel {
 }
 
 impl ModelRecipe {
-    /// Trains on `series` (all entities share the channels) and exports the artefact.
-    pub fn build(&self, series: &[Series], source: &str) -> anyhow::Result<BuiltModel> {
-        let data = prepare(
+    /// The training windows of `series`, split for validation.
+    pub fn prepare(&self, series: &[Series]) -> anyhow::Result<PreparedData> {
+        prepare(
             series,
             self.window_len,
             self.train_stride,
             self.validation_fraction,
         )
-        .map_err(anyhow::Error::msg)?;
-        let network = NetworkConfig {
-            channels: data.channels.len(),
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// The network this recipe shapes for `channels` channels.
+    pub fn network(&self, channels: usize) -> NetworkConfig {
+        NetworkConfig {
+            channels,
             window_len: self.window_len,
             widths: self.widths.clone(),
             kernel_size: self.kernel_size,
             latent_size: self.latent_size,
-        };
+        }
+    }
+
+    /// Trains on `series` (all entities share the channels) and exports the artefact.
+    pub fn build(&self, series: &[Series], source: &str) -> anyhow::Result<BuiltModel> {
+        let data = self.prepare(series)?;
+        let network = self.network(data.channels.len());
         network.validate().map_err(anyhow::Error::msg)?;
         tracing::info!(
             channels = ?data.channels,
             train_windows = data.train_count(),
             validation_windows = data.validation_count(),
-            backend = %self.backend,
+            backend = %self.training.backend,
             "training"
         );
-        let trained = train(
-            &data,
-            &TrainOptions {
-                network: network.clone(),
-                loss: self.loss.clone(),
-                batch_size: self.batch_size,
-                learning_rate: self.learning_rate,
-                max_epochs: self.max_epochs,
-                patience: self.patience,
-                min_steps: self.min_steps,
-                seed: self.seed,
-                backend: self.backend,
-                progress: self.progress,
-            },
-        )
-        .map_err(anyhow::Error::msg)?;
-        let backend = self.backend.to_string();
+        let trained = train(&data, &network, &self.training).map_err(anyhow::Error::msg)?;
+        let backend = self.training.backend.to_string();
         let artefact = Artefact::build(
             &trained,
             &data,
             &ArtefactInputs {
                 name: &self.name,
                 network: &network,
-                loss: &self.loss,
+                loss: &self.training.loss,
                 default_stride: self.default_stride,
                 source,
-                seed: self.seed,
+                seed: self.training.seed,
                 backend: &backend,
             },
         )?;

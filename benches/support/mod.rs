@@ -47,11 +47,11 @@ pub fn four_channel_model() -> (PathBuf, Scorer) {
         days: 7,
         ..Default::default()
     });
-    let recipe = ModelRecipe {
+    let mut recipe = ModelRecipe {
         name: "bench4".into(),
-        max_epochs: 2,
         ..Default::default()
     };
+    recipe.training.max_epochs = 2;
     let built = recipe
         .build(&data.clean_part(), "generated machines, 4 channels, 7 days")
         .expect("the benchmark model trains");

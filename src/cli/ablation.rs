@@ -55,11 +55,9 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         defaults.noise_std,
         defaults.mask_probability,
     );
-    let recipe = ModelRecipe {
-        max_epochs: args.max_epochs,
-        backend: args.backend,
-        ..Default::default()
-    };
+    let mut recipe = ModelRecipe::default();
+    recipe.training.max_epochs = args.max_epochs;
+    recipe.training.backend = args.backend;
     let mut table = String::new();
     if !args.skip_synthetic {
         let rows = run_ablation(
@@ -84,8 +82,8 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         table.push_str(&format!(
             "NAB: `anomalyd eval nab` defaults (window {}, at most {} epochs, seed {}) with each loss.\n\n{}",
             options.recipe.window_len,
-            options.recipe.max_epochs,
-            options.recipe.seed,
+            options.recipe.training.max_epochs,
+            options.recipe.training.seed,
             nab_markdown(&rows)
         ));
     }

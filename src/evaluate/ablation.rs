@@ -113,11 +113,9 @@ pub fn run(
         let mut sums: Vec<Quality> = Vec::new();
         let mut seconds = 0.0;
         for &seed in seeds {
-            let recipe = ModelRecipe {
-                loss: variant.loss.clone(),
-                seed,
-                ..recipe.clone()
-            };
+            let mut recipe = recipe.clone();
+            recipe.training.loss = variant.loss.clone();
+            recipe.training.seed = seed;
             let built = recipe.build(train, "synthetic")?;
             seconds += built.trained.seconds;
             let scorer = Scorer::from_parts(
@@ -234,7 +232,7 @@ pub fn run_nab(
         progress(&variant.name);
         let started = std::time::Instant::now();
         let mut options = options.clone();
-        options.recipe.loss = variant.loss.clone();
+        options.recipe.training.loss = variant.loss.clone();
         let runs = super::nab::run::run_corpus(corpus, &options, |_, _| {})?;
         let seconds = started.elapsed().as_secs_f64();
         let summary = super::nab::report::summarise(

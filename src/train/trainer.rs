@@ -56,11 +56,11 @@ impl std::fmt::Display for TrainingBackend {
     }
 }
 
-/// How to train.
+/// How to train, whatever the network's shape: the loss, the optimiser's
+/// schedule, the seed and the backend. Its defaults are the shipped
+/// recipe's ([`crate::recipe::ModelRecipe`]).
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    /// Network shape (`channels` and `window_len` must match the data).
-    pub network: NetworkConfig,
     /// Loss weights and corruption.
     pub loss: LossConfig,
     /// Windows per mini-batch.
@@ -120,10 +120,14 @@ pub struct TrainedModel {
 }
 
 /// Trains a network on prepared windows.
-pub fn train(data: &PreparedData, options: &TrainOptions) -> Result<TrainedModel, String> {
+pub fn train(
+    data: &PreparedData,
+    network: &NetworkConfig,
+    options: &TrainOptions,
+) -> Result<TrainedModel, String> {
     let started = Instant::now();
     let device = options.backend.device()?.autodiff();
-    let mut network = seeded_network(options, &device);
+    let mut network = seeded_network(network, options, &device);
     let inference_device = device.clone().without_autodiff();
     let loss = HybridLoss::new(&options.loss, data.window_len, &device);
     let validation_loss_fn = HybridLoss::new(&options.loss, data.window_len, &inference_device);
@@ -216,11 +220,11 @@ impl EpochRecord {
 /// interleave their draws and neither would be reproducible. Seeding and
 /// drawing the initial weights happen under one lock; the weights are
 /// drawn there, not lazily at the first forward pass, which is after it.
-fn seeded_network(options: &TrainOptions, device: &Device) -> Autoencoder {
+fn seeded_network(network: &NetworkConfig, options: &TrainOptions, device: &Device) -> Autoencoder {
     static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(options.seed);
-    Autoencoder::new(&options.network, device).draw_weights()
+    Autoencoder::new(network, device).draw_weights()
 }
 
 /// The epochs so far: their records, the best one with its weights, and

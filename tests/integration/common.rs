@@ -20,13 +20,14 @@ pub fn small_data() -> &'static SyntheticData {
 
 /// The recipe of the test model: the shipped defaults, fewer epochs.
 pub fn small_recipe() -> ModelRecipe {
-    ModelRecipe {
+    let mut recipe = ModelRecipe {
         name: "test".into(),
-        max_epochs: 25,
-        patience: 4,
-        seed: 5,
         ..Default::default()
-    }
+    };
+    recipe.training.max_epochs = 25;
+    recipe.training.patience = 4;
+    recipe.training.seed = 5;
+    recipe
 }
 
 /// A model trained once per test run on the clean part of [`small_data`].

@@ -36,9 +36,10 @@ pub fn cyclic_file(rows: usize) -> CorpusFile {
 /// Quick settings: few epochs, one worker.
 pub fn quick_options() -> NabOptions {
     NabOptions {
-        recipe: anomalyd::recipe::ModelRecipe {
-            max_epochs: 4,
-            ..nab_recipe()
+        recipe: {
+            let mut recipe = nab_recipe();
+            recipe.training.max_epochs = 4;
+            recipe
         },
         workers: 1,
         ..NabOptions::default()

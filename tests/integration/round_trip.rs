@@ -118,11 +118,14 @@ fn the_same_seed_trains_the_same_model() {
         seed: 21,
         ..Default::default()
     });
-    let recipe = |seed| anomalyd::recipe::ModelRecipe {
-        max_epochs: 2,
-        train_stride: 4,
-        seed,
-        ..Default::default()
+    let recipe = |seed| {
+        let mut recipe = anomalyd::recipe::ModelRecipe {
+            train_stride: 4,
+            ..Default::default()
+        };
+        recipe.training.max_epochs = 2;
+        recipe.training.seed = seed;
+        recipe
     };
     let train = |seed| {
         recipe(seed)

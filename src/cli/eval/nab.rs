@@ -67,7 +67,7 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     options.retrain_rows = args.retrain_rows;
     options.probation_silence = !args.alerts_in_probation;
     if let Some(epochs) = args.epochs {
-        options.recipe.max_epochs = epochs;
+        options.recipe.training.max_epochs = epochs;
     }
     if let Some(path) = &args.detector_config {
         options.detector = super::read_detector_config(path)?;
@@ -87,15 +87,15 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let settings = serde_json::json!({
         "window_len": options.recipe.window_len,
-        "max_epochs": options.recipe.max_epochs,
-        "patience": options.recipe.patience,
+        "max_epochs": options.recipe.training.max_epochs,
+        "patience": options.recipe.training.patience,
         "widths": options.recipe.widths,
         "latent_size": options.recipe.latent_size,
-        "seed": options.recipe.seed,
+        "seed": options.recipe.training.seed,
         "retrain_every": options.retrain_every,
         "retrain_rows": options.retrain_rows,
         "probation_silence": options.probation_silence,
-        "loss": options.recipe.loss,
+        "loss": options.recipe.training.loss,
         "detector": options.detector,
     });
     let summary = summarise(

@@ -9,6 +9,7 @@ use crate::recipe::ModelRecipe;
 use crate::series::timestamp::parse_timestamp;
 use crate::series::Series;
 use crate::serve::Scorer;
+use crate::train::TrainOptions;
 use anyhow::Context;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -54,9 +55,12 @@ pub fn nab_recipe() -> ModelRecipe {
         name: "nab".into(),
         window_len: 32,
         default_stride: 1,
-        max_epochs: 30,
-        patience: 5,
-        min_steps: 0,
+        training: TrainOptions {
+            max_epochs: 30,
+            patience: 5,
+            min_steps: 0,
+            ..TrainOptions::default()
+        },
         ..ModelRecipe::default()
     }
 }
