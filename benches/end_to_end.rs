@@ -389,8 +389,8 @@ fn daemon_throughput(
         scoring_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
         mean_batch: {
             let metrics = daemon.metrics_text();
-            metric_sum_in(&metrics, "anomalyd_scorer_batch_size_sum")
-                / metric_sum_in(&metrics, "anomalyd_scorer_batch_size_count")
+            metric_sum_in(&metrics, "anomalyd_model_batch_size_sum")
+                / metric_sum_in(&metrics, "anomalyd_model_batch_size_count")
         },
     };
     daemon.signal(libc::SIGTERM);

@@ -55,8 +55,8 @@ metrics! {
         "Windows scored by the model.",
     );
     /// Calibrated score of every window.
-    window_score: Histogram = histogram(
-        "anomalyd_window_score",
+    calibrated_score: Histogram = histogram(
+        "anomalyd_calibrated_score",
         "Calibrated score of each scored window (0 while warming up).",
         (1..=20).map(|i| i as f64 * 0.05).collect(),
     );
@@ -78,14 +78,14 @@ metrics! {
         "Gaps in an entity's event time longer than windows.max_gap_ms (its window restarts).",
     );
     /// Windows per model call.
-    scorer_batch_size: Histogram = histogram(
-        "anomalyd_scorer_batch_size",
+    model_batch_size: Histogram = histogram(
+        "anomalyd_model_batch_size",
         "Windows per model call.",
         vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
     );
     /// Seconds per model call.
-    scorer_batch_seconds: Histogram = histogram(
-        "anomalyd_scorer_batch_seconds",
+    model_batch_seconds: Histogram = histogram(
+        "anomalyd_model_batch_seconds",
         "Seconds per model call.",
         latency_buckets(),
     );

@@ -358,9 +358,9 @@ impl ScoringWorker {
             }
         };
         self.metrics
-            .scorer_batch_seconds
+            .model_batch_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.scorer_batch_size.observe(batch.len() as f64);
+        self.metrics.model_batch_size.observe(batch.len() as f64);
         self.metrics.windows_scored.inc_by(batch.len() as u64);
         let mut outputs = Vec::new();
         for (queued, scored) in batch.iter().zip(&scores) {
@@ -370,7 +370,7 @@ impl ScoringWorker {
             };
             let outcome = state.detector.decide(&self.scorer, &queued.pending, scored);
             let calibrated = outcome.calibrated.expect("a scored window is calibrated");
-            self.metrics.window_score.observe(calibrated.score);
+            self.metrics.calibrated_score.observe(calibrated.score);
             outputs.extend(self.score_output(queued, scored, &outcome, &calibrated));
             if let Some(event) = &outcome.event {
                 outputs.push(self.alert_output(queued, scored, &outcome, event));
