@@ -162,8 +162,8 @@ impl Decoder {
             })?;
         Ok(Sample {
             entity: self.entity(fields.entity, key)?,
-            timestamp_ms: self.timestamp(&fields.timestamp, now_ms)?,
-            values: self.values(&fields.values)?,
+            timestamp_ms: self.timestamp(fields.timestamp.as_ref(), now_ms)?,
+            values: self.values(fields.values.as_ref())?,
         })
     }
 
@@ -229,7 +229,7 @@ impl Decoder {
     }
 
     /// The event time (epoch ms), within the accepted range.
-    fn timestamp(&self, field: &Option<Value>, now_ms: i64) -> Result<i64, Rejection> {
+    fn timestamp(&self, field: Option<&Value>, now_ms: i64) -> Result<i64, Rejection> {
         use RejectReason::*;
         let timestamp_ms = match field {
             Some(Value::String(s)) => parse_timestamp(s).map_err(|m| {
@@ -278,7 +278,7 @@ impl Decoder {
     }
 
     /// Each channel's value, finite as a 32-bit float.
-    fn values(&self, field: &Option<ValuesField>) -> Result<Vec<f32>, Rejection> {
+    fn values(&self, field: Option<&ValuesField>) -> Result<Vec<f32>, Rejection> {
         use RejectReason::*;
         let Some(ValuesField::Channels(values)) = field else {
             return Err(Rejection::new(

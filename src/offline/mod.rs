@@ -137,10 +137,6 @@ impl Summary {
 /// How many skipped rows are quoted in the summary.
 const QUOTED_SKIPS: usize = 10;
 
-/// A decided window as a row reports it: start and end (ms), raw,
-/// calibrated and decision score, and whether an alert opened.
-type WindowFigures = (i64, i64, f64, f64, f64, bool);
-
 /// Offline settings besides the detector's.
 #[derive(Debug, Clone)]
 pub struct DetectSettings {
@@ -353,19 +349,19 @@ impl<'a> Detection<'a> {
 
     /// Decides a pending row (its window's score, if it completed one),
     /// reports its alert event, and says where its entity stands.
-    fn decide(
+    fn decide<'s>(
         &mut self,
         pending: &Pending,
-        scored: Option<(&PendingWindow, &WindowScore)>,
+        scored: Option<(&PendingWindow, &'s WindowScore)>,
         results: &mut dyn Results,
-    ) -> anyhow::Result<(Decision, Option<WindowFigures>)> {
+    ) -> anyhow::Result<(Decision, Option<WindowReport<'s>>)> {
         if pending.skip.is_some() {
             return Ok((Decision::Skipped, None));
         }
         let Some(state) = self.entities.get_mut(&pending.decoded.entity) else {
             unreachable!("an admitted row's entity is held")
         };
-        let mut figures = None;
+        let mut report = None;
         if let Some((window, scored)) = scored {
             let outcome = state.detector.decide(self.scorer, window, scored);
             let calibrated = outcome.calibrated.expect("a scored window is calibrated");
@@ -385,14 +381,15 @@ impl<'a> Detection<'a> {
                     .entry(crate::daemon::events::event_name(event))
                     .or_default() += 1;
             }
-            figures = Some((
-                window.window.start_ms,
-                window.window.end_ms,
-                scored.score as f64,
-                calibrated.score,
-                outcome.score,
-                matches!(outcome.event, Some(AlertEvent::Opened(_))),
-            ));
+            report = Some(WindowReport {
+                start_ms: window.window.start_ms,
+                end_ms: window.window.end_ms,
+                raw_score: scored.score as f64,
+                calibrated_score: calibrated.score,
+                decision_score: outcome.score,
+                contributions: &scored.channel_contributions,
+                opened: matches!(outcome.event, Some(AlertEvent::Opened(_))),
+            });
         }
         let decision = if state.detector.alerts().current().is_some() {
             Decision::Alerting
@@ -401,7 +398,7 @@ impl<'a> Detection<'a> {
         } else {
             Decision::WarmingUp
         };
-        Ok((decision, figures))
+        Ok((decision, report))
     }
 
     /// Scores the pending windows in one batch, then decides and reports
@@ -423,19 +420,8 @@ impl<'a> Detection<'a> {
                 .window
                 .as_ref()
                 .map(|w| (w, scores.next().expect("one score per pending window")));
-            let (decision, report_window) =
+            let (decision, window) =
                 self.decide(&pending, scored.as_ref().map(|(w, s)| (*w, s)), results)?;
-            let window = report_window.map(
-                |(start_ms, end_ms, raw, calibrated, decision_score, opened)| WindowReport {
-                    start_ms,
-                    end_ms,
-                    raw_score: raw,
-                    calibrated_score: calibrated,
-                    decision_score,
-                    contributions: &scored.as_ref().expect("scored").1.channel_contributions,
-                    opened,
-                },
-            );
             results.row(&RowReport {
                 row: pending.row,
                 line: pending.line,

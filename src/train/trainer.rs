@@ -147,6 +147,9 @@ pub fn train(
         bar: progress_bar(options.progress, max_epochs),
         history: Vec::new(),
         best: None,
+        has_validation,
+        patience: options.patience,
+        min_steps: options.min_steps,
     };
     let mut steps = 0usize;
     for epoch in 1..=max_epochs {
@@ -182,7 +185,7 @@ pub fn train(
         };
         let train_loss = (loss_sum / batches.max(1) as f64) as f32;
         let record = EpochRecord::new(epoch, train_loss, validation, train_seconds);
-        if log.record(record, || network.valid(), has_validation, steps, options) {
+        if log.record(record, || network.valid(), steps) {
             break;
         }
     }
@@ -233,6 +236,10 @@ struct EpochLog {
     bar: ProgressBar,
     history: Vec<EpochRecord>,
     best: Option<(usize, f32, Autoencoder)>,
+    /// Without validation windows every epoch is the best and none stops early.
+    has_validation: bool,
+    patience: usize,
+    min_steps: usize,
 }
 
 impl EpochLog {
@@ -243,9 +250,7 @@ impl EpochLog {
         &mut self,
         record: EpochRecord,
         valid: impl FnOnce() -> Autoencoder,
-        has_validation: bool,
         steps: usize,
-        options: &TrainOptions,
     ) -> bool {
         let epoch = record.epoch;
         tracing::debug!(?record, "epoch done");
@@ -254,7 +259,7 @@ impl EpochLog {
             record.train_loss, record.validation_loss
         ));
         self.bar.inc(1);
-        let improved = !has_validation
+        let improved = !self.has_validation
             || self
                 .best
                 .as_ref()
@@ -265,14 +270,14 @@ impl EpochLog {
         self.history.push(record);
         let best_epoch = self.best.as_ref().map(|b| b.0).unwrap_or(epoch);
         let stop =
-            has_validation && epoch - best_epoch >= options.patience && steps >= options.min_steps;
+            self.has_validation && epoch - best_epoch >= self.patience && steps >= self.min_steps;
         if stop {
             tracing::info!(
                 epoch,
                 best_epoch,
                 steps,
                 "early stop: no better validation loss for {} epochs",
-                options.patience
+                self.patience
             );
         }
         stop

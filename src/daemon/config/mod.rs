@@ -195,7 +195,7 @@ impl DaemonConfig {
         if self.state.checkpoints {
             outputs.push(("state.topic", &self.state.topic));
         }
-        for (i, &(key, topic)) in outputs.iter().enumerate() {
+        for &(key, topic) in &outputs {
             if topic.is_empty() {
                 return problem(key, "must not be empty");
             }
@@ -205,11 +205,17 @@ impl DaemonConfig {
                     format!("{topic:?} is also an input topic; that would feed the output back in"),
                 );
             }
-            if let Some((other, _)) = outputs[..i].iter().find(|(_, t)| *t == topic) {
-                if key == "state.topic" {
-                    return problem(key, format!("{topic:?} is also an output topic ({other})"));
-                }
-            }
+        }
+        let state = &self.state.topic;
+        if let Some((other, _)) = outputs
+            .iter()
+            .find(|&&(key, topic)| key != "state.topic" && topic == state)
+            .filter(|_| self.state.checkpoints)
+        {
+            return problem(
+                "state.topic",
+                format!("{state:?} is also an output topic ({other})"),
+            );
         }
         for (table, properties) in kafka.property_tables() {
             if let Some(name) = properties
