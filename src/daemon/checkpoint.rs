@@ -495,24 +495,36 @@ pub fn read(
             ends.remove(&message.partition());
         }
     }
-    for (key, value) in latest {
-        let Some(value) = value else { continue };
-        match Checkpoint::decode(&value) {
-            Ok(checkpoint) => {
-                if assigned
-                    .iter()
-                    .any(|p| *p.topic == checkpoint.topic && p.partition == checkpoint.partition)
-                {
-                    restored.checkpoints.push(checkpoint);
+    restored.take_latest(latest, assigned);
+    Ok(restored)
+}
+
+impl Restored {
+    /// Takes in the latest record of each entity (`None`: a tombstone)
+    /// whose latest sample came from an `assigned` partition; counts the
+    /// ones that cannot be decoded.
+    pub fn take_latest(
+        &mut self,
+        latest: HashMap<Vec<u8>, Option<Vec<u8>>>,
+        assigned: &[Partition],
+    ) {
+        for (key, value) in latest {
+            let Some(value) = value else { continue };
+            match Checkpoint::decode(&value) {
+                Ok(checkpoint) => {
+                    if assigned.iter().any(|p| {
+                        *p.topic == checkpoint.topic && p.partition == checkpoint.partition
+                    }) {
+                        self.checkpoints.push(checkpoint);
+                    }
                 }
-            }
-            Err(error) => {
-                restored.unreadable += 1;
-                tracing::error!(entity = %String::from_utf8_lossy(&key), %error, "a checkpoint cannot be restored; the entity warms up again");
+                Err(error) => {
+                    self.unreadable += 1;
+                    tracing::error!(entity = %String::from_utf8_lossy(&key), %error, "a checkpoint cannot be restored; the entity warms up again");
+                }
             }
         }
     }
-    Ok(restored)
 }
 
 /// The consumer group a checkpoint record names, if it names one.

@@ -20,8 +20,8 @@ pub struct Partition {
     pub partition: i32,
 }
 
-/// Where a record came from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where a record came from (ordered by partition, then offset).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceOffset {
     /// Its partition.
     pub partition: Partition,

@@ -231,16 +231,20 @@ impl Daemon {
         let sink_handle = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
-            decoder: decode::Decoder::new(
-                &config.input,
-                config.min_timestamp_ms(),
-                &scorer.metadata().channels,
-            ),
+            intake: consume::Intake {
+                decoder: decode::Decoder::new(
+                    &config.input,
+                    config.min_timestamp_ms(),
+                    &scorer.metadata().channels,
+                ),
+                sink: sink.clone(),
+                metrics: metrics.clone(),
+                dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+            },
             work: work_tx,
             sink,
             metrics: metrics.clone(),
             health: health.clone(),
-            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
             commit_interval: Duration::from_millis(config.kafka.commit_interval_ms),
             grace,
         };

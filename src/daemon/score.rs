@@ -89,7 +89,12 @@ pub struct ScoringWorker {
     staged: VecDeque<(u64, Vec<StateWrite>)>,
     /// Replayed samples skipped because a restored checkpoint holds them.
     skipped: Throttle,
+    /// When idle entities are next evicted and the entity gauges set.
+    next_housekeeping: Instant,
 }
+
+/// How often idle entities are evicted and the entity gauges are set.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
 impl ScoringWorker {
     /// A worker for `config`, serving `scorer`.
@@ -131,6 +136,7 @@ impl ScoringWorker {
             checkpoints,
             staged: VecDeque::new(),
             skipped: Throttle::new(Duration::from_secs(10)),
+            next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             scorer,
             batch: Vec::with_capacity(config.scoring.max_batch),
             batch_deadline: None,
@@ -150,15 +156,13 @@ impl ScoringWorker {
 
     /// Runs until the work channel closes.
     pub fn run(mut self, work: Receiver<Work>) {
-        let housekeeping_every = Duration::from_secs(1);
-        let mut next_housekeeping = Instant::now() + housekeeping_every;
         loop {
             self.health.scorer_beat();
             let now = Instant::now();
             let mut wake = self
                 .batch_deadline
-                .unwrap_or(next_housekeeping)
-                .min(next_housekeeping);
+                .unwrap_or(self.next_housekeeping)
+                .min(self.next_housekeeping);
             if let Some(schedule) = &self.checkpoints {
                 wake = wake.min(schedule.next);
             }
@@ -175,39 +179,48 @@ impl ScoringWorker {
                     return;
                 }
             }
-            // Nothing more queued: score now rather than wait for windows
-            // that are not coming yet. Under load the queue is rarely empty
-            // and batches fill to `max_batch`; when it is light, a window
-            // waits for no one.
-            if self
-                .batch_deadline
-                .is_some_and(|deadline| work.is_empty() || Instant::now() >= deadline)
-            {
-                self.flush();
-            }
-            if work.is_empty() || self.ledger_ops.len() > 4096 {
-                self.apply_ledger();
-            }
-            if Instant::now() >= next_housekeeping {
-                self.housekeeping();
-                next_housekeeping = Instant::now() + housekeeping_every;
-            }
-            if self
-                .checkpoints
-                .as_ref()
-                .is_some_and(|s| Instant::now() >= s.next)
-            {
-                self.checkpoint(None);
-                if let Some(schedule) = &mut self.checkpoints {
-                    schedule.next = Instant::now() + schedule.every;
-                }
-            }
-            self.take_back_failed_checkpoints();
-            self.send_settled_checkpoints();
+            self.tend(work.is_empty());
         }
     }
 
-    fn handle(&mut self, item: Work) {
+    /// What follows each piece of work (or a wake-up): scores the batch
+    /// once nothing more is queued (`idle`) or its wait is over, applies
+    /// the ledger, does what is due (housekeeping, a checkpoint), takes
+    /// back failed checkpoints and sends those whose outputs are settled.
+    pub(crate) fn tend(&mut self, idle: bool) {
+        // Nothing more queued: score now rather than wait for windows
+        // that are not coming yet. Under load the queue is rarely empty
+        // and batches fill to `max_batch`; when it is light, a window
+        // waits for no one.
+        if self
+            .batch_deadline
+            .is_some_and(|deadline| idle || Instant::now() >= deadline)
+        {
+            self.flush();
+        }
+        if idle || self.ledger_ops.len() > 4096 {
+            self.apply_ledger();
+        }
+        if Instant::now() >= self.next_housekeeping {
+            self.housekeeping();
+            self.next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
+        }
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|s| Instant::now() >= s.next)
+        {
+            self.checkpoint(None);
+            if let Some(schedule) = &mut self.checkpoints {
+                schedule.next = Instant::now() + schedule.every;
+            }
+        }
+        self.take_back_failed_checkpoints();
+        self.send_settled_checkpoints();
+    }
+
+    /// Does one piece of work.
+    pub(crate) fn handle(&mut self, item: Work) {
         match item {
             Work::Samples(batch) => {
                 let SampleBatch { samples, records } = batch;

@@ -9,8 +9,10 @@
 //! of their records, so the new owner carries on where the last one stopped
 //! (ARCHITECTURE.md, "Delivery").
 
+mod intake;
 mod polling;
 
+pub use intake::Intake;
 pub use polling::ConsumerLoop;
 
 use super::checkpoint;

@@ -2,13 +2,13 @@
 //! record's offset, hands samples to the scorer and malformed records to
 //! the dead-letter topic, commits at the interval, then drains.
 
+use super::intake::Intake;
 use super::ConsumerEvents;
-use crate::daemon::decode::Decoder;
 use crate::daemon::failure::report_client_error;
 use crate::daemon::health::Health;
-use crate::daemon::ledger::{LedgerBatch, Partition, SourceOffset};
+use crate::daemon::ledger::{Partition, SourceOffset};
 use crate::daemon::metrics::Metrics;
-use crate::daemon::produce::{dead_letter, Sink};
+use crate::daemon::produce::Sink;
 use crate::daemon::score::Work;
 use crossbeam_channel::Sender;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 pub struct ConsumerLoop {
     /// The group consumer.
     pub consumer: BaseConsumer<ConsumerEvents>,
-    /// Record decoder.
-    pub decoder: Decoder,
+    /// Holds, decodes and sets aside each record.
+    pub intake: Intake,
     /// The scorer's queue.
     pub work: Sender<Work>,
     /// The producer.
@@ -31,8 +31,6 @@ pub struct ConsumerLoop {
     pub metrics: Metrics,
     /// Health.
     pub health: Arc<Health>,
-    /// Dead-letter topic.
-    pub dead_letter_topic: String,
     /// Commit interval.
     pub commit_interval: Duration,
     /// Shutdown grace period.
@@ -133,7 +131,6 @@ impl ConsumerLoop {
         topics: &mut HashMap<String, Arc<str>>,
         keep_waiting: impl Fn() -> bool,
     ) {
-        self.metrics.records_consumed.inc();
         let topic = match topics.get(message.topic()) {
             Some(topic) => topic.clone(),
             None => {
@@ -149,40 +146,14 @@ impl ConsumerLoop {
             },
             offset: message.offset(),
         };
-        let ledger = self.sink.ledger();
-        ledger.hold(&source);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match self
-            .decoder
-            .decode(message.payload(), message.key(), now_ms)
+        if let Some(sample) = self
+            .intake
+            .take(&source, message.key(), message.payload(), now_ms)
         {
-            Ok(sample) => {
-                self.metrics.records_decoded.inc();
-                self.consumer
-                    .context()
-                    .queue_sample(sample, source, message, keep_waiting);
-            }
-            Err(rejection) => {
-                self.metrics
-                    .records_rejected
-                    .with_label_values(&[rejection.reason.as_str()])
-                    .inc();
-                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
-                let output = dead_letter(
-                    &self.dead_letter_topic,
-                    &source,
-                    message.key().map(<[u8]>::to_vec),
-                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    rejection.reason,
-                    &rejection.detail,
-                );
-                // The dead letter holds the offset in place of the record.
-                ledger.apply(&mut LedgerBatch {
-                    holds: vec![source.clone()],
-                    releases: vec![source],
-                });
-                self.sink.send(Box::new(output));
-            }
+            self.consumer
+                .context()
+                .queue_sample(sample, source, message, keep_waiting);
         }
     }
 }

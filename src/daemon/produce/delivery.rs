@@ -55,7 +55,7 @@ impl ProducerContext for DeliveryReports {
 }
 
 impl DeliveryReports {
-    fn delivered(&self, output: Box<Output>) {
+    pub(super) fn delivered(&self, output: Box<Output>) {
         self.metrics
             .produced
             .with_label_values(&[output.kind.as_str()])
@@ -75,7 +75,7 @@ impl DeliveryReports {
         self.health.output_delivered(self.client);
     }
 
-    fn failed(&self, error: &KafkaError, mut output: Box<Output>) {
+    pub(super) fn failed(&self, error: &KafkaError, mut output: Box<Output>) {
         let class = classify_error(error);
         if let ErrorClass::Fatal(kind) = class {
             // The holds stay: nothing derived from them is committed.

@@ -14,9 +14,11 @@
 
 mod delivery;
 mod output;
+mod transport;
 
 pub use delivery::DeliveryReports;
 pub use output::{dead_letter, reference, Output, OutputKind, REFERENCE_BYTES};
+pub use transport::Transport;
 
 use super::checkpoint::Epochs;
 use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
@@ -27,8 +29,7 @@ use super::throttle::Throttle;
 use crossbeam_channel::Receiver;
 use output::producer_of;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::ClientConfig;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,9 +45,11 @@ const MAX_REFUSALS: u32 = 8;
 /// checkpoint epochs, and failed deliveries of either come back here.
 pub struct Sink {
     /// Scores, dead letters, checkpoints: batched (`linger.ms`).
-    bulk: ThreadedProducer<DeliveryReports>,
+    bulk: Box<dyn Transport>,
     /// Alert and gap events: sent at once.
-    alerts: ThreadedProducer<DeliveryReports>,
+    alerts: Box<dyn Transport>,
+    /// How long a failed output waits before it is sent again, by attempt.
+    backoff: fn(u32) -> Duration,
     ledger: Ledger,
     metrics: Metrics,
     health: Arc<Health>,
@@ -85,48 +88,34 @@ impl Sink {
         health: Arc<Health>,
         stop: Arc<Stop>,
     ) -> Result<Self, KafkaError> {
-        let (retry, retries) = crossbeam_channel::unbounded();
-        let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
-        let epochs = Arc::new(Epochs::default());
-        let reports = |client: KafkaClient| DeliveryReports {
-            client,
-            ledger: ledger.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-            epochs: epochs.clone(),
-            stop: stop.clone(),
-            retry: retry.clone(),
-            failed_checkpoints: failed_checkpoint.clone(),
-            failures: Throttle::new(LOG_EVERY),
-        };
-        let bulk = settings
-            .bulk
-            .create_with_context(reports(KafkaClient::Producer))?;
-        let alerts = settings
-            .alerts
-            .create_with_context(reports(KafkaClient::AlertsProducer))?;
-        Ok(Self {
+        let SinkSettings {
             bulk,
             alerts,
+            dead_letter_topic,
+        } = settings;
+        let parts = SinkParts {
             ledger,
             metrics,
             health,
-            epochs,
             stop,
-            dead_letter_topic: settings.dead_letter_topic,
-            retries,
-            waiting: Mutex::new(Vec::new()),
-            failed_checkpoints,
-            enqueue_failures: Throttle::new(LOG_EVERY),
-            abandoned: Throttle::new(LOG_EVERY),
+            dead_letter_topic,
+        };
+        parts.build(backoff, |reports| {
+            let config = match reports.client {
+                KafkaClient::AlertsProducer => &alerts,
+                _ => &bulk,
+            };
+            let producer: ThreadedProducer<DeliveryReports> =
+                config.create_with_context(reports)?;
+            Ok(Box::new(producer))
         })
     }
 
     /// The producer that sends outputs of `kind`.
-    fn producer(&self, kind: OutputKind) -> &ThreadedProducer<DeliveryReports> {
+    fn producer(&self, kind: OutputKind) -> &dyn Transport {
         match producer_of(kind) {
-            KafkaClient::AlertsProducer => &self.alerts,
-            _ => &self.bulk,
+            KafkaClient::AlertsProducer => &*self.alerts,
+            _ => &*self.bulk,
         }
     }
 
@@ -161,7 +150,7 @@ impl Sink {
     fn enqueue(&self, output: Box<Output>) {
         let mut output = output;
         loop {
-            let error = match self.try_enqueue(output) {
+            let error = match self.producer(output.kind).enqueue(output) {
                 Ok(()) => return,
                 Err((error, back)) => {
                     output = back;
@@ -200,41 +189,12 @@ impl Sink {
                     if let Some(count) = self.enqueue_failures.count(1, Instant::now()) {
                         tracing::error!(%error, topic = %output.topic, failures = count, "cannot enqueue outputs; trying again after a back-off");
                     }
-                    if !self.wait(backoff(output.attempts), &output) {
+                    if !self.wait((self.backoff)(output.attempts), &output) {
                         return;
                     }
                 }
             }
         }
-    }
-
-    /// One attempt to hand `output` to its producer.
-    fn try_enqueue(&self, output: Box<Output>) -> Result<(), (KafkaError, Box<Output>)> {
-        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-        for (name, value) in &output.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_slice()),
-            });
-        }
-        let kind = output.kind;
-        let topic = output.topic.clone();
-        let payload = output.payload.clone();
-        let key = output.key.clone();
-        let partition = output.partition;
-        let mut record = BaseRecord::with_opaque_to(&topic, output).headers(headers);
-        if let Some(payload) = &payload {
-            record = record.payload(payload);
-        }
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        self.producer(kind)
-            .send(record)
-            .map_err(|(error, record)| (error, record.delivery_opaque))
     }
 
     /// Sleeps `pause` in short steps; false (and `output` given up) once
@@ -301,9 +261,11 @@ impl Sink {
                 return;
             }
             let now = Instant::now();
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiting)
-                .into_iter()
-                .partition(|o| o.failed_at.is_none_or(|at| now >= at + backoff(o.attempts)));
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *waiting).into_iter().partition(|o| {
+                    o.failed_at
+                        .is_none_or(|at| now >= at + (self.backoff)(o.attempts))
+                });
             *waiting = later;
             due
         };
@@ -321,7 +283,7 @@ impl Sink {
     }
 
     /// Failed messages not yet sent again.
-    fn retries_pending(&self) -> bool {
+    pub(crate) fn retries_pending(&self) -> bool {
         !self.retries.is_empty()
             || !self
                 .waiting
@@ -338,7 +300,7 @@ impl Sink {
             let mut flushed = true;
             for producer in [&self.alerts, &self.bulk] {
                 let left = deadline.saturating_duration_since(Instant::now());
-                flushed &= producer.flush(left.min(Duration::from_millis(200))).is_ok();
+                flushed &= producer.flush(left.min(Duration::from_millis(200)));
             }
             if flushed && !self.retries_pending() {
                 return true;
@@ -359,8 +321,67 @@ impl Sink {
     pub fn fatal_cause(&self) -> Option<RDKafkaErrorCode> {
         [&self.bulk, &self.alerts]
             .iter()
-            .find_map(|producer| producer.client().fatal_error())
-            .map(|(code, _)| code)
+            .find_map(|producer| producer.fatal_cause())
+    }
+}
+
+/// What a sink is made of besides its two transports.
+pub struct SinkParts {
+    /// The ledger outputs hold their offsets in.
+    pub ledger: Ledger,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Health.
+    pub health: Arc<Health>,
+    /// The daemon's stop.
+    pub stop: Arc<Stop>,
+    /// `kafka.dead_letter_topic`, where refused outputs are set aside.
+    pub dead_letter_topic: String,
+}
+
+impl SinkParts {
+    /// A sink whose outputs go through the transports `make` builds around
+    /// their delivery reports (the bulk one first, then the alerts one), and
+    /// whose failed outputs wait `backoff(attempt)` before they are sent again.
+    pub fn build(
+        self,
+        backoff: fn(u32) -> Duration,
+        mut make: impl FnMut(DeliveryReports) -> Result<Box<dyn Transport>, KafkaError>,
+    ) -> Result<Sink, KafkaError> {
+        let (retry, retries) = crossbeam_channel::unbounded();
+        let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
+        let epochs = Arc::new(Epochs::default());
+        let mut reports = |client: KafkaClient| {
+            make(DeliveryReports {
+                client,
+                ledger: self.ledger.clone(),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                epochs: epochs.clone(),
+                stop: self.stop.clone(),
+                retry: retry.clone(),
+                failed_checkpoints: failed_checkpoint.clone(),
+                failures: Throttle::new(LOG_EVERY),
+            })
+        };
+        let bulk = reports(KafkaClient::Producer)?;
+        let alerts = reports(KafkaClient::AlertsProducer)?;
+        Ok(Sink {
+            bulk,
+            alerts,
+            backoff,
+            ledger: self.ledger,
+            metrics: self.metrics,
+            health: self.health,
+            epochs,
+            stop: self.stop,
+            dead_letter_topic: self.dead_letter_topic,
+            retries,
+            waiting: Mutex::new(Vec::new()),
+            failed_checkpoints,
+            enqueue_failures: Throttle::new(LOG_EVERY),
+            abandoned: Throttle::new(LOG_EVERY),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 impl ScoringWorker {
     /// Scores what is queued, then stages a checkpoint of every changed
     /// entity (of `partitions`, or all) in a new epoch.
-    pub(super) fn checkpoint(&mut self, partitions: Option<&[Partition]>) {
+    pub(crate) fn checkpoint(&mut self, partitions: Option<&[Partition]>) {
         self.flush();
         self.apply_ledger();
         if self.checkpoints.is_none() {

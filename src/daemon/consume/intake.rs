@@ -1,0 +1,67 @@
+//! A record's first steps, the same in the consumer loop and in the
+//! in-memory pipeline tests: hold its offset, decode it, and set a
+//! malformed one aside on the dead-letter topic.
+
+use crate::daemon::decode::{Decoder, Sample};
+use crate::daemon::ledger::{LedgerBatch, SourceOffset};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::produce::{dead_letter, Sink};
+use std::sync::Arc;
+
+/// Takes records in: holds, decodes, sets aside.
+pub struct Intake {
+    /// Record decoder.
+    pub decoder: Decoder,
+    /// Where dead letters go; its ledger holds the offsets.
+    pub sink: Arc<Sink>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// `kafka.dead_letter_topic`.
+    pub dead_letter_topic: String,
+}
+
+impl Intake {
+    /// Holds `source` and decodes its record (`now_ms`: the wall clock, for
+    /// records without a timestamp). A malformed record is sent to the
+    /// dead-letter topic, which takes over its hold, and gives `None`; a
+    /// sample keeps the hold until the scorer is done with it.
+    pub fn take(
+        &self,
+        source: &SourceOffset,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Option<Sample> {
+        self.metrics.records_consumed.inc();
+        let ledger = self.sink.ledger();
+        ledger.hold(source);
+        match self.decoder.decode(payload, key, now_ms) {
+            Ok(sample) => {
+                self.metrics.records_decoded.inc();
+                Some(sample)
+            }
+            Err(rejection) => {
+                self.metrics
+                    .records_rejected
+                    .with_label_values(&[rejection.reason.as_str()])
+                    .inc();
+                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
+                let output = dead_letter(
+                    &self.dead_letter_topic,
+                    source,
+                    key.map(<[u8]>::to_vec),
+                    payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                    rejection.reason,
+                    &rejection.detail,
+                );
+                // The dead letter holds the offset in place of the record.
+                ledger.apply(&mut LedgerBatch {
+                    holds: vec![source.clone()],
+                    releases: vec![source.clone()],
+                });
+                self.sink.send(Box::new(output));
+                None
+            }
+        }
+    }
+}
