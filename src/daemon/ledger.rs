@@ -7,6 +7,11 @@
 //! still holds it for a future window. Holds are counted. The safe commit
 //! position of a partition is its lowest held offset, or one past the highest
 //! offset seen when nothing is held: everything before it is finished.
+//!
+//! A revoked partition is forgotten with the holds of the entity state
+//! dropped with it; the holds of its outputs still in flight stay, so their
+//! late acknowledgements release their own holds and never those of the
+//! same offsets read again if the partition comes back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,8 +37,9 @@ pub struct SourceOffset {
 #[derive(Debug, Default)]
 struct PartitionHolds {
     holds: BTreeMap<i64, u32>,
-    /// One past the highest offset seen.
-    next: i64,
+    /// One past the highest offset seen since the partition was assigned
+    /// (`None`: none yet, nothing to commit).
+    next: Option<i64>,
 }
 
 /// Holds and releases, applied together under one lock (see [`Ledger::apply`]).
@@ -102,13 +108,14 @@ impl Ledger {
     pub fn positions(&self) -> Vec<(Partition, i64)> {
         self.lock()
             .iter()
-            .map(|(p, h)| (p.clone(), safe_position(h)))
+            .filter_map(|(p, h)| Some((p.clone(), safe_position(h)?)))
             .collect()
     }
 
-    /// The safe commit position of one partition, if any record of it was seen.
+    /// The safe commit position of one partition, if any record of it was
+    /// seen since it was assigned.
     pub fn position(&self, partition: &Partition) -> Option<i64> {
-        self.lock().get(partition).map(safe_position)
+        self.lock().get(partition).and_then(safe_position)
     }
 
     /// Offsets held in all partitions (for metrics and tests).
@@ -119,9 +126,28 @@ impl Ledger {
             .sum()
     }
 
-    /// Drops a partition (after its final commit, when it is revoked).
-    pub fn forget(&self, partition: &Partition) {
+    /// Forgets a revoked partition and every hold on it (when the holds of
+    /// its dropped state are not known: a late acknowledgement of one of
+    /// its outputs may then release a hold of the same offset read again).
+    pub fn forget_all(&self, partition: &Partition) {
         self.lock().remove(partition);
+    }
+
+    /// Forgets a revoked partition after its final commit: releases
+    /// `dropped` (the holds of the entity state dropped with it), keeps the
+    /// holds of its outputs still in flight until they are acknowledged,
+    /// and forgets how far it was read.
+    pub fn forget(&self, partition: &Partition, dropped: &[SourceOffset]) {
+        let mut map = self.lock();
+        for source in dropped.iter().filter(|s| s.partition == *partition) {
+            release(&mut map, source);
+        }
+        if let Some(entry) = map.get_mut(partition) {
+            entry.next = None;
+            if entry.holds.is_empty() {
+                map.remove(partition);
+            }
+        }
     }
 }
 
@@ -131,7 +157,7 @@ fn hold(map: &mut Holds, source: &SourceOffset) {
     }
     let entry = map.get_mut(&source.partition).expect("inserted");
     *entry.holds.entry(source.offset).or_insert(0) += 1;
-    entry.next = entry.next.max(source.offset + 1);
+    entry.next = Some(entry.next.unwrap_or(0).max(source.offset + 1));
 }
 
 fn release(map: &mut Holds, source: &SourceOffset) {
@@ -146,8 +172,18 @@ fn release(map: &mut Holds, source: &SourceOffset) {
     }
 }
 
-fn safe_position(holds: &PartitionHolds) -> i64 {
-    holds.holds.keys().next().copied().unwrap_or(holds.next)
+/// The lowest held offset, or one past the highest seen; `None` before the
+/// first record since the partition was assigned. (Holds left from an
+/// earlier assignment may lie beyond what was read since.)
+fn safe_position(holds: &PartitionHolds) -> Option<i64> {
+    let next = holds.next?;
+    Some(
+        holds
+            .holds
+            .keys()
+            .next()
+            .map_or(next, |&lowest| lowest.min(next)),
+    )
 }
 
 #[cfg(test)]
@@ -205,8 +241,44 @@ mod tests {
     fn forgotten_partitions_ignore_late_releases() {
         let ledger = Ledger::default();
         ledger.hold(&at(1));
-        ledger.forget(&at(1).partition);
+        ledger.forget(&at(1).partition, &[at(1)]);
         ledger.release(&at(1));
         assert!(ledger.positions().is_empty());
+        assert_eq!(ledger.held(), 0);
+    }
+
+    #[test]
+    fn a_late_acknowledgement_releases_only_its_own_hold_after_a_reassignment() {
+        let ledger = Ledger::default();
+        let p = at(0).partition;
+        // Offsets 3 and 5 are held by the entity's state, 5 also by an output in flight.
+        ledger.hold(&at(3));
+        ledger.hold(&at(5));
+        ledger.hold(&at(5));
+        ledger.forget(&p, &[at(3), at(5)]);
+        assert_eq!(ledger.position(&p), None, "nothing read since");
+        // Assigned again: read from the committed offset 3.
+        for offset in 3..=5 {
+            ledger.hold(&at(offset));
+        }
+        ledger.release(&at(3));
+        ledger.release(&at(4));
+        assert_eq!(ledger.position(&p), Some(5));
+        // The old output is acknowledged: offset 5 is still held for the new read.
+        ledger.release(&at(5));
+        assert_eq!(ledger.position(&p), Some(5));
+        ledger.release(&at(5));
+        assert_eq!(ledger.position(&p), Some(6));
+    }
+
+    #[test]
+    fn holds_left_beyond_a_new_read_do_not_move_the_position_past_it() {
+        let ledger = Ledger::default();
+        let p = at(0).partition;
+        ledger.hold(&at(9));
+        ledger.forget(&p, &[]);
+        ledger.hold(&at(2));
+        ledger.release(&at(2));
+        assert_eq!(ledger.position(&p), Some(3));
     }
 }

@@ -42,8 +42,10 @@ pub enum Work {
     /// Checkpoints of newly assigned partitions, before any of their samples.
     Restore(Vec<Checkpoint>),
     /// Finish everything queued, checkpoint the entities of these partitions
-    /// (sent by the deadline if their turn comes), drop them, then answer.
-    Revoke(Vec<Partition>, Instant, Sender<()>),
+    /// (sent by the deadline if their turn comes, else discarded), drop
+    /// them, then answer with the holds of the dropped state (released by
+    /// the consumer after the partitions' final commit).
+    Revoke(Vec<Partition>, Instant, Sender<Vec<SourceOffset>>),
     /// Finish everything queued and checkpoint every entity, then answer (shutdown).
     Drain(Instant, Sender<()>),
 }
@@ -262,17 +264,26 @@ impl ScoringWorker {
             }
             Work::Revoke(partitions, deadline, done) => {
                 self.checkpoint(Some(&partitions));
+                let mut holds = Vec::new();
                 if !self.send_checkpoints_by(deadline) {
-                    tracing::warn!("checkpoints of revoked partitions were not sent in time; the next owner restores older ones and replays more");
+                    tracing::warn!("checkpoints of revoked partitions were not sent in time; they are discarded, and the next owner restores older ones and replays more");
+                    holds = self.discard_staged(&partitions);
                 }
-                let dropped = self.entities.drop_partitions(&partitions);
+                let dropped = self.entities.drop_partitions(&partitions, &mut holds);
                 tracing::info!(
                     partitions = partitions.len(),
                     entities = dropped,
                     "dropped the state of revoked partitions"
                 );
                 self.metrics.entities_active.set(self.entities.len() as i64);
-                let _ = done.send(());
+                // Holds on partitions kept (an entity whose samples came from
+                // several) are released now; the revoked ones' after their commit.
+                let (revoked, kept) = holds
+                    .into_iter()
+                    .partition(|source| partitions.contains(&source.partition));
+                self.ledger_ops.releases.extend::<Vec<_>>(kept);
+                self.apply_ledger();
+                let _ = done.send(revoked);
             }
             Work::Drain(deadline, done) => {
                 self.checkpoint(None);

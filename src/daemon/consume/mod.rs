@@ -347,12 +347,16 @@ impl ConsumerEvents {
             deadline = deadline.min(stop);
         }
         let (done, finished) = crossbeam_channel::bounded(1);
+        let mut dropped = None;
         let drained = self.send_samples(|| Instant::now() < deadline)
             && self
                 .work
                 .send_deadline(Work::Revoke(partitions.to_vec(), deadline, done), deadline)
                 .is_ok()
-            && finished.recv_deadline(deadline).is_ok();
+            && finished
+                .recv_deadline(deadline)
+                .map(|holds| dropped = Some(holds))
+                .is_ok();
         let flushed = self.sink.flush(deadline);
         if !(drained && flushed) {
             tracing::warn!(drained, flushed, "revoked partitions were not finished within the grace period; their unfinished records will be read again by the next owner");
@@ -361,7 +365,11 @@ impl ConsumerEvents {
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         for partition in partitions {
-            self.ledger.forget(partition);
+            match &dropped {
+                Some(holds) => self.ledger.forget(partition, holds),
+                // The scorer has not dropped the state yet: all its holds go.
+                None => self.ledger.forget_all(partition),
+            }
             assigned.remove(partition);
             committed.remove(partition);
             let _ = self

@@ -356,16 +356,26 @@ impl EntityTable {
         evicted
     }
 
-    /// Drops the entities of revoked partitions. Their held offsets are *not*
-    /// released: the final commit stays behind them, so the partition's next
-    /// owner replays those samples and rebuilds the windows.
-    pub fn drop_partitions(&mut self, partitions: &[Partition]) -> usize {
+    /// Drops the entities of revoked partitions and puts their held offsets
+    /// in `holds`. They are not released here: the final commit stays
+    /// behind them, so the partition's next owner replays those samples and
+    /// rebuilds the windows; the consumer releases them after it.
+    pub fn drop_partitions(
+        &mut self,
+        partitions: &[Partition],
+        holds: &mut Vec<SourceOffset>,
+    ) -> usize {
         let before = self.entities.len();
         self.entities.retain(|_, state| {
-            state
+            let keep = state
                 .partition
                 .as_ref()
-                .is_none_or(|p| !partitions.contains(p))
+                .is_none_or(|p| !partitions.contains(p));
+            if !keep {
+                holds.extend(state.held.drain(..));
+                holds.append(&mut state.unsaved);
+            }
+            keep
         });
         before - self.entities.len()
     }
@@ -595,9 +605,14 @@ mod tests {
         let now = Instant::now();
         let mut ledger = LedgerBatch::default();
         table.admit(&scorer, &sample("a", 0), &source(0), now, &mut ledger);
-        let dropped = table.drop_partitions(&[source(0).partition]);
+        let mut holds = Vec::new();
+        let dropped = table.drop_partitions(&[source(0).partition], &mut holds);
         assert_eq!(dropped, 1);
         assert!(table.is_empty());
         assert!(ledger.releases.is_empty());
+        assert_eq!(
+            holds, ledger.holds,
+            "handed over to be released after the commit"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use super::super::checkpoint;
 use super::super::entities::StateWrite;
-use super::super::ledger::Partition;
+use super::super::ledger::{Partition, SourceOffset};
 use super::super::produce::{Output, OutputKind};
 use super::ScoringWorker;
 use std::time::{Duration, Instant};
@@ -84,6 +84,31 @@ impl ScoringWorker {
             self.sink.resend_failed();
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Takes the staged checkpoints of revoked `partitions` back unsent (sent
+    /// later, they could land after their next owner's) and returns their
+    /// holds.
+    pub(super) fn discard_staged(&mut self, partitions: &[Partition]) -> Vec<SourceOffset> {
+        let revoked = |write: &StateWrite| {
+            if write.holds.is_empty() {
+                partitions.iter().any(|p| p.partition == write.partition)
+            } else {
+                write
+                    .holds
+                    .iter()
+                    .any(|h| partitions.contains(&h.partition))
+            }
+        };
+        let mut holds = Vec::new();
+        for (_, writes) in &mut self.staged {
+            let (gone, kept): (Vec<StateWrite>, Vec<StateWrite>) =
+                std::mem::take(writes).into_iter().partition(revoked);
+            holds.extend(gone.into_iter().flat_map(|write| write.holds));
+            *writes = kept;
+        }
+        self.staged.retain(|(_, writes)| !writes.is_empty());
+        holds
     }
 
     /// Failed checkpoints: their entities take the holds back and are
