@@ -21,6 +21,8 @@ pub mod events;
 pub mod failure;
 pub mod health;
 pub mod ledger;
+#[cfg(test)]
+mod memory_pipeline;
 pub mod metrics;
 pub mod produce;
 pub mod score;

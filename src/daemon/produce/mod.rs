@@ -13,6 +13,8 @@
 //! Every wait gives up at the stop's deadline, keeping its holds.
 
 mod delivery;
+#[cfg(test)]
+pub mod memory;
 mod output;
 mod transport;
 
