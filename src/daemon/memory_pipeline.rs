@@ -13,7 +13,6 @@
 use super::checkpoint::{Restored, GROUP_HEADER};
 use super::config::DaemonConfig;
 use super::consume::Intake;
-use super::decode::Decoder;
 use super::failure::Stop;
 use super::health::Health;
 use super::ledger::{Ledger, Partition, SourceOffset};
@@ -452,16 +451,12 @@ fn start_life(config: &DaemonConfig, scorer: &Arc<Scorer>, log: &Log) -> Life {
             .build(|_| Duration::ZERO, |reports| Ok(broker.transport(reports)))
             .unwrap(),
     );
-    let intake = Intake {
-        decoder: Decoder::new(
-            &config.input,
-            config.min_timestamp_ms(),
-            &scorer.metadata().channels,
-        ),
-        sink: sink.clone(),
-        metrics: metrics.clone(),
-        dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-    };
+    let intake = Intake::new(
+        config,
+        &scorer.metadata().channels,
+        sink.clone(),
+        metrics.clone(),
+    );
     let worker = ScoringWorker::new(config, scorer.clone(), sink.clone(), metrics, health);
     Life {
         broker,

@@ -233,16 +233,12 @@ impl Daemon {
         let sink_handle = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
-            intake: consume::Intake {
-                decoder: decode::Decoder::new(
-                    &config.input,
-                    config.min_timestamp_ms(),
-                    &scorer.metadata().channels,
-                ),
-                sink: sink.clone(),
-                metrics: metrics.clone(),
-                dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-            },
+            intake: consume::Intake::new(
+                &config,
+                &scorer.metadata().channels,
+                sink.clone(),
+                metrics.clone(),
+            ),
             work: work_tx,
             sink,
             metrics: metrics.clone(),

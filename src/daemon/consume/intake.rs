@@ -2,6 +2,7 @@
 //! in-memory pipeline tests: hold its offset, decode it, and set a
 //! malformed one aside on the dead-letter topic.
 
+use crate::daemon::config::DaemonConfig;
 use crate::daemon::decode::{Decoder, Sample};
 use crate::daemon::ledger::{LedgerBatch, SourceOffset};
 use crate::daemon::metrics::Metrics;
@@ -21,6 +22,22 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// The intake of `config`'s input for a model with `model_channels`,
+    /// setting aside to `sink`.
+    pub fn new(
+        config: &DaemonConfig,
+        model_channels: &[String],
+        sink: Arc<Sink>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            decoder: Decoder::new(&config.input, config.min_timestamp_ms(), model_channels),
+            sink,
+            metrics,
+            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+        }
+    }
+
     /// Holds `source` and decodes its record (`now_ms`: the wall clock, for
     /// records without a timestamp). A malformed record is sent to the
     /// dead-letter topic, which takes over its hold, and gives `None`; a
