@@ -5,7 +5,7 @@
 //! `cargo bench --bench decoding -- [--seconds S]`.
 
 use anomalyd::daemon::config::InputConfig;
-use anomalyd::daemon::decode::Decoder;
+use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::demo::feed::record_json;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use std::hint::black_box;

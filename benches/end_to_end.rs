@@ -40,7 +40,7 @@ mod latency;
 mod support;
 
 use anomalyd::daemon::config::InputConfig;
-use anomalyd::daemon::decode::Decoder;
+use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use anomalyd::window::entity_phase;
 use kafka_support::{free_port, metric_sum_in, start_broker, Broker, DaemonProcess};

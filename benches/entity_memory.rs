@@ -16,11 +16,11 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use anomalyd::daemon::checkpoint::Checkpoint;
 use anomalyd::daemon::config::WindowConfig;
-use anomalyd::daemon::decode::Sample;
 use anomalyd::daemon::entities::{Admission, EntityState, EntityTable};
 use anomalyd::daemon::ledger::{LedgerBatch, Partition, SourceOffset};
+use anomalyd::daemon::source::decode::Sample;
+use anomalyd::daemon::state::Checkpoint;
 use anomalyd::detect::{DetectorConfig, PendingWindow};
 use anomalyd::serve::Scorer;
 use anomalyd::synthetic::{generate, SyntheticConfig};

@@ -16,8 +16,9 @@
 //! - [`calibrate`]: per-entity online calibration of raw scores;
 //! - [`alert`]: the per-entity alert state machine;
 //! - [`detect`]: `EntityDetector`, row → window → score → calibration → alert;
-//! - [`daemon`]: the Kafka daemon (consume, decode, entities, score,
-//!   produce, checkpoints, the ledger, failures, metrics and admin);
+//! - [`daemon`]: the Kafka daemon, a folder per stage (source, entities,
+//!   scoring, sinks, state, ledger, admin) and what crosses them (config,
+//!   clients, failures);
 //! - [`offline`]: the daemon's per-entity path over a file (`anomalyd detect`);
 //! - [`evaluate`]: detection quality: labelled files, NAB, the loss ablation's measure;
 //! - [`demo`]: `anomalyd demo` on an embedded broker;

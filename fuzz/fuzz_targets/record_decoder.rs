@@ -4,7 +4,7 @@
 #![no_main]
 
 use anomalyd::daemon::config::{EntitySource, InputConfig};
-use anomalyd::daemon::decode::Decoder;
+use anomalyd::daemon::source::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

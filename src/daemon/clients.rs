@@ -60,7 +60,7 @@ pub fn producer_config(config: &DaemonConfig) -> ClientConfig {
         )
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
-        // Readiness reads the brokers' state from these (health.rs).
+        // Readiness reads the brokers' state from these (admin/health.rs).
         .set("statistics.interval.ms", "1000");
     apply(&mut client, &config.kafka.properties);
     apply(&mut client, &config.kafka.producer_properties);

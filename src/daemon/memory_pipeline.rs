@@ -2,7 +2,7 @@
 //! consumer's [`Intake`], the scorer thread's [`ScoringWorker`] (entities,
 //! model, decisions, checkpoints) and the [`Sink`] into an in-memory broker
 //! ([`MemoryBroker`]), on one thread and with no Kafka. The harness plays
-//! the consumer's part around them as `consume` does: reading partitions
+//! the consumer's part around them as `source` does: reading partitions
 //! from their committed offsets, committing the ledger's safe positions,
 //! handing partitions back (checkpoint, commit, forget) and restoring them
 //! from the state topic. A property test drives it through interleavings
@@ -10,16 +10,16 @@
 //! crashes, and checks the at-least-once invariant and that the outputs
 //! equal those of an uninterrupted run.
 
-use super::checkpoint::{Restored, GROUP_HEADER};
 use super::config::DaemonConfig;
-use super::consume::Intake;
 use super::failure::Stop;
-use super::health::Health;
 use super::ledger::{Ledger, Partition, SourceOffset};
-use super::metrics::Metrics;
-use super::produce::memory::{Log, MemoryBroker};
-use super::produce::{OutputKind, Sink, SinkParts};
-use super::score::{SampleBatch, ScoringWorker, Work};
+use crate::daemon::admin::health::Health;
+use crate::daemon::admin::metrics::Metrics;
+use crate::daemon::scoring::{SampleBatch, ScoringWorker, Work};
+use crate::daemon::sinks::memory::{Log, MemoryBroker};
+use crate::daemon::sinks::{OutputKind, Sink, SinkParts};
+use crate::daemon::source::Intake;
+use crate::daemon::state::{Restored, GROUP_HEADER};
 use crate::serve::embedded::default_scorer;
 use crate::serve::Scorer;
 use proptest::prelude::*;

@@ -3,45 +3,52 @@
 //! and alert decisions → alerts, scores and dead letters on Kafka, metrics on
 //! HTTP.
 //!
-//! Threads: the consumer ([`consume`]) decodes and commits; the scorer
-//! ([`score`]) owns all entity state and calls the model; librdkafka's threads
-//! deliver ([`produce`]); a small tokio runtime serves the admin listener
+//! Threads: the consumer ([`source`]) decodes and commits; the scorer
+//! ([`scoring`]) owns all entity state and calls the model; librdkafka's threads
+//! deliver ([`sinks`]); a small tokio runtime serves the admin listener
 //! ([`admin`]) and the signal handlers ([`Daemon::handle_signals`]); the reloader loads new models.
 //! The [`ledger`] ties them together: no offset is committed before
 //! everything derived from it is acknowledged.
 
+// The pipeline, stage by stage: records in, per-entity windows, the model
+// and decisions, outputs out; checkpoints beside them, the ledger under
+// them, the admin listener over them.
+pub mod source;
+
+pub mod entities;
+
+pub mod scoring;
+
+pub mod sinks;
+
+pub mod state;
+
+pub mod ledger;
+
 pub mod admin;
-pub mod checkpoint;
+
+// Across the stages.
 pub mod clients;
 pub mod config;
-pub mod consume;
-pub mod decode;
-pub mod entities;
-pub mod events;
 pub mod failure;
-pub mod health;
-pub mod ledger;
 #[cfg(test)]
 mod memory_pipeline;
-pub mod metrics;
-pub mod produce;
-pub mod score;
 mod signals;
 pub mod throttle;
 
 use crate::serve::Scorer;
+use admin::health::Health;
+use admin::metrics::Metrics;
 use anyhow::Context;
 use clients::without_secrets;
 use config::DaemonConfig;
-use consume::{ConsumerEvents, ConsumerLoop};
 use crossbeam_channel::{Receiver, Sender};
 use failure::{Fatal, FatalKind, Stop};
-use health::Health;
 use ledger::Ledger;
-use metrics::Metrics;
-use produce::{Sink, SinkSettings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use score::{ScoringWorker, Work};
+use scoring::{ScoringWorker, Work};
+use sinks::{Sink, SinkSettings};
+use source::{ConsumerEvents, ConsumerLoop};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -161,9 +168,9 @@ fn create_sink(
 }
 
 /// Where assigned partitions' checkpoints are read from, when checkpoints are on.
-fn restore_settings(config: &DaemonConfig) -> Option<consume::RestoreSettings> {
-    config.state.checkpoints.then(|| consume::RestoreSettings {
-        client: checkpoint::restore_config(config),
+fn restore_settings(config: &DaemonConfig) -> Option<source::RestoreSettings> {
+    config.state.checkpoints.then(|| source::RestoreSettings {
+        client: state::restore_config(config),
         topic: config.state.topic.clone(),
         group: config.kafka.group_id.clone(),
         timeout: Duration::from_secs(config.state.restore_timeout_s),
@@ -202,11 +209,11 @@ impl Daemon {
         let stop = Arc::new(Stop::new(grace));
         let sink = create_sink(&config, &metrics, &health, &stop)?;
         if config.state.checkpoints {
-            checkpoint::ensure_topic(&config, &runtime)
+            state::ensure_topic(&config, &runtime)
                 .map_err(|error| Fatal::new(FatalKind::Topic, format!("{error:#}")))?;
         }
         let (work_messages, samples_per_send) =
-            consume::work_queue_shape(config.scoring.queue_capacity);
+            source::work_queue_shape(config.scoring.queue_capacity);
         let (work_tx, work_rx) = crossbeam_channel::bounded(work_messages);
         let events = ConsumerEvents::new(
             work_tx.clone(),
@@ -233,7 +240,7 @@ impl Daemon {
         let sink_handle = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
-            intake: consume::Intake::new(
+            intake: source::Intake::new(
                 &config,
                 &scorer.metadata().channels,
                 sink.clone(),

@@ -8,8 +8,8 @@ pub mod feed;
 pub mod summary;
 pub mod view;
 
+use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::config::DaemonConfig;
-use crate::daemon::metrics::Metrics;
 use crate::daemon::Daemon;
 use crate::model::ModelMetadata;
 use crate::series::timestamp::format_timestamp;

@@ -3,7 +3,7 @@
 //! opened where nothing was injected.
 
 use super::view::SeenEvent;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::admin::metrics::Metrics;
 use crate::series::timestamp::format_timestamp;
 use crate::series::timestamp::parse_timestamp;
 use crate::series::Series;
@@ -174,7 +174,7 @@ pub fn print(
     injected: &[Injected],
     verdict: &Verdict,
 ) {
-    let rejected: Vec<String> = crate::daemon::decode::RejectReason::ALL
+    let rejected: Vec<String> = crate::daemon::source::decode::RejectReason::ALL
         .iter()
         .filter_map(|r| {
             let n = metrics

@@ -9,7 +9,7 @@
 //! model expects but the file lacks is an error before any row is read.
 
 use super::input::{Cell, Row, Table};
-use crate::daemon::decode::RejectReason;
+use crate::daemon::source::decode::RejectReason;
 use crate::series::timestamp::parse_timestamp;
 use std::collections::HashMap;
 

@@ -17,10 +17,10 @@ pub mod output;
 use crate::alert::AlertEvent;
 use crate::calibrate::CalibrationState;
 use crate::daemon::config::WindowConfig;
-use crate::daemon::decode::{RejectReason, Sample};
 use crate::daemon::entities::{Admission, EntityTable};
-use crate::daemon::events::{AlertMessage, GapMessage, SCHEMA_VERSION};
 use crate::daemon::ledger::{LedgerBatch, Partition, SourceOffset};
+use crate::daemon::sinks::events::{AlertMessage, GapMessage, SCHEMA_VERSION};
+use crate::daemon::source::decode::{RejectReason, Sample};
 use crate::detect::{DetectorConfig, PendingWindow};
 use crate::series::timestamp::format_timestamp;
 use crate::serve::{Scorer, WindowScore};
@@ -378,7 +378,7 @@ impl<'a> Detection<'a> {
                 *self
                     .summary
                     .events
-                    .entry(crate::daemon::events::event_name(event))
+                    .entry(crate::daemon::sinks::events::event_name(event))
                     .or_default() += 1;
             }
             report = Some(WindowReport {

@@ -3,7 +3,7 @@
 //! loader. Each must answer with a value or an error, never panic.
 
 use anomalyd::daemon::config::{DaemonConfig, InputConfig};
-use anomalyd::daemon::decode::Decoder;
+use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::model::ModelMetadata;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -7,8 +7,8 @@
 //! `.ci/deploy-checks`.)
 
 use super::kafka_support::{free_port, http_get as get};
+use anomalyd::daemon::admin::metrics::Metrics;
 use anomalyd::daemon::config::DaemonConfig;
-use anomalyd::daemon::metrics::Metrics;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -115,7 +115,7 @@ impl DaemonProcess {
             .args(["run", "--config"])
             .arg(&config_path)
             // ANOMALYD_TEST_LOG gives the daemons of a test run another
-            // log filter (e.g. `info,anomalyd::daemon::consume=debug`).
+            // log filter (e.g. `info,anomalyd::daemon::source=debug`).
             .env(
                 "ANOMALYD_LOG",
                 std::env::var("ANOMALYD_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -23,8 +23,8 @@ mod saving;
 pub use saving::{RestoreCounts, StateWrite};
 
 use super::config::WindowConfig;
-use super::decode::Sample;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
+use crate::daemon::source::decode::Sample;
 use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
 use crate::serve::Scorer;
 use crate::window::entity_phase;

@@ -3,8 +3,8 @@
 //! the holds of a checkpoint that could not be written.
 
 use super::{EntityState, EntityTable};
-use crate::daemon::checkpoint::{self, Checkpoint, NORMALISED_ROWS_FORMAT};
 use crate::daemon::ledger::{Partition, SourceOffset};
+use crate::daemon::state::{self, Checkpoint, NORMALISED_ROWS_FORMAT};
 use crate::serve::Scorer;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -111,7 +111,7 @@ impl EntityTable {
             writes.push(StateWrite {
                 entity: entity.clone(),
                 partition: through.partition.partition,
-                payload: Some(checkpoint::encode(
+                payload: Some(state::encode(
                     entity,
                     through,
                     state.last_ms,
@@ -279,7 +279,7 @@ mod tests {
         let onnx = crate::serve::embedded::DEFAULT_ONNX;
         let identity = Scorer::from_parts(onnx, metadata, "identity").unwrap();
         let (raw, _) = fed(&identity, "pump-1");
-        let bytes = checkpoint::encode_as_format_2(
+        let bytes = state::encode_as_format_2(
             "pump-1",
             &source(199),
             199_000,
@@ -298,14 +298,14 @@ mod tests {
         let scorer = default_scorer().unwrap();
         let (detector, row) = fed(&scorer, "pump-1");
         let through = source(199);
-        let same = checkpoint::encode(
+        let same = state::encode(
             "pump-1",
             &through,
             199_000,
             scorer.model_version(),
             &detector,
         );
-        let other = checkpoint::encode("pump-1", &through, 199_000, "another-model", &detector);
+        let other = state::encode("pump-1", &through, 199_000, "another-model", &detector);
         let mut table = restore(&same, &scorer);
         let restored = &mut table.get_mut("pump-1").unwrap().detector;
         assert!(restored.push(&scorer, 200_000, &row(200)).is_some());

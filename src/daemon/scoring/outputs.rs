@@ -6,10 +6,10 @@ use super::samples::OriginalRecord;
 use super::{Queued, ScoringWorker};
 use crate::alert::AlertEvent;
 use crate::calibrate::{Calibrated, CalibrationState};
-use crate::daemon::decode::{RejectReason, Sample};
-use crate::daemon::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
 use crate::daemon::ledger::SourceOffset;
-use crate::daemon::produce::{dead_letter, Output, OutputKind};
+use crate::daemon::sinks::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
+use crate::daemon::sinks::{dead_letter, Output, OutputKind};
+use crate::daemon::source::decode::{RejectReason, Sample};
 use crate::detect::RowOutcome;
 use crate::series::timestamp::format_timestamp;
 use crate::serve::WindowScore;
@@ -62,7 +62,7 @@ impl ScoringWorker {
         outcome: &RowOutcome,
         event: &AlertEvent,
     ) -> Output {
-        let name = crate::daemon::events::event_name(event);
+        let name = crate::daemon::sinks::events::event_name(event);
         let severity = event.alert().severity.as_str();
         self.metrics
             .alert_events

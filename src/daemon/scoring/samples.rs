@@ -1,8 +1,8 @@
 //! The samples the consumer hands the scorer: many to one channel message,
 //! with their original records in one buffer for the dead-letter topic.
 
-use super::super::decode::Sample;
 use super::super::ledger::SourceOffset;
+use crate::daemon::source::decode::Sample;
 
 /// Samples sent to the scorer together: one channel message, and one
 /// buffer for their original records, instead of one each per sample.

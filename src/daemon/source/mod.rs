@@ -9,20 +9,21 @@
 //! of their records, so the new owner carries on where the last one stopped
 //! (ARCHITECTURE.md, "Delivery").
 
+pub mod decode;
 mod intake;
 mod polling;
 
 pub use intake::Intake;
 pub use polling::ConsumerLoop;
 
-use super::checkpoint;
 use super::failure::{classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop};
-use super::health::{any_broker_up, Health, KafkaClient};
 use super::ledger::{Ledger, Partition, SourceOffset};
-use super::metrics::Metrics;
-use super::produce::Sink;
-use super::score::{SampleBatch, Work};
 use super::throttle::Throttle;
+use crate::daemon::admin::health::{any_broker_up, Health, KafkaClient};
+use crate::daemon::admin::metrics::Metrics;
+use crate::daemon::scoring::{SampleBatch, Work};
+use crate::daemon::sinks::Sink;
+use crate::daemon::state;
 use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -66,7 +67,7 @@ fn commit_async(consumer: &BaseConsumer<ConsumerEvents>, list: &TopicPartitionLi
 
 /// Where assigned partitions' checkpoints are read from.
 pub struct RestoreSettings {
-    /// The reader's client settings ([`checkpoint::restore_config`]).
+    /// The reader's client settings ([`state::restore_config`]).
     pub client: ClientConfig,
     /// The state topic.
     pub topic: String,
@@ -144,7 +145,7 @@ impl ConsumerEvents {
     /// waiting for the scorer while `keep_waiting` says so.
     fn queue_sample(
         &self,
-        sample: super::decode::Sample,
+        sample: crate::daemon::source::decode::Sample,
         source: SourceOffset,
         message: &BorrowedMessage<'_>,
         keep_waiting: impl Fn() -> bool,
@@ -197,7 +198,7 @@ impl ConsumerEvents {
             return;
         };
         let started = Instant::now();
-        match checkpoint::read(
+        match state::read(
             &settings.client,
             &settings.topic,
             &settings.group,
@@ -234,12 +235,10 @@ impl ConsumerEvents {
             }
             Err(error) => {
                 let kind = match &error {
-                    checkpoint::RestoreError::Kafka { source, .. } => {
-                        match classify_error(source) {
-                            ErrorClass::Fatal(kind) => kind,
-                            _ => FatalKind::Topic,
-                        }
-                    }
+                    state::RestoreError::Kafka { source, .. } => match classify_error(source) {
+                        ErrorClass::Fatal(kind) => kind,
+                        _ => FatalKind::Topic,
+                    },
                     _ => FatalKind::Topic,
                 };
                 self.stop.fail(Fatal::new(

@@ -3,8 +3,8 @@
 //! names the input record that completed its window (`source`), so a
 //! consumer can audit or deduplicate.
 
-use super::ledger::SourceOffset;
 use crate::alert::{AlertEvent, ChannelEvidence, Severity};
+use crate::daemon::ledger::SourceOffset;
 use crate::series::timestamp::format_timestamp;
 use serde::Serialize;
 

@@ -2,11 +2,11 @@
 //! in-memory pipeline tests: hold its offset, decode it, and set a
 //! malformed one aside on the dead-letter topic.
 
+use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::config::DaemonConfig;
-use crate::daemon::decode::{Decoder, Sample};
 use crate::daemon::ledger::{LedgerBatch, SourceOffset};
-use crate::daemon::metrics::Metrics;
-use crate::daemon::produce::{dead_letter, Sink};
+use crate::daemon::sinks::{dead_letter, Sink};
+use crate::daemon::source::decode::{Decoder, Sample};
 use std::sync::Arc;
 
 /// Takes records in: holds, decodes, sets aside.

@@ -5,17 +5,17 @@
 //! blocks the async runtime and the consumer keeps reading while it works.
 //! It also takes the entity checkpoints (`state.checkpoint_interval_ms`, and
 //! before partitions are handed back or the daemon stops) and sends each
-//! once every output sent before it is acknowledged ([`super::checkpoint`]).
+//! once every output sent before it is acknowledged ([`crate::daemon::state`]).
 
-use super::checkpoint::Checkpoint;
 use super::config::DaemonConfig;
-use super::decode::Sample;
 use super::entities::{Admission, EntityTable, StateWrite};
-use super::health::Health;
 use super::ledger::{LedgerBatch, Partition, SourceOffset};
-use super::metrics::Metrics;
-use super::produce::Sink;
 use super::throttle::Throttle;
+use crate::daemon::admin::health::Health;
+use crate::daemon::admin::metrics::Metrics;
+use crate::daemon::sinks::Sink;
+use crate::daemon::source::decode::Sample;
+use crate::daemon::state::Checkpoint;
 use crate::detect::PendingWindow;
 use crate::serve::Scorer;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};

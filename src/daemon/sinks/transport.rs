@@ -10,9 +10,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::time::Duration;
 
-/// A producer the sink can send through. Its delivery reports go to the
-/// [`DeliveryReports`] it was built with: [`DeliveryReports::delivered`] or
-/// [`DeliveryReports::failed`], once per output it accepted.
+/// A producer the sink can send through. It reports each output it
+/// accepted, once, to the [`DeliveryReports`] it was built with: delivered
+/// or failed with an error.
 pub trait Transport: Send + Sync {
     /// Takes `output` for delivery, or gives it back with the reason.
     fn enqueue(&self, output: Box<Output>) -> Result<(), (KafkaError, Box<Output>)>;

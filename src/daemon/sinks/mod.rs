@@ -13,6 +13,7 @@
 //! Every wait gives up at the stop's deadline, keeping its holds.
 
 mod delivery;
+pub mod events;
 #[cfg(test)]
 pub mod memory;
 mod output;
@@ -22,12 +23,12 @@ pub use delivery::DeliveryReports;
 pub use output::{dead_letter, reference, Output, OutputKind, REFERENCE_BYTES};
 pub use transport::Transport;
 
-use super::checkpoint::Epochs;
 use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
-use super::health::{Health, KafkaClient};
 use super::ledger::Ledger;
-use super::metrics::Metrics;
 use super::throttle::Throttle;
+use crate::daemon::admin::health::{Health, KafkaClient};
+use crate::daemon::admin::metrics::Metrics;
+use crate::daemon::state::Epochs;
 use crossbeam_channel::Receiver;
 use output::producer_of;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

@@ -2,8 +2,11 @@
 //! (the process is alive) and `/readyz` (200 when ready, 503 with the reasons
 //! otherwise). Nothing here changes state.
 
-use super::health::Health;
-use super::metrics::Metrics;
+pub mod health;
+pub mod metrics;
+
+use crate::daemon::admin::health::Health;
+use crate::daemon::admin::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

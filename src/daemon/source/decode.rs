@@ -8,7 +8,7 @@
 
 mod fields;
 
-use super::config::{EntitySource, InputConfig};
+use crate::daemon::config::{EntitySource, InputConfig};
 use crate::series::timestamp::parse_timestamp;
 use fields::{read_fields, FieldNames, ValuesField};
 use serde_json::Value;

@@ -2,11 +2,11 @@
 //! them behind the outputs sent before them (by epoch), sending them once
 //! those are acknowledged, and taking back the holds of failed ones.
 
-use super::super::checkpoint;
 use super::super::entities::StateWrite;
 use super::super::ledger::{Partition, SourceOffset};
-use super::super::produce::{Output, OutputKind};
 use super::ScoringWorker;
+use crate::daemon::sinks::{Output, OutputKind};
+use crate::daemon::state;
 use std::time::{Duration, Instant};
 
 impl ScoringWorker {
@@ -59,7 +59,7 @@ impl ScoringWorker {
                 key: Some(write.entity.into_bytes()),
                 payload: write.payload,
                 headers: vec![(
-                    checkpoint::GROUP_HEADER.into(),
+                    state::GROUP_HEADER.into(),
                     schedule.group.clone().into_bytes(),
                 )],
                 holds: write.holds,

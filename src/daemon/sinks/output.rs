@@ -2,10 +2,10 @@
 //! checkpoint) with the input offsets it holds, and the dead letters made
 //! from a refused record or a refused output.
 
-use crate::daemon::decode::RejectReason;
+use crate::daemon::admin::health::KafkaClient;
 use crate::daemon::failure::ErrorClass;
-use crate::daemon::health::KafkaClient;
 use crate::daemon::ledger::SourceOffset;
+use crate::daemon::source::decode::RejectReason;
 use std::time::Instant;
 
 /// Which output a message goes to.

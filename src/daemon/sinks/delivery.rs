@@ -2,11 +2,11 @@
 //! holds and settles its epoch; a failed one goes by its error's class.
 
 use super::{Output, OutputKind};
-use crate::daemon::checkpoint::Epochs;
+use crate::daemon::admin::health::{any_broker_up, Health, KafkaClient};
+use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::failure::{classify_error, report_client_error, ErrorClass, Fatal, Stop};
-use crate::daemon::health::{any_broker_up, Health, KafkaClient};
 use crate::daemon::ledger::Ledger;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::state::Epochs;
 use crate::daemon::throttle::Throttle;
 use crossbeam_channel::Sender;
 use rdkafka::error::KafkaError;

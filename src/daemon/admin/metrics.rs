@@ -4,7 +4,7 @@
 //! cause, result) or from the assignment (topic, partition): never an entity
 //! or anything read from a record. `README.md`, "Metrics", lists them all.
 
-use super::decode::RejectReason;
+use crate::daemon::source::decode::RejectReason;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,

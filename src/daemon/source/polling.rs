@@ -4,12 +4,12 @@
 
 use super::intake::Intake;
 use super::ConsumerEvents;
+use crate::daemon::admin::health::Health;
+use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::failure::report_client_error;
-use crate::daemon::health::Health;
 use crate::daemon::ledger::{Partition, SourceOffset};
-use crate::daemon::metrics::Metrics;
-use crate::daemon::produce::Sink;
-use crate::daemon::score::Work;
+use crate::daemon::scoring::Work;
+use crate::daemon::sinks::Sink;
 use crossbeam_channel::Sender;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
