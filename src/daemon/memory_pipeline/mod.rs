@@ -10,6 +10,9 @@
 //! crashes, and checks the at-least-once invariant and that the outputs
 //! equal those of an uninterrupted run.
 
+mod messages;
+mod property;
+
 use super::config::DaemonConfig;
 use super::failure::Stop;
 use super::ledger::{Ledger, Partition, SourceOffset};
@@ -20,10 +23,8 @@ use crate::daemon::sinks::memory::{Log, MemoryBroker};
 use crate::daemon::sinks::{OutputKind, Sink, SinkParts};
 use crate::daemon::source::Intake;
 use crate::daemon::state::{Restored, GROUP_HEADER};
-use crate::serve::embedded::default_scorer;
 use crate::serve::Scorer;
-use proptest::prelude::*;
-use rdkafka::error::RDKafkaErrorCode;
+use messages::{outputs_of, shown, Message, Messages};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,98 +125,6 @@ fn input() -> BTreeMap<i32, Vec<Record>> {
         }
     }
     partitions
-}
-
-/// A message on an output topic, as a consumer of it sees it.
-type Message = (
-    String,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Vec<(String, Vec<u8>)>,
-);
-
-/// Messages by their skeleton: a JSON payload's numbers that are not
-/// integers are taken out and kept beside it. A window's raw score is the
-/// same to about 1e-6 (relative) in a batch of any size, but not to the
-/// bit (tract's kernels differ by batch size), so a replay that batches
-/// windows differently gives the same messages up to those digits.
-#[derive(Default)]
-struct Messages(BTreeMap<Message, Vec<Vec<f64>>>);
-
-impl Messages {
-    fn of<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Self {
-        let mut all = Self::default();
-        for message in messages {
-            let (skeleton, numbers) = skeleton(message);
-            all.0.entry(skeleton).or_default().push(numbers);
-        }
-        all
-    }
-
-    /// Whether `message` is here, its numbers equal to rounding.
-    fn contains(&self, message: &Message) -> bool {
-        let (skeleton, numbers) = skeleton(message);
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 + 1e-4 * a.abs().max(b.abs());
-        self.0.get(&skeleton).is_some_and(|all| {
-            all.iter()
-                .any(|other| other.iter().zip(&numbers).all(|(&a, &b)| close(a, b)))
-        })
-    }
-}
-
-/// `message` with its payload's fractional numbers replaced by 0, and
-/// those numbers in order.
-fn skeleton(message: &Message) -> (Message, Vec<f64>) {
-    fn strip(value: &mut serde_json::Value, numbers: &mut Vec<f64>) {
-        match value {
-            serde_json::Value::Number(n) if n.is_f64() => {
-                numbers.push(n.as_f64().unwrap_or(f64::NAN));
-                *value = 0.into();
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip(v, numbers)),
-            serde_json::Value::Object(fields) => {
-                fields.values_mut().for_each(|v| strip(v, numbers))
-            }
-            _ => {}
-        }
-    }
-    let mut numbers = Vec::new();
-    let mut skeleton = message.clone();
-    if let Some(payload) = &message.2 {
-        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(payload) {
-            strip(&mut value, &mut numbers);
-            skeleton.2 = Some(value.to_string().into_bytes());
-        }
-    }
-    (skeleton, numbers)
-}
-
-/// A message's payload, for failure messages.
-fn shown(message: &Message) -> String {
-    format!(
-        "{}: {}",
-        message.0,
-        String::from_utf8_lossy(message.2.as_deref().unwrap_or_default())
-    )
-}
-
-/// The alerts, scores and dead letters in `log`, as messages, with the
-/// input offset each derives from.
-fn outputs_of(log: &Log) -> Vec<(SourceOffset, Message)> {
-    let log = log.lock().unwrap();
-    log.iter()
-        .filter(|output| output.kind != OutputKind::State)
-        .map(|output| {
-            assert_eq!(output.holds.len(), 1, "an output derives from one record");
-            let message = (
-                output.topic.clone(),
-                output.key.clone(),
-                output.payload.clone(),
-                output.headers.clone(),
-            );
-            (output.holds[0].clone(), message)
-        })
-        .collect()
 }
 
 /// [`CONFIG`] with entity checkpoints on or off.
@@ -464,140 +373,5 @@ fn start_life(config: &DaemonConfig, scorer: &Arc<Scorer>, log: &Log) -> Life {
         intake,
         worker,
         reading: BTreeMap::new(),
-    }
-}
-
-/// One step of an interleaving.
-#[derive(Debug, Clone)]
-enum Step {
-    /// Read this many records of a partition.
-    Read(i32, usize),
-    /// Acknowledge the output in flight at this position (modulo).
-    Acknowledge(usize),
-    /// Fail it with a transient error (it is sent again).
-    Fail(usize),
-    /// Send failed outputs again.
-    Resend,
-    /// Checkpoint every entity.
-    Checkpoint,
-    /// Commit the safe positions.
-    Commit,
-    /// Hand a partition back, then have it assigned again.
-    Rebalance(i32),
-    /// Crash; the in-flight outputs whose bit is set land.
-    Crash(u64),
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        6 => (0..PARTITIONS, 1usize..120).prop_map(|(p, n)| Step::Read(p, n)),
-        6 => any::<usize>().prop_map(Step::Acknowledge),
-        2 => any::<usize>().prop_map(Step::Fail),
-        2 => Just(Step::Resend),
-        2 => Just(Step::Checkpoint),
-        3 => Just(Step::Commit),
-        1 => (0..PARTITIONS).prop_map(Step::Rebalance),
-        1 => any::<u64>().prop_map(Step::Crash),
-    ]
-}
-
-/// The uninterrupted run: every record read, every output acknowledged at once.
-fn reference(scorer: &Arc<Scorer>) -> Vec<(SourceOffset, Message)> {
-    let mut pipeline = Pipeline::new(scorer.clone(), true);
-    pipeline.finish(&BTreeMap::new());
-    outputs_of(&pipeline.log)
-}
-
-fn shared_scorer() -> Arc<Scorer> {
-    static SCORER: std::sync::OnceLock<Arc<Scorer>> = std::sync::OnceLock::new();
-    SCORER
-        .get_or_init(|| Arc::new(default_scorer().unwrap()))
-        .clone()
-}
-
-fn reference_outputs() -> &'static Vec<(SourceOffset, Message)> {
-    static OUTPUTS: std::sync::OnceLock<Vec<(SourceOffset, Message)>> = std::sync::OnceLock::new();
-    OUTPUTS.get_or_init(|| reference(&shared_scorer()))
-}
-
-#[test]
-fn the_uninterrupted_run_has_alerts_scores_and_dead_letters() {
-    let outputs = reference_outputs();
-    let count = |topic: &str| outputs.iter().filter(|(_, m)| m.0 == topic).count();
-    let config = settings(true);
-    assert!(
-        count(&config.kafka.alerts_topic) >= 2,
-        "{}",
-        count(&config.kafka.alerts_topic)
-    );
-    assert!(count("scores") > 100);
-    assert_eq!(count(&config.kafka.dead_letter_topic), 2);
-    let distinct: BTreeSet<&Message> = outputs.iter().map(|(_, m)| m).collect();
-    assert_eq!(distinct.len(), outputs.len(), "no output twice");
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    /// At-least-once under any interleaving: a committed position never
-    /// passes a record whose outputs are not acknowledged; with
-    /// checkpoints, in the end the output topics hold exactly the
-    /// uninterrupted run's messages (some of them more than once). Without
-    /// them an entity handed over or restarted warms up again from the
-    /// rows its window buffer held, so its later scores differ. Failures here are transient ones: an
-    /// output refused for its content is given up by design (set aside as
-    /// a reference; a checkpoint is dropped and its entity's rows since
-    /// its last checkpoint are not replayed after a restart,
-    /// docs/reliability.md).
-    #[test]
-    fn any_interleaving_gives_the_uninterrupted_runs_outputs(
-        checkpoints in any::<bool>(),
-        steps in prop::collection::vec(step(), 1..60),
-    ) {
-        let expected = reference_outputs();
-        let mut required: BTreeMap<SourceOffset, BTreeSet<Message>> = BTreeMap::new();
-        for (source, message) in expected {
-            required.entry(source.clone()).or_default().insert(message.clone());
-        }
-        let mut pipeline = Pipeline::new(shared_scorer(), checkpoints);
-        for step in steps {
-            match step {
-                Step::Read(p, n) => pipeline.read(p, n),
-                Step::Acknowledge(pick) => pipeline.life.broker.acknowledge(pick),
-                Step::Fail(pick) => pipeline.life.broker.fail(pick, None, RDKafkaErrorCode::RequestTimedOut),
-                Step::Resend => pipeline.resend(),
-                Step::Checkpoint => {
-                    pipeline.life.worker.checkpoint(None);
-                    pipeline.life.worker.tend(true);
-                }
-                Step::Commit => pipeline.commit(&required),
-                Step::Rebalance(p) => {
-                    pipeline.revoke(p, &required);
-                    pipeline.assign(&[p]);
-                }
-                Step::Crash(landed) => pipeline.crash(landed),
-            }
-        }
-        pipeline.finish(&required);
-        prop_assert!(pipeline.life.broker.unacknowledged().is_empty());
-        // Every hold taken is released, but those the window buffers keep
-        // without checkpoints (each of the 4 entities' newest
-        // `window_len - 1` samples): a forgotten release shows here.
-        let window_len = shared_scorer().metadata().window_len;
-        let buffered = if checkpoints { 0 } else { 4 * (window_len - 1) };
-        prop_assert_eq!(pipeline.life.sink.ledger().held(), buffered);
-        if checkpoints {
-            // Everything is read, acknowledged and checkpointed: all committed.
-            // (Without checkpoints the rows in window buffers stay held.)
-            for p in 0..PARTITIONS {
-                prop_assert_eq!(pipeline.committed.get(&p).copied(), Some(pipeline.input[&p].len() as i64));
-            }
-            let got: Vec<Message> = outputs_of(&pipeline.log).into_iter().map(|(_, m)| m).collect();
-            let want: Vec<Message> = expected.iter().map(|(_, m)| m.clone()).collect();
-            let (got_all, want_all) = (Messages::of(&got), Messages::of(&want));
-            let missing: Vec<String> = want.iter().filter(|m| !got_all.contains(m)).map(shown).take(3).collect();
-            let extra: Vec<String> = got.iter().filter(|m| !want_all.contains(m)).map(shown).take(3).collect();
-            prop_assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
-        }
     }
 }
