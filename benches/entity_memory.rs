@@ -109,7 +109,7 @@ impl Feeder<'_> {
             partition: self.partition.clone(),
             offset,
         };
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         match table.admit(self.scorer, &sample, &source, Instant::now(), &mut ledger) {
             Admission::Accepted {
                 window: Some(window),

@@ -3,6 +3,7 @@
 //! a supervisor acts on (fatal). docs/reliability.md, "Error classes", has
 //! the table; `classify` is its code.
 
+use super::ledger::Ledger;
 use super::throttle::Throttle;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +148,8 @@ pub struct Stop {
     deadline: OnceLock<Instant>,
     fatal: Mutex<Option<Fatal>>,
     ended: AtomicBool,
+    /// The ledger closed when the stop begins ([`Ledger::close`]).
+    ledger: OnceLock<Ledger>,
 }
 
 impl Stop {
@@ -157,12 +160,26 @@ impl Stop {
             deadline: OnceLock::new(),
             fatal: Mutex::new(None),
             ended: AtomicBool::new(false),
+            ledger: OnceLock::new(),
+        }
+    }
+
+    /// Closes `ledger` when the stop begins (at once if it has): from then
+    /// on, unfinished work is given up and its holds may be dropped.
+    pub fn closes(&self, ledger: &Ledger) {
+        let _ = self.ledger.set(ledger.clone());
+        if self.begun() {
+            ledger.close();
         }
     }
 
     /// Begins the stop (idempotent): the deadline is `grace` from the first call.
     pub fn begin(&self) -> Instant {
-        *self.deadline.get_or_init(|| Instant::now() + self.grace)
+        let deadline = *self.deadline.get_or_init(|| Instant::now() + self.grace);
+        if let Some(ledger) = self.ledger.get() {
+            ledger.close();
+        }
+        deadline
     }
 
     /// Records a fatal error (the first one is kept) and begins the stop.

@@ -8,12 +8,20 @@
 //! position of a partition is its lowest held offset, or one past the highest
 //! offset seen when nothing is held: everything before it is finished.
 //!
+//! Each hold is a [`Hold`] value, made only by the ledger and given back
+//! exactly once: released when the work is done, or abandoned when it is
+//! given up (the record is read again). It cannot be copied, so it cannot
+//! be released twice; a hold dropped otherwise would stop its partition's
+//! commits for good, and in debug builds it panics, unless the daemon is
+//! stopping ([`Ledger::close`]).
+//!
 //! A revoked partition is forgotten with the holds of the entity state
 //! dropped with it; the holds of its outputs still in flight stay, so their
 //! late acknowledgements release their own holds and never those of the
 //! same offsets read again if the partition comes back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A topic partition.
@@ -34,6 +42,70 @@ pub struct SourceOffset {
     pub offset: i64,
 }
 
+/// One hold of a source offset in the ledger, owed back exactly once: by
+/// a release ([`Ledger::release`], [`LedgerBatch::release`]) when
+/// everything derived from the record is done, or by [`Hold::abandon`]
+/// when that work is given up and the record will be read again.
+#[must_use = "a hold is released or abandoned; dropped, it stops its partition's commits"]
+#[derive(Debug)]
+pub struct Hold {
+    source: SourceOffset,
+    /// Debug builds: the ledger's closed flag while the hold is owed,
+    /// `None` once it is given back.
+    #[cfg(debug_assertions)]
+    owed: Option<Arc<AtomicBool>>,
+}
+
+impl Hold {
+    fn new(source: SourceOffset, closed: &Arc<AtomicBool>) -> Self {
+        #[cfg(not(debug_assertions))]
+        let _ = closed;
+        Self {
+            source,
+            #[cfg(debug_assertions)]
+            owed: Some(closed.clone()),
+        }
+    }
+
+    /// The offset held.
+    pub fn source(&self) -> &SourceOffset {
+        &self.source
+    }
+
+    /// Gives the hold up without releasing it: its record is not finished,
+    /// its offset stays held, and it is read again after a restart or by
+    /// the partition's next owner.
+    pub fn abandon(mut self) {
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        #[cfg(debug_assertions)]
+        {
+            self.owed = None;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        if let Some(closed) = &self.owed {
+            if !closed.load(Ordering::SeqCst) && !std::thread::panicking() {
+                panic!(
+                    "the hold of {}/{} offset {} was dropped, neither released nor abandoned: its partition's commits would stop behind it",
+                    self.source.partition.topic, self.source.partition.partition, self.source.offset
+                );
+            }
+        }
+    }
+}
+
+/// Gives back every hold in `holds` by abandoning it.
+pub fn abandon_all(holds: impl IntoIterator<Item = Hold>) {
+    holds.into_iter().for_each(Hold::abandon);
+}
+
 #[derive(Debug, Default)]
 struct PartitionHolds {
     holds: BTreeMap<i64, u32>,
@@ -42,16 +114,72 @@ struct PartitionHolds {
     next: Option<i64>,
 }
 
-/// Holds and releases, applied together under one lock (see [`Ledger::apply`]).
-#[derive(Debug, Default)]
+/// Holds and releases, applied together under one lock (see
+/// [`Ledger::apply`]). Its holds are owed from the moment they are made;
+/// the ledger counts them once the batch is applied, before anything can
+/// release them.
+#[derive(Debug)]
 pub struct LedgerBatch {
     /// Offsets to hold once more.
-    pub holds: Vec<SourceOffset>,
-    /// Offsets to release once.
-    pub releases: Vec<SourceOffset>,
+    holds: Vec<SourceOffset>,
+    /// Holds to release once (given back: dropping them is fine).
+    releases: Vec<Hold>,
+    /// The ledger's closed flag (see [`Ledger::close`]).
+    closed: Arc<AtomicBool>,
+}
+
+impl Default for LedgerBatch {
+    /// A batch for a ledger of its own.
+    fn default() -> Self {
+        Ledger::default().batch()
+    }
 }
 
 impl LedgerBatch {
+    /// A batch for a run that commits nothing (offline scoring, benches):
+    /// its holds need not be given back.
+    pub fn detached() -> Self {
+        let ledger = Ledger::default();
+        ledger.close();
+        ledger.batch()
+    }
+
+    /// Holds `source` once more (counted when the batch is applied).
+    pub fn hold(&mut self, source: &SourceOffset) -> Hold {
+        self.holds.push(source.clone());
+        Hold::new(source.clone(), &self.closed)
+    }
+
+    /// Releases `hold` (when the batch is applied, after its holds).
+    pub fn release(&mut self, mut hold: Hold) {
+        hold.settle();
+        self.releases.push(hold);
+    }
+
+    /// Releases every hold in `holds`.
+    pub fn release_all(&mut self, holds: impl IntoIterator<Item = Hold>) {
+        for hold in holds {
+            self.release(hold);
+        }
+    }
+
+    /// Forgets the holds and releases not applied (for a run that commits
+    /// nothing).
+    pub fn clear(&mut self) {
+        self.holds.clear();
+        self.releases.clear();
+    }
+
+    /// The offsets to be held, in order.
+    pub fn holds(&self) -> &[SourceOffset] {
+        &self.holds
+    }
+
+    /// The offsets to be released, in order.
+    pub fn releases(&self) -> impl Iterator<Item = &SourceOffset> {
+        self.releases.iter().map(Hold::source)
+    }
+
     /// Whether there is nothing to apply.
     pub fn is_empty(&self) -> bool {
         self.holds.is_empty() && self.releases.is_empty()
@@ -67,6 +195,9 @@ impl LedgerBatch {
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     inner: Arc<Mutex<Holds>>,
+    /// Set once the daemon stops: unfinished work is given up from then
+    /// on, and a hold dropped is not a leak.
+    closed: Arc<AtomicBool>,
 }
 
 /// Every partition's holds; foldhash (the keys are partitions the group
@@ -81,13 +212,33 @@ impl Ledger {
     }
 
     /// Holds `source` once (a record arrived, or something derived from it is pending).
-    pub fn hold(&self, source: &SourceOffset) {
+    pub fn hold(&self, source: &SourceOffset) -> Hold {
         hold(&mut self.lock(), source);
+        Hold::new(source.clone(), &self.closed)
     }
 
-    /// Releases one hold of `source`. Releasing an offset of a forgotten partition does nothing.
-    pub fn release(&self, source: &SourceOffset) {
-        release(&mut self.lock(), source);
+    /// Releases `hold`. Releasing an offset of a forgotten partition does nothing.
+    pub fn release(&self, mut hold: Hold) {
+        release(&mut self.lock(), &hold.source);
+        hold.settle();
+    }
+
+    /// Releases every hold in `holds`, under one lock.
+    pub fn release_all(&self, holds: impl IntoIterator<Item = Hold>) {
+        let mut map = self.lock();
+        for mut hold in holds {
+            release(&mut map, &hold.source);
+            hold.settle();
+        }
+    }
+
+    /// An empty batch of holds and releases for this ledger.
+    pub fn batch(&self) -> LedgerBatch {
+        LedgerBatch {
+            holds: Vec::new(),
+            releases: Vec::new(),
+            closed: self.closed.clone(),
+        }
     }
 
     /// Applies a batch: all holds first, then all releases, atomically.
@@ -99,9 +250,15 @@ impl Ledger {
         for source in batch.holds.drain(..) {
             hold(&mut map, &source);
         }
-        for source in batch.releases.drain(..) {
-            release(&mut map, &source);
+        for given_back in batch.releases.drain(..) {
+            release(&mut map, &given_back.source);
         }
+    }
+
+    /// The daemon is stopping: what is unfinished is given up, and holds
+    /// dropped from now on are not leaks (their offsets stay held).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// The safe commit position of every partition seen.
@@ -133,19 +290,22 @@ impl Ledger {
         self.lock().remove(partition);
     }
 
-    /// Forgets a revoked partition after its final commit: releases
-    /// `dropped` (the holds of the entity state dropped with it), keeps the
-    /// holds of its outputs still in flight until they are acknowledged,
-    /// and forgets how far it was read.
-    pub fn forget(&self, partition: &Partition, dropped: &[SourceOffset]) {
+    /// Forgets revoked partitions after their final commit: releases
+    /// `dropped` (the holds of the entity state dropped with them), keeps
+    /// the holds of their outputs still in flight until they are
+    /// acknowledged, and forgets how far they were read.
+    pub fn forget(&self, partitions: &[Partition], dropped: Vec<Hold>) {
         let mut map = self.lock();
-        for source in dropped.iter().filter(|s| s.partition == *partition) {
-            release(&mut map, source);
+        for mut hold in dropped {
+            release(&mut map, &hold.source);
+            hold.settle();
         }
-        if let Some(entry) = map.get_mut(partition) {
-            entry.next = None;
-            if entry.holds.is_empty() {
-                map.remove(partition);
+        for partition in partitions {
+            if let Some(entry) = map.get_mut(partition) {
+                entry.next = None;
+                if entry.holds.is_empty() {
+                    map.remove(partition);
+                }
             }
         }
     }
@@ -203,19 +363,17 @@ mod tests {
     #[test]
     fn position_is_the_lowest_held_offset() {
         let ledger = Ledger::default();
-        for offset in 0..5 {
-            ledger.hold(&at(offset));
-        }
+        let mut holds: Vec<Option<Hold>> = (0..5).map(|o| Some(ledger.hold(&at(o)))).collect();
+        let mut release = |offset: usize| ledger.release(holds[offset].take().unwrap());
         let p = at(0).partition;
-        assert_eq!(ledger.position(&p), Some(0));
         // Finishing later records first does not move the position.
-        ledger.release(&at(3));
-        ledger.release(&at(1));
+        release(3);
+        release(1);
         assert_eq!(ledger.position(&p), Some(0));
-        ledger.release(&at(0));
+        release(0);
         assert_eq!(ledger.position(&p), Some(2));
-        ledger.release(&at(2));
-        ledger.release(&at(4));
+        release(2);
+        release(4);
         assert_eq!(ledger.position(&p), Some(5));
     }
 
@@ -223,26 +381,29 @@ mod tests {
     fn holds_are_counted() {
         let ledger = Ledger::default();
         let p = at(0).partition;
-        ledger.hold(&at(7));
-        let mut batch = LedgerBatch {
-            holds: vec![at(7), at(7)],
-            releases: vec![at(7)],
-        };
+        let first = ledger.hold(&at(7));
+        let mut batch = ledger.batch();
+        let second = batch.hold(&at(7));
+        let third = batch.hold(&at(7));
+        batch.release(first);
         ledger.apply(&mut batch);
         assert!(batch.is_empty());
         assert_eq!(ledger.held(), 2);
-        ledger.release(&at(7));
+        ledger.release(second);
         assert_eq!(ledger.position(&p), Some(7));
-        ledger.release(&at(7));
+        ledger.release(third);
         assert_eq!(ledger.position(&p), Some(8));
     }
 
     #[test]
     fn forgotten_partitions_ignore_late_releases() {
         let ledger = Ledger::default();
-        ledger.hold(&at(1));
-        ledger.forget(&at(1).partition, &[at(1)]);
-        ledger.release(&at(1));
+        let p = at(1).partition;
+        let state = ledger.hold(&at(1));
+        let output = ledger.hold(&at(1));
+        ledger.forget(std::slice::from_ref(&p), vec![state]);
+        assert_eq!(ledger.held(), 1, "the output in flight keeps its hold");
+        ledger.release(output);
         assert!(ledger.positions().is_empty());
         assert_eq!(ledger.held(), 0);
     }
@@ -252,22 +413,19 @@ mod tests {
         let ledger = Ledger::default();
         let p = at(0).partition;
         // Offsets 3 and 5 are held by the entity's state, 5 also by an output in flight.
-        ledger.hold(&at(3));
-        ledger.hold(&at(5));
-        ledger.hold(&at(5));
-        ledger.forget(&p, &[at(3), at(5)]);
+        let state = vec![ledger.hold(&at(3)), ledger.hold(&at(5))];
+        let in_flight = ledger.hold(&at(5));
+        ledger.forget(std::slice::from_ref(&p), state);
         assert_eq!(ledger.position(&p), None, "nothing read since");
         // Assigned again: read from the committed offset 3.
-        for offset in 3..=5 {
-            ledger.hold(&at(offset));
-        }
-        ledger.release(&at(3));
-        ledger.release(&at(4));
+        let mut read: Vec<Hold> = (3..=5).map(|o| ledger.hold(&at(o))).collect();
+        let again = read.pop().unwrap();
+        ledger.release_all(read);
         assert_eq!(ledger.position(&p), Some(5));
         // The old output is acknowledged: offset 5 is still held for the new read.
-        ledger.release(&at(5));
+        ledger.release(in_flight);
         assert_eq!(ledger.position(&p), Some(5));
-        ledger.release(&at(5));
+        ledger.release(again);
         assert_eq!(ledger.position(&p), Some(6));
     }
 
@@ -275,10 +433,32 @@ mod tests {
     fn holds_left_beyond_a_new_read_do_not_move_the_position_past_it() {
         let ledger = Ledger::default();
         let p = at(0).partition;
-        ledger.hold(&at(9));
-        ledger.forget(&p, &[]);
-        ledger.hold(&at(2));
-        ledger.release(&at(2));
+        let left = ledger.hold(&at(9));
+        ledger.forget(std::slice::from_ref(&p), Vec::new());
+        ledger.release(ledger.hold(&at(2)));
         assert_eq!(ledger.position(&p), Some(3));
+        ledger.release(left);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "neither released nor abandoned")]
+    fn a_hold_dropped_without_a_release_fails_a_debug_assertion() {
+        let ledger = Ledger::default();
+        let mut batch = ledger.batch();
+        let kept = vec![batch.hold(&at(1))];
+        drop(kept);
+    }
+
+    #[test]
+    fn a_closed_ledger_lets_holds_go_and_keeps_them_counted() {
+        let ledger = Ledger::default();
+        let abandoned = ledger.hold(&at(1));
+        abandoned.abandon();
+        let dropped = ledger.hold(&at(2));
+        ledger.close();
+        drop(dropped);
+        assert_eq!(ledger.held(), 2, "neither was finished");
+        assert_eq!(ledger.position(&at(0).partition), Some(1));
     }
 }

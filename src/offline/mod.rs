@@ -195,7 +195,7 @@ impl<'a> Detection<'a> {
             partition,
             pending: Vec::new(),
             windows_pending: 0,
-            ledger: LedgerBatch::default(),
+            ledger: LedgerBatch::detached(),
             started: Instant::now(),
             summary: Summary::default(),
             spare: Vec::new(),
@@ -287,8 +287,7 @@ impl<'a> Detection<'a> {
             self.started,
             &mut self.ledger,
         );
-        self.ledger.holds.clear();
-        self.ledger.releases.clear();
+        self.ledger.clear();
         pending.decoded.entity = sample.entity;
         pending.decoded.values = sample.values;
         match admission {

@@ -23,7 +23,7 @@ mod saving;
 pub use saving::{RestoreCounts, StateWrite};
 
 use super::config::WindowConfig;
-use super::ledger::{LedgerBatch, Partition, SourceOffset};
+use super::ledger::{Hold, LedgerBatch, Partition, SourceOffset};
 use crate::daemon::source::decode::Sample;
 use crate::detect::{DetectorConfig, EntityDetector, PendingWindow};
 use crate::serve::Scorer;
@@ -39,11 +39,11 @@ pub struct EntityState {
     last_seen: Instant,
     /// The partition of its latest sample.
     partition: Option<Partition>,
-    /// Without checkpoints: offsets of the newest samples in the window buffer, oldest first.
-    held: VecDeque<SourceOffset>,
+    /// Without checkpoints: holds of the newest samples in the window buffer, oldest first.
+    held: VecDeque<Hold>,
     /// With checkpoints: the first sample of each partition since the last
     /// checkpoint was taken (held until a checkpoint covering it is acknowledged).
-    unsaved: Vec<SourceOffset>,
+    unsaved: Vec<Hold>,
     /// The latest sample admitted.
     through: Option<SourceOffset>,
     /// Restored from a checkpoint covering samples up to this one: replayed
@@ -64,21 +64,21 @@ impl EntityState {
     ) {
         if checkpoints {
             // Hold the first sample since the last checkpoint until one covers it.
-            if !self.unsaved.iter().any(|s| s.partition == source.partition) {
-                ledger.holds.push(source.clone());
+            if !self
+                .unsaved
+                .iter()
+                .any(|s| s.source().partition == source.partition)
+            {
                 // Mostly one partition: no room for four.
                 self.unsaved.reserve_exact(1);
-                self.unsaved.push(source.clone());
+                self.unsaved.push(ledger.hold(source));
             }
             self.through = Some(source.clone());
         } else {
             // Keep the offsets of the samples a future window still needs.
-            ledger.holds.push(source.clone());
-            self.held.push_back(source.clone());
+            self.held.push_back(ledger.hold(source));
             while self.held.len() > window_len.saturating_sub(1) {
-                ledger
-                    .releases
-                    .push(self.held.pop_front().expect("not empty"));
+                ledger.release(self.held.pop_front().expect("not empty"));
             }
         }
     }
@@ -290,7 +290,7 @@ impl EntityTable {
             if step as u64 > self.config.max_gap_ms {
                 gap = Some((state.last_ms, step));
                 state.detector.reset_window();
-                ledger.releases.extend(state.held.drain(..));
+                ledger.release_all(state.held.drain(..));
             }
         }
         state.last_ms = sample.timestamp_ms;
@@ -316,16 +316,16 @@ impl EntityTable {
         let ttl = Duration::from_secs(self.config.entity_ttl_s);
         let checkpoints = self.checkpoints;
         let mut forget = |name: &str, state: &mut EntityState| {
-            ledger.releases.extend(state.held.drain(..));
-            if checkpoints {
-                if let Some(partition) = &state.partition {
-                    tombstones.push(StateWrite {
-                        entity: name.to_string(),
-                        partition: partition.partition,
-                        payload: None,
-                        holds: std::mem::take(&mut state.unsaved),
-                    });
-                }
+            ledger.release_all(state.held.drain(..));
+            let unsaved = std::mem::take(&mut state.unsaved);
+            match &state.partition {
+                Some(partition) if checkpoints => tombstones.push(StateWrite {
+                    entity: name.to_string(),
+                    partition: partition.partition,
+                    payload: None,
+                    holds: unsaved,
+                }),
+                _ => ledger.release_all(unsaved),
             }
         };
         self.entities.retain(|name, state| {
@@ -360,11 +360,7 @@ impl EntityTable {
     /// in `holds`. They are not released here: the final commit stays
     /// behind them, so the partition's next owner replays those samples and
     /// rebuilds the windows; the consumer releases them after it.
-    pub fn drop_partitions(
-        &mut self,
-        partitions: &[Partition],
-        holds: &mut Vec<SourceOffset>,
-    ) -> usize {
+    pub fn drop_partitions(&mut self, partitions: &[Partition], holds: &mut Vec<Hold>) -> usize {
         let before = self.entities.len();
         self.entities.retain(|_, state| {
             let keep = state
@@ -406,6 +402,10 @@ mod tests {
         }
     }
 
+    pub(super) fn sources(holds: &[Hold]) -> Vec<SourceOffset> {
+        holds.iter().map(|h| h.source().clone()).collect()
+    }
+
     pub(super) fn sample(entity: &str, ms: i64) -> Sample {
         Sample {
             entity: entity.into(),
@@ -431,7 +431,7 @@ mod tests {
         });
         let len = scorer.metadata().window_len;
         let now = Instant::now();
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         let mut windows = Vec::new();
         for i in 0..(len + 8) as i64 {
             let admission = table.admit(
@@ -453,9 +453,9 @@ mod tests {
             vec![len as i64 - 1, len as i64 + 3, len as i64 + 7]
         );
         // Every row was held once and all but the newest len - 1 released.
-        assert_eq!(ledger.holds.len(), len + 8);
-        assert_eq!(ledger.releases.len(), len + 8 - (len - 1));
-        assert_eq!(ledger.releases[0], source(0));
+        assert_eq!(ledger.holds().len(), len + 8);
+        assert_eq!(ledger.releases().count(), len + 8 - (len - 1));
+        assert_eq!(ledger.releases().next(), Some(&source(0)));
     }
 
     /// The row of each entity's first window when 16 entities send in lockstep.
@@ -466,7 +466,7 @@ mod tests {
             ..Default::default()
         });
         let len = scorer.metadata().window_len as i64;
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         let mut first = vec![None; 16];
         for i in 0..len + 8 {
             for (entity, first) in first.iter_mut().enumerate() {
@@ -503,7 +503,7 @@ mod tests {
     #[test]
     fn entities_share_one_copy_of_the_settings_also_after_a_model_reload() {
         let (mut table, scorer) = table(WindowConfig::default());
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         for (i, entity) in ["a", "b"].into_iter().enumerate() {
             let source = source(i as i64);
             table.admit(
@@ -532,7 +532,7 @@ mod tests {
             ..Default::default()
         });
         let now = Instant::now();
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         for i in 0..10 {
             table.admit(
                 &scorer,
@@ -544,7 +544,7 @@ mod tests {
         }
         let late = table.admit(&scorer, &sample("a", 9000), &source(10), now, &mut ledger);
         assert!(matches!(late, Admission::OutOfOrder { latest_ms: 9000 }));
-        let held_before = ledger.holds.len() - ledger.releases.len();
+        let held_before = ledger.holds().len() - ledger.releases().count();
         let after_gap = table.admit(&scorer, &sample("a", 20_000), &source(11), now, &mut ledger);
         match after_gap {
             Admission::Accepted {
@@ -554,7 +554,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The gap released the held rows; only the new one is held.
-        assert_eq!(ledger.holds.len() - ledger.releases.len(), 1);
+        assert_eq!(ledger.holds().len() - ledger.releases().count(), 1);
         assert_eq!(held_before, 10);
     }
 
@@ -566,7 +566,7 @@ mod tests {
             ..Default::default()
         });
         let start = Instant::now();
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             let at = start + Duration::from_secs(i as u64);
             table.admit(
@@ -596,22 +596,23 @@ mod tests {
         assert_eq!(evicted, Evicted { ttl: 1, cap: 0 });
         assert_eq!(table.len(), 1);
         // Evicted entities released their held rows.
-        assert_eq!(ledger.holds.len() - ledger.releases.len(), 1);
+        assert_eq!(ledger.holds().len() - ledger.releases().count(), 1);
     }
 
     #[test]
     fn revoked_partitions_drop_their_entities_but_keep_their_holds() {
         let (mut table, scorer) = table(WindowConfig::default());
         let now = Instant::now();
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         table.admit(&scorer, &sample("a", 0), &source(0), now, &mut ledger);
         let mut holds = Vec::new();
         let dropped = table.drop_partitions(&[source(0).partition], &mut holds);
         assert_eq!(dropped, 1);
         assert!(table.is_empty());
-        assert!(ledger.releases.is_empty());
+        assert!(ledger.releases().next().is_none());
         assert_eq!(
-            holds, ledger.holds,
+            sources(&holds),
+            ledger.holds(),
             "handed over to be released after the commit"
         );
     }

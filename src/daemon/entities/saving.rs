@@ -3,7 +3,7 @@
 //! the holds of a checkpoint that could not be written.
 
 use super::{EntityState, EntityTable};
-use crate::daemon::ledger::{Partition, SourceOffset};
+use crate::daemon::ledger::{Hold, Partition};
 use crate::daemon::state::{self, Checkpoint, NORMALISED_ROWS_FORMAT};
 use crate::serve::Scorer;
 use std::collections::{HashMap, VecDeque};
@@ -21,7 +21,7 @@ pub struct StateWrite {
     /// The encoded checkpoint; `None` for a tombstone (the entity was evicted).
     pub payload: Option<Vec<u8>>,
     /// Offsets held until it is acknowledged.
-    pub holds: Vec<SourceOffset>,
+    pub holds: Vec<Hold>,
 }
 
 /// What a restore did.
@@ -126,11 +126,7 @@ impl EntityTable {
 
     /// A checkpoint could not be written: its entity takes the holds back and
     /// is checkpointed again. Returns the holds of an entity no longer here.
-    pub fn checkpoint_failed(
-        &mut self,
-        entity: &str,
-        holds: Vec<SourceOffset>,
-    ) -> Vec<SourceOffset> {
+    pub fn checkpoint_failed(&mut self, entity: &str, holds: Vec<Hold>) -> Vec<Hold> {
         match self.entities.get_mut(entity) {
             Some(state) => {
                 state.unsaved.extend(holds);
@@ -145,7 +141,7 @@ impl EntityTable {
 mod tests {
     use super::*;
     use crate::daemon::config::WindowConfig;
-    use crate::daemon::entities::tests::{sample, source};
+    use crate::daemon::entities::tests::{sample, source, sources};
     use crate::daemon::entities::Admission;
     use crate::daemon::ledger::LedgerBatch;
     use crate::detect::{DetectorConfig, EntityDetector};
@@ -163,7 +159,7 @@ mod tests {
             true,
         );
         let now = Instant::now();
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         for i in 0..(window_len as i64 + 5) {
             table.admit(
                 &scorer,
@@ -181,12 +177,12 @@ mod tests {
             );
         }
         // Only the first sample of each entity is held.
-        assert_eq!(ledger.holds, vec![source(0), source(1)]);
-        assert!(ledger.releases.is_empty());
+        assert_eq!(ledger.holds(), vec![source(0), source(1)]);
+        assert!(ledger.releases().next().is_none());
         let writes = table.checkpoint(None, scorer.model_version());
         assert_eq!(writes.len(), 2);
         let a = writes.iter().find(|w| w.entity == "a").unwrap();
-        assert_eq!(a.holds, vec![source(0)]);
+        assert_eq!(sources(&a.holds), vec![source(0)]);
         let restored = Checkpoint::decode(a.payload.as_deref().unwrap()).unwrap();
         let last = 2 * (window_len as i64 + 4);
         assert_eq!(restored.through_offset, last);
@@ -208,7 +204,7 @@ mod tests {
                 refused: 0
             }
         );
-        let mut ledger = LedgerBatch::default();
+        let mut ledger = LedgerBatch::detached();
         let replayed = fresh.admit(&scorer, &sample("a", 0), &source(last), now, &mut ledger);
         assert!(matches!(replayed, Admission::AlreadyCheckpointed));
         let next_ms = 1000 * (window_len as i64 + 5);
@@ -227,7 +223,7 @@ mod tests {
                 gap: None
             }
         ));
-        assert_eq!(ledger.holds, vec![source(last + 2)]);
+        assert_eq!(ledger.holds(), vec![source(last + 2)]);
 
         // Eviction writes a tombstone that takes the entity's holds.
         let mut tombstones = Vec::new();
@@ -235,7 +231,7 @@ mod tests {
         fresh.evict(later, 0, &mut ledger, &mut tombstones);
         assert_eq!(tombstones.len(), 1);
         assert!(tombstones[0].payload.is_none());
-        assert_eq!(tombstones[0].holds, vec![source(last + 2)]);
+        assert_eq!(sources(&tombstones[0].holds), vec![source(last + 2)]);
     }
 
     /// A detector fed 200 rows with `scorer`, and the row for `i`.

@@ -86,14 +86,14 @@ pub(super) fn outputs_of(log: &Log) -> Vec<(SourceOffset, Message)> {
     log.iter()
         .filter(|output| output.kind != OutputKind::State)
         .map(|output| {
-            assert_eq!(output.holds.len(), 1, "an output derives from one record");
+            assert_eq!(output.sources.len(), 1, "an output derives from one record");
             let message = (
                 output.topic.clone(),
                 output.key.clone(),
                 output.payload.clone(),
                 output.headers.clone(),
             );
-            (output.holds[0].clone(), message)
+            (output.sources[0].clone(), message)
         })
         .collect()
 }

@@ -151,6 +151,13 @@ struct Life {
     reading: BTreeMap<i32, i64>,
 }
 
+impl Drop for Life {
+    /// A life ends as the daemon stops: what it holds is given up.
+    fn drop(&mut self) {
+        self.sink.stop().begin();
+    }
+}
+
 /// The pipeline, its input and output topics and the group's commits.
 struct Pipeline {
     config: DaemonConfig,
@@ -219,14 +226,14 @@ impl Pipeline {
             };
             *next = record.offset + 1;
             let now_ms = record.time_ms;
-            if let Some(sample) =
+            if let Some((sample, hold)) =
                 self.life
                     .intake
                     .take(&source, Some(&record.key), Some(&record.payload), now_ms)
             {
                 batch.push(
                     sample,
-                    source,
+                    hold,
                     Some(record.time_ms),
                     Some(&record.key),
                     &record.payload,
@@ -291,7 +298,7 @@ impl Pipeline {
             .handle(Work::Revoke(vec![partition(p)], Instant::now(), done));
         let dropped = finished.try_recv().expect("the worker answers a revoke");
         self.commit(required);
-        self.life.sink.ledger().forget(&partition(p), &dropped);
+        self.life.sink.ledger().forget(&[partition(p)], dropped);
         self.life.reading.remove(&p);
     }
 

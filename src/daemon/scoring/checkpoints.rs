@@ -3,7 +3,7 @@
 //! those are acknowledged, and taking back the holds of failed ones.
 
 use super::super::entities::StateWrite;
-use super::super::ledger::{Partition, SourceOffset};
+use super::super::ledger::{Hold, Partition};
 use super::ScoringWorker;
 use crate::daemon::sinks::{Output, OutputKind};
 use crate::daemon::state;
@@ -89,7 +89,7 @@ impl ScoringWorker {
     /// Takes the staged checkpoints of revoked `partitions` back unsent (sent
     /// later, they could land after their next owner's) and returns their
     /// holds.
-    pub(super) fn discard_staged(&mut self, partitions: &[Partition]) -> Vec<SourceOffset> {
+    pub(super) fn discard_staged(&mut self, partitions: &[Partition]) -> Vec<Hold> {
         let revoked = |write: &StateWrite| {
             if write.holds.is_empty() {
                 partitions.iter().any(|p| p.partition == write.partition)
@@ -97,7 +97,7 @@ impl ScoringWorker {
                 write
                     .holds
                     .iter()
-                    .any(|h| partitions.contains(&h.partition))
+                    .any(|h| partitions.contains(&h.source().partition))
             }
         };
         let mut holds = Vec::new();
@@ -117,7 +117,7 @@ impl ScoringWorker {
         while let Ok(output) = self.sink.failed_checkpoints().try_recv() {
             let entity = String::from_utf8_lossy(output.key.as_deref().unwrap_or_default());
             let orphaned = self.entities.checkpoint_failed(&entity, output.holds);
-            self.ledger_ops.releases.extend(orphaned);
+            self.ledger_ops.release_all(orphaned);
         }
         self.apply_ledger();
     }

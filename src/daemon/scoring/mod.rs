@@ -9,7 +9,7 @@
 
 use super::config::DaemonConfig;
 use super::entities::{Admission, EntityTable, StateWrite};
-use super::ledger::{LedgerBatch, Partition, SourceOffset};
+use super::ledger::{abandon_all, Hold, LedgerBatch, Partition};
 use super::throttle::Throttle;
 use crate::daemon::admin::health::Health;
 use crate::daemon::admin::metrics::Metrics;
@@ -45,7 +45,7 @@ pub enum Work {
     /// (sent by the deadline if their turn comes, else discarded), drop
     /// them, then answer with the holds of the dropped state (released by
     /// the consumer after the partitions' final commit).
-    Revoke(Vec<Partition>, Instant, Sender<Vec<SourceOffset>>),
+    Revoke(Vec<Partition>, Instant, Sender<Vec<Hold>>),
     /// Finish everything queued and checkpoint every entity, then answer (shutdown).
     Drain(Instant, Sender<()>),
 }
@@ -63,7 +63,8 @@ struct CheckpointSchedule {
 struct Queued {
     entity: String,
     pending: PendingWindow,
-    source: SourceOffset,
+    /// The hold of the sample that completed the window.
+    source: Hold,
     record_time_ms: Option<i64>,
 }
 
@@ -142,7 +143,7 @@ impl ScoringWorker {
             scorer,
             batch: Vec::with_capacity(config.scoring.max_batch),
             batch_deadline: None,
-            ledger_ops: LedgerBatch::default(),
+            ledger_ops: sink.ledger().batch(),
             sink,
             metrics,
             health,
@@ -178,6 +179,9 @@ impl ScoringWorker {
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
                     self.apply_ledger();
+                    // The daemon is stopping: what the entities hold is
+                    // given up, and read again at the next start.
+                    self.sink.ledger().close();
                     return;
                 }
             }
@@ -278,12 +282,16 @@ impl ScoringWorker {
                 self.metrics.entities_active.set(self.entities.len() as i64);
                 // Holds on partitions kept (an entity whose samples came from
                 // several) are released now; the revoked ones' after their commit.
-                let (revoked, kept) = holds
+                let (revoked, kept): (Vec<Hold>, Vec<Hold>) = holds
                     .into_iter()
-                    .partition(|source| partitions.contains(&source.partition));
-                self.ledger_ops.releases.extend::<Vec<_>>(kept);
+                    .partition(|hold| partitions.contains(&hold.source().partition));
+                self.ledger_ops.release_all(kept);
                 self.apply_ledger();
-                let _ = done.send(revoked);
+                if let Err(unanswered) = done.send(revoked) {
+                    // The consumer stopped waiting and forgot the partitions
+                    // with all their holds.
+                    abandon_all(unanswered.into_inner());
+                }
             }
             Work::Drain(deadline, done) => {
                 self.checkpoint(None);
@@ -298,7 +306,7 @@ impl ScoringWorker {
     fn admit(
         &mut self,
         sample: Sample,
-        source: SourceOffset,
+        source: Hold,
         record_time_ms: Option<i64>,
         original: OriginalRecord<'_>,
     ) {
@@ -314,10 +322,13 @@ impl ScoringWorker {
             self.apply_ledger();
             self.stage(tombstones);
         }
-        match self
-            .entities
-            .admit(&self.scorer, &sample, &source, now, &mut self.ledger_ops)
-        {
+        match self.entities.admit(
+            &self.scorer,
+            &sample,
+            source.source(),
+            now,
+            &mut self.ledger_ops,
+        ) {
             Admission::OutOfOrder { latest_ms } => {
                 self.set_aside_out_of_order(&sample, source, latest_ms, original)
             }
@@ -326,12 +337,12 @@ impl ScoringWorker {
                 if let Some(count) = self.skipped.count(1, Instant::now()) {
                     tracing::warn!(
                         records = count,
-                        partition = %format_args!("{}/{}", source.partition.topic, source.partition.partition),
-                        through_offset = source.offset,
+                        partition = %format_args!("{}/{}", source.source().partition.topic, source.source().partition.partition),
+                        through_offset = source.source().offset,
                         "skipped replayed records that restored checkpoints already hold (their outputs were sent before); counted in anomalyd_samples_already_checkpointed_total"
                     );
                 }
-                self.ledger_ops.releases.push(source);
+                self.ledger_ops.release(source);
             }
             Admission::Accepted { window, gap } => {
                 if let Some((previous_ms, gap_ms)) = gap {
@@ -353,7 +364,7 @@ impl ScoringWorker {
                             self.flush();
                         }
                     }
-                    None => self.ledger_ops.releases.push(source),
+                    None => self.ledger_ops.release(source),
                 }
             }
         }
@@ -378,6 +389,7 @@ impl ScoringWorker {
                 // Their offsets stay held: nothing past them is committed, and
                 // a restart scores them again.
                 tracing::error!(%error, windows = batch.len(), "the model failed on a batch; its offsets stay uncommitted");
+                abandon_all(batch.into_iter().map(|queued| queued.source));
                 return;
             }
         };
@@ -387,22 +399,20 @@ impl ScoringWorker {
         self.metrics.model_batch_size.observe(batch.len() as f64);
         self.metrics.windows_scored.inc_by(batch.len() as u64);
         let mut outputs = Vec::new();
-        for (queued, scored) in batch.iter().zip(&scores) {
+        for (queued, scored) in batch.into_iter().zip(&scores) {
             let Some(state) = self.entities.get_mut(&queued.entity) else {
-                self.ledger_ops.releases.push(queued.source.clone());
+                self.ledger_ops.release(queued.source);
                 continue;
             };
             let outcome = state.detector.decide(&self.scorer, &queued.pending, scored);
             let calibrated = outcome.calibrated.expect("a scored window is calibrated");
             self.metrics.calibrated_score.observe(calibrated.score);
-            outputs.extend(self.score_output(queued, scored, &outcome, &calibrated));
+            outputs.extend(self.score_output(&queued, scored, &outcome, &calibrated));
             if let Some(event) = &outcome.event {
-                outputs.push(self.alert_output(queued, scored, &outcome, event));
+                outputs.push(self.alert_output(&queued, scored, &outcome, event));
             }
-            self.ledger_ops.releases.push(queued.source.clone());
-        }
-        for output in &outputs {
-            self.ledger_ops.holds.extend(output.holds.iter().cloned());
+            // Each output holds the record in its place.
+            self.ledger_ops.release(queued.source);
         }
         self.apply_ledger();
         for output in outputs {

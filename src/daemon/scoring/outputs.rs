@@ -6,7 +6,7 @@ use super::samples::OriginalRecord;
 use super::{Queued, ScoringWorker};
 use crate::alert::AlertEvent;
 use crate::calibrate::{Calibrated, CalibrationState};
-use crate::daemon::ledger::SourceOffset;
+use crate::daemon::ledger::Hold;
 use crate::daemon::sinks::events::{AlertMessage, GapMessage, ScoreMessage, SCHEMA_VERSION};
 use crate::daemon::sinks::{dead_letter, Output, OutputKind};
 use crate::daemon::source::decode::{RejectReason, Sample};
@@ -17,13 +17,13 @@ use crate::serve::WindowScore;
 impl ScoringWorker {
     /// The scores-topic message of a decided window, if a scores topic is set.
     pub(super) fn score_output(
-        &self,
+        &mut self,
         queued: &Queued,
         scored: &WindowScore,
         outcome: &RowOutcome,
         calibrated: &Calibrated,
     ) -> Option<Output> {
-        let topic = self.scores_topic.as_ref()?;
+        let topic = self.scores_topic.clone()?;
         let window = &queued.pending.window;
         let message = ScoreMessage {
             schema_version: SCHEMA_VERSION,
@@ -39,24 +39,25 @@ impl ScoringWorker {
             },
             decision_score: outcome.score,
             model_version: self.scorer.model_version(),
-            source: (&queued.source).into(),
+            source: queued.source.source().into(),
         };
+        let hold = self.ledger_ops.hold(queued.source.source());
         let mut output = self.output(
             OutputKind::Scores,
             &queued.entity,
             &message,
-            &queued.source,
+            hold,
             queued.record_time_ms,
             false,
         );
-        output.topic = topic.clone();
+        output.topic = topic;
         Some(output)
     }
 
     /// The alerts-topic message of an alert event, counted and (when one
     /// opens) logged.
     pub(super) fn alert_output(
-        &self,
+        &mut self,
         queued: &Queued,
         scored: &WindowScore,
         outcome: &RowOutcome,
@@ -78,13 +79,14 @@ impl ScoringWorker {
             scored.score as f64,
             outcome.score,
             self.threshold,
-            &queued.source,
+            queued.source.source(),
         );
+        let hold = self.ledger_ops.hold(queued.source.source());
         self.output(
             OutputKind::Alerts,
             &queued.entity,
             &message,
-            &queued.source,
+            hold,
             queued.record_time_ms,
             true,
         )
@@ -95,7 +97,7 @@ impl ScoringWorker {
     pub(super) fn send_gap(
         &mut self,
         sample: &Sample,
-        source: &SourceOffset,
+        source: &Hold,
         record_time_ms: Option<i64>,
         previous_ms: i64,
         gap_ms: i64,
@@ -109,27 +111,29 @@ impl ScoringWorker {
             ts: format_timestamp(sample.timestamp_ms),
             gap_ms,
             max_gap_ms: self.max_gap_ms,
-            source: source.into(),
+            source: source.source().into(),
         };
+        let hold = self.ledger_ops.hold(source.source());
         let output = self.output(
             OutputKind::Alerts,
             &sample.entity,
             &message,
-            source,
+            hold,
             record_time_ms,
             false,
         );
-        self.ledger_ops.holds.push(source.clone());
+        // Holds must be in the ledger before the producer can release them.
         self.apply_ledger();
         self.sink.send(Box::new(output));
     }
 
     /// Sets a sample at or before its entity's latest event time aside on
-    /// the dead-letter topic, with its original record.
+    /// the dead-letter topic, with its original record; the dead letter
+    /// takes over its hold.
     pub(super) fn set_aside_out_of_order(
         &mut self,
         sample: &Sample,
-        source: SourceOffset,
+        source: Hold,
         latest_ms: i64,
         original: OriginalRecord<'_>,
     ) {
@@ -144,33 +148,29 @@ impl ScoringWorker {
             .inc();
         let output = dead_letter(
             &self.dead_letter_topic,
-            &source,
+            source,
             original.key.map(<[u8]>::to_vec),
             original.payload.to_vec(),
             RejectReason::OutOfOrder,
             &detail,
         );
-        self.ledger_ops.holds.push(source.clone());
-        self.ledger_ops.releases.push(source);
-        // Holds must be in the ledger before the producer can release them.
-        self.apply_ledger();
         self.sink.send(Box::new(output));
     }
 
-    /// An output of `kind` keyed by `entity`, holding `source`.
+    /// An output of `kind` keyed by `entity`, with `hold`.
     fn output<T: serde::Serialize>(
         &self,
         kind: OutputKind,
         entity: &str,
         message: &T,
-        source: &SourceOffset,
+        hold: Hold,
         record_time_ms: Option<i64>,
         is_alert: bool,
     ) -> Output {
         Output {
             key: Some(entity.as_bytes().to_vec()),
             payload: Some(serde_json::to_vec(message).expect("messages serialise")),
-            holds: vec![source.clone()],
+            holds: vec![hold],
             source_time_ms: record_time_ms,
             is_alert,
             ..Output::new(kind, &self.alerts_topic)

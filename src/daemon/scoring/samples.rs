@@ -1,7 +1,7 @@
 //! The samples the consumer hands the scorer: many to one channel message,
 //! with their original records in one buffer for the dead-letter topic.
 
-use super::super::ledger::SourceOffset;
+use super::super::ledger::Hold;
 use crate::daemon::source::decode::Sample;
 
 /// Samples sent to the scorer together: one channel message, and one
@@ -16,7 +16,7 @@ pub struct SampleBatch {
 /// A decoded sample with where it came from.
 pub(super) struct IncomingSample {
     pub(super) sample: Sample,
-    pub(super) source: SourceOffset,
+    pub(super) source: Hold,
     /// Its Kafka timestamp.
     pub(super) record_time_ms: Option<i64>,
     /// The original record's key and payload in the batch's `records`, for
@@ -32,11 +32,11 @@ pub(super) struct OriginalRecord<'a> {
 }
 
 impl SampleBatch {
-    /// Adds a sample read from `source` with its original record.
+    /// Adds a sample with its record's hold and its original record.
     pub fn push(
         &mut self,
         sample: Sample,
-        source: SourceOffset,
+        source: Hold,
         record_time_ms: Option<i64>,
         key: Option<&[u8]>,
         payload: &[u8],

@@ -5,7 +5,7 @@ use super::{Output, OutputKind};
 use crate::daemon::admin::health::{any_broker_up, Health, KafkaClient};
 use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::failure::{classify_error, report_client_error, ErrorClass, Fatal, Stop};
-use crate::daemon::ledger::Ledger;
+use crate::daemon::ledger::{abandon_all, Ledger};
 use crate::daemon::state::Epochs;
 use crate::daemon::throttle::Throttle;
 use crossbeam_channel::Sender;
@@ -68,10 +68,8 @@ impl DeliveryReports {
                     .observe((now - ms).max(0) as f64 / 1000.0);
             }
         }
-        for source in &output.holds {
-            self.ledger.release(source);
-        }
         self.epochs.settle(output.epoch, &output.holds);
+        self.ledger.release_all(output.holds);
         self.health.output_delivered(self.client);
     }
 
@@ -83,6 +81,7 @@ impl DeliveryReports {
                 kind,
                 format!("delivering to {}: {error}", output.topic),
             ));
+            abandon_all(output.holds);
             return;
         }
         let kind = output.kind.as_str();
@@ -98,9 +97,7 @@ impl DeliveryReports {
                     .with_label_values(&[kind])
                     .inc();
                 tracing::error!(topic = %output.topic, %error, "the state topic refuses a checkpoint; the entity carries on without it");
-                for source in &output.holds {
-                    self.ledger.release(source);
-                }
+                self.ledger.release_all(output.holds);
                 return;
             }
             self.metrics

@@ -6,14 +6,44 @@
 use super::delivery::DeliveryReports;
 use super::transport::Transport;
 use super::{Output, OutputKind};
-use crate::daemon::ledger::SourceOffset;
+use crate::daemon::ledger::{abandon_all, Hold, SourceOffset};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The output topics: every acknowledged output, in order.
-pub type Log = Arc<Mutex<Vec<Output>>>;
+pub type Log = Arc<Mutex<Vec<Landed>>>;
+
+/// An output as the broker stored it.
+#[derive(Debug, Clone)]
+pub struct Landed {
+    /// Which output.
+    pub kind: OutputKind,
+    /// Topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub payload: Option<Vec<u8>>,
+    /// Record headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The input offsets it held.
+    pub sources: Vec<SourceOffset>,
+}
+
+impl Landed {
+    fn of(output: &Output) -> Self {
+        Self {
+            kind: output.kind,
+            topic: output.topic.clone(),
+            key: output.key.clone(),
+            payload: output.payload.clone(),
+            headers: output.headers.clone(),
+            sources: output.holds.iter().map(|h| h.source().clone()).collect(),
+        }
+    }
+}
 
 /// One life's producers: their reports and the outputs in flight.
 pub struct MemoryBroker {
@@ -62,10 +92,10 @@ impl MemoryBroker {
         let Some((index, output)) = self.take(pick) else {
             return;
         };
-        lock(&self.log).push((*output).clone());
+        lock(&self.log).push(Landed::of(&output));
         if output.kind != OutputKind::State {
             let mut unacknowledged = lock(&self.unacknowledged);
-            for source in &output.holds {
+            for source in output.holds.iter().map(Hold::source) {
                 if let Some(count) = unacknowledged.get_mut(source) {
                     *count -= 1;
                     if *count == 0 {
@@ -104,13 +134,15 @@ impl MemoryBroker {
 
     /// A crash: the outputs in flight at the positions `landed` says land in
     /// the log without a report (the broker had them); the rest are lost.
+    /// Their holds die with the process.
     pub fn crash(&self, landed: impl Fn(usize) -> bool) {
         let in_flight = std::mem::take(&mut *lock(&self.in_flight));
         let mut log = lock(&self.log);
         for (position, (_, output)) in in_flight.into_iter().enumerate() {
             if landed(position) {
-                log.push(*output);
+                log.push(Landed::of(&output));
             }
+            abandon_all(output.holds);
         }
     }
 
@@ -142,7 +174,7 @@ impl Transport for MemoryTransport {
         // while it waits to be sent again.
         if output.kind != OutputKind::State && output.attempts == 0 {
             let mut unacknowledged = lock(&self.broker.unacknowledged);
-            for source in &output.holds {
+            for source in output.holds.iter().map(Hold::source) {
                 *unacknowledged.entry(source.clone()).or_insert(0) += 1;
             }
         }

@@ -24,7 +24,7 @@ pub use output::{dead_letter, reference, Output, OutputKind, REFERENCE_BYTES};
 pub use transport::Transport;
 
 use super::failure::{backoff, classify_error, ErrorClass, Fatal, FatalKind, Stop};
-use super::ledger::Ledger;
+use super::ledger::{abandon_all, Ledger};
 use super::throttle::Throttle;
 use crate::daemon::admin::health::{Health, KafkaClient};
 use crate::daemon::admin::metrics::Metrics;
@@ -166,8 +166,8 @@ impl Sink {
             };
             match class {
                 None => {
-                    if !self.wait(Duration::from_millis(2), &output) {
-                        return;
+                    if !self.wait(Duration::from_millis(2)) {
+                        return self.abandon(output);
                     }
                 }
                 Some(ErrorClass::Refused) => {
@@ -180,7 +180,7 @@ impl Sink {
                         kind,
                         format!("sending to {}: {error}", output.topic),
                     ));
-                    self.abandon(&output);
+                    self.abandon(output);
                     return;
                 }
                 Some(ErrorClass::Transient) => {
@@ -192,21 +192,20 @@ impl Sink {
                     if let Some(count) = self.enqueue_failures.count(1, Instant::now()) {
                         tracing::error!(%error, topic = %output.topic, failures = count, "cannot enqueue outputs; trying again after a back-off");
                     }
-                    if !self.wait((self.backoff)(output.attempts), &output) {
-                        return;
+                    if !self.wait((self.backoff)(output.attempts)) {
+                        return self.abandon(output);
                     }
                 }
             }
         }
     }
 
-    /// Sleeps `pause` in short steps; false (and `output` given up) once
-    /// the stop's deadline has passed.
-    fn wait(&self, pause: Duration, output: &Output) -> bool {
+    /// Sleeps `pause` in short steps; false once the stop's deadline has
+    /// passed (the caller gives the output up).
+    fn wait(&self, pause: Duration) -> bool {
         let until = Instant::now() + pause;
         loop {
             if self.stop.overdue() {
-                self.abandon(output);
                 return false;
             }
             let now = Instant::now();
@@ -218,10 +217,11 @@ impl Sink {
     }
 
     /// Gives `output` up: its holds stay, so its record is read again.
-    fn abandon(&self, output: &Output) {
+    fn abandon(&self, output: Box<Output>) {
         if let Some(count) = self.abandoned.count(1, Instant::now()) {
             tracing::warn!(output = output.kind.as_str(), topic = %output.topic, outputs = count, "outputs given up at the stop: their records are not committed and are read again at the next start");
         }
+        abandon_all(output.holds);
     }
 
     /// A refused output: a dead letter, an output the producer itself
@@ -245,7 +245,7 @@ impl Sink {
                     output.payload.as_ref().map_or(0, Vec::len)
                 ),
             ));
-            self.abandon(&output);
+            self.abandon(output);
             return;
         }
         if retry && output.kind != OutputKind::DeadLetter {
@@ -351,6 +351,7 @@ impl SinkParts {
         backoff: fn(u32) -> Duration,
         mut make: impl FnMut(DeliveryReports) -> Result<Box<dyn Transport>, KafkaError>,
     ) -> Result<Sink, KafkaError> {
+        self.stop.closes(&self.ledger);
         let (retry, retries) = crossbeam_channel::unbounded();
         let (failed_checkpoint, failed_checkpoints) = crossbeam_channel::unbounded();
         let epochs = Arc::new(Epochs::default());

@@ -4,7 +4,7 @@
 
 use crate::daemon::admin::health::KafkaClient;
 use crate::daemon::failure::ErrorClass;
-use crate::daemon::ledger::SourceOffset;
+use crate::daemon::ledger::{Hold, SourceOffset};
 use crate::daemon::source::decode::RejectReason;
 use std::time::Instant;
 
@@ -43,7 +43,7 @@ pub(super) fn producer_of(kind: OutputKind) -> KafkaClient {
 }
 
 /// One message to produce.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Output {
     /// Which output.
     pub kind: OutputKind,
@@ -59,7 +59,7 @@ pub struct Output {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Input offsets held for it, released when it is acknowledged: the
     /// record it derives from, or the samples a checkpoint covers.
-    pub holds: Vec<SourceOffset>,
+    pub holds: Vec<Hold>,
     /// Kafka timestamp of that input record (for the end-to-end latency).
     pub source_time_ms: Option<i64>,
     /// Whether it is an alert event (counted in the end-to-end latency).
@@ -118,8 +118,8 @@ pub fn reference(output: Output, dead_letter_topic: &str, why: &str) -> Output {
                 format!("a {} output to {}", output.kind.as_str(), output.topic).into_bytes(),
             ),
         ];
-        if let Some(source) = output.holds.first() {
-            headers.push(("anomalyd-source".to_string(), source_header(source)));
+        if let Some(hold) = output.holds.first() {
+            headers.push(("anomalyd-source".to_string(), source_header(hold.source())));
         }
         headers
     };
@@ -155,10 +155,11 @@ fn source_header(source: &SourceOffset) -> Vec<u8> {
 }
 
 /// The dead-letter message for a record set aside: the original key and
-/// payload, with the reason and where it came from in headers.
+/// payload, with the reason and where it came from in headers. It takes
+/// over the record's hold.
 pub fn dead_letter(
     topic: &str,
-    source: &SourceOffset,
+    hold: Hold,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     reason: RejectReason,
@@ -173,9 +174,9 @@ pub fn dead_letter(
                 reason.as_str().as_bytes().to_vec(),
             ),
             ("anomalyd-detail".into(), detail.as_bytes().to_vec()),
-            ("anomalyd-source".into(), source_header(source)),
+            ("anomalyd-source".into(), source_header(hold.source())),
         ],
-        holds: vec![source.clone()],
+        holds: vec![hold],
         ..Output::new(OutputKind::DeadLetter, topic)
     }
 }

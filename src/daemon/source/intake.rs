@@ -4,7 +4,7 @@
 
 use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::config::DaemonConfig;
-use crate::daemon::ledger::{LedgerBatch, SourceOffset};
+use crate::daemon::ledger::{Hold, SourceOffset};
 use crate::daemon::sinks::{dead_letter, Sink};
 use crate::daemon::source::decode::{Decoder, Sample};
 use std::sync::Arc;
@@ -41,21 +41,20 @@ impl Intake {
     /// Holds `source` and decodes its record (`now_ms`: the wall clock, for
     /// records without a timestamp). A malformed record is sent to the
     /// dead-letter topic, which takes over its hold, and gives `None`; a
-    /// sample keeps the hold until the scorer is done with it.
+    /// sample comes with the hold, for the scorer to give back.
     pub fn take(
         &self,
         source: &SourceOffset,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         now_ms: i64,
-    ) -> Option<Sample> {
+    ) -> Option<(Sample, Hold)> {
         self.metrics.records_consumed.inc();
-        let ledger = self.sink.ledger();
-        ledger.hold(source);
+        let hold = self.sink.ledger().hold(source);
         match self.decoder.decode(payload, key, now_ms) {
             Ok(sample) => {
                 self.metrics.records_decoded.inc();
-                Some(sample)
+                Some((sample, hold))
             }
             Err(rejection) => {
                 self.metrics
@@ -65,17 +64,12 @@ impl Intake {
                 tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
                 let output = dead_letter(
                     &self.dead_letter_topic,
-                    source,
+                    hold,
                     key.map(<[u8]>::to_vec),
                     payload.map(<[u8]>::to_vec).unwrap_or_default(),
                     rejection.reason,
                     &rejection.detail,
                 );
-                // The dead letter holds the offset in place of the record.
-                ledger.apply(&mut LedgerBatch {
-                    holds: vec![source.clone()],
-                    releases: vec![source.clone()],
-                });
                 self.sink.send(Box::new(output));
                 None
             }

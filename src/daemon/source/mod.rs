@@ -17,7 +17,7 @@ pub use intake::Intake;
 pub use polling::ConsumerLoop;
 
 use super::failure::{classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop};
-use super::ledger::{Ledger, Partition, SourceOffset};
+use super::ledger::{Hold, Ledger, Partition};
 use super::throttle::Throttle;
 use crate::daemon::admin::health::{any_broker_up, Health, KafkaClient};
 use crate::daemon::admin::metrics::Metrics;
@@ -146,7 +146,7 @@ impl ConsumerEvents {
     fn queue_sample(
         &self,
         sample: crate::daemon::source::decode::Sample,
-        source: SourceOffset,
+        source: Hold,
         message: &BorrowedMessage<'_>,
         keep_waiting: impl Fn() -> bool,
     ) {
@@ -361,14 +361,14 @@ impl ConsumerEvents {
             tracing::warn!(drained, flushed, "revoked partitions were not finished within the grace period; their unfinished records will be read again by the next owner");
         }
         self.commit(consumer, partitions, CommitMode::Sync, true);
+        match dropped {
+            Some(holds) => self.ledger.forget(partitions, holds),
+            // The scorer has not dropped the state yet: all its holds go.
+            None => partitions.iter().for_each(|p| self.ledger.forget_all(p)),
+        }
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         for partition in partitions {
-            match &dropped {
-                Some(holds) => self.ledger.forget(partition, holds),
-                // The scorer has not dropped the state yet: all its holds go.
-                None => self.ledger.forget_all(partition),
-            }
             assigned.remove(partition);
             committed.remove(partition);
             let _ = self

@@ -12,7 +12,7 @@
 //! pass them.
 
 use super::config::DaemonConfig;
-use super::ledger::{Partition, SourceOffset};
+use super::ledger::{Hold, Partition, SourceOffset};
 use crate::detect::EntityDetector;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -188,12 +188,15 @@ struct EpochCounts {
 }
 
 /// The distinct partitions of `holds`.
-fn partitions_of(holds: &[SourceOffset]) -> impl Iterator<Item = &Partition> {
+fn partitions_of(holds: &[Hold]) -> impl Iterator<Item = &Partition> {
+    fn partition(hold: &Hold) -> &Partition {
+        &hold.source().partition
+    }
     holds
         .iter()
         .enumerate()
-        .filter(|(i, h)| !holds[..*i].iter().any(|e| e.partition == h.partition))
-        .map(|(_, h)| &h.partition)
+        .filter(|(i, h)| !holds[..*i].iter().any(|e| partition(e) == partition(h)))
+        .map(|(_, h)| partition(h))
 }
 
 impl Epochs {
@@ -203,7 +206,7 @@ impl Epochs {
 
     /// An output holding `holds` is being sent: counts it in the current
     /// epoch of each of their partitions; returns that epoch.
-    pub fn register(&self, holds: &[SourceOffset]) -> u64 {
+    pub fn register(&self, holds: &[Hold]) -> u64 {
         let mut counts = self.lock();
         let epoch = counts.current;
         for partition in partitions_of(holds) {
@@ -219,7 +222,7 @@ impl Epochs {
 
     /// An output of `epoch` holding `holds` is acknowledged (or, for a
     /// checkpoint that failed, replaced by a later one).
-    pub fn settle(&self, epoch: u64, holds: &[SourceOffset]) {
+    pub fn settle(&self, epoch: u64, holds: &[Hold]) {
         let mut counts = self.lock();
         for partition in partitions_of(holds) {
             let Some(epochs) = counts.pending.get_mut(partition) else {
@@ -247,7 +250,7 @@ impl Epochs {
     /// Whether every output of `epoch` and earlier is acknowledged on each
     /// partition of `holds`, or on every partition where `holds` is empty
     /// (a tombstone: it must not pass its entity's earlier checkpoint).
-    pub fn settled(&self, epoch: u64, holds: &[SourceOffset]) -> bool {
+    pub fn settled(&self, epoch: u64, holds: &[Hold]) -> bool {
         let counts = self.lock();
         let clear =
             |epochs: &BTreeMap<u64, u64>| epochs.keys().next().is_none_or(|&first| first > epoch);
@@ -546,13 +549,15 @@ mod tests {
     #[test]
     fn epochs_settle_only_when_every_earlier_output_of_the_partition_is_acknowledged() {
         let on = |partition: i32| {
-            vec![SourceOffset {
-                partition: Partition {
-                    topic: "in".into(),
-                    partition,
-                },
-                offset: 7,
-            }]
+            vec![
+                crate::daemon::ledger::LedgerBatch::detached().hold(&SourceOffset {
+                    partition: Partition {
+                        topic: "in".into(),
+                        partition,
+                    },
+                    offset: 7,
+                }),
+            ]
         };
         let epochs = Epochs::default();
         let a = epochs.register(&on(0));
