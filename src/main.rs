@@ -24,7 +24,11 @@ fn main() -> std::process::ExitCode {
             if error.is::<anomalyd::cli::run::BadConfig>() {
                 // EX_USAGE: the configuration is wrong, restarting will not help.
                 std::process::ExitCode::from(FatalKind::Config.exit_code())
-            } else if let Some(fatal) = error.downcast_ref::<Fatal>() {
+            } else if let Some(fatal) = error.downcast_ref::<Fatal>().or_else(|| {
+                error
+                    .downcast_ref::<anomalyd::daemon::DaemonError>()
+                    .and_then(|e| e.fatal())
+            }) {
                 // docs/reliability.md, "Exit codes".
                 std::process::ExitCode::from(fatal.kind.exit_code())
             } else {

@@ -4,7 +4,25 @@
 use crate::export::{Artefact, ArtefactInputs};
 use crate::model::{LossConfig, NetworkConfig, PerceptualFeatures};
 use crate::series::Series;
+use crate::serve::ModelError;
 use crate::train::{prepare, train, PreparedData, TrainOptions, TrainedModel, TrainingBackend};
+
+/// Why a recipe made no model.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    /// The data gives no training windows.
+    #[error("{0}")]
+    Data(String),
+    /// The recipe's network shape is invalid.
+    #[error("{0}")]
+    Network(String),
+    /// Training failed.
+    #[error("training: {0}")]
+    Training(String),
+    /// The trained network could not be exported or served.
+    #[error(transparent)]
+    Export(#[from] ModelError),
+}
 
 /// Every knob of a training run, with the shipped defaults.
 #[derive(Debug, Clone)]
@@ -85,14 +103,14 @@ pub struct BuiltModel {
 
 impl ModelRecipe {
     /// The training windows of `series`, split for validation.
-    pub fn prepare(&self, series: &[Series]) -> anyhow::Result<PreparedData> {
+    pub fn prepare(&self, series: &[Series]) -> Result<PreparedData, RecipeError> {
         prepare(
             series,
             self.window_len,
             self.train_stride,
             self.validation_fraction,
         )
-        .map_err(anyhow::Error::msg)
+        .map_err(RecipeError::Data)
     }
 
     /// The network this recipe shapes for `channels` channels.
@@ -107,10 +125,10 @@ impl ModelRecipe {
     }
 
     /// Trains on `series` (all entities share the channels) and exports the artefact.
-    pub fn build(&self, series: &[Series], source: &str) -> anyhow::Result<BuiltModel> {
+    pub fn build(&self, series: &[Series], source: &str) -> Result<BuiltModel, RecipeError> {
         let data = self.prepare(series)?;
         let network = self.network(data.channels.len());
-        network.validate().map_err(anyhow::Error::msg)?;
+        network.validate().map_err(RecipeError::Network)?;
         tracing::info!(
             channels = ?data.channels,
             train_windows = data.train_count(),
@@ -118,7 +136,7 @@ impl ModelRecipe {
             backend = %self.training.backend,
             "training"
         );
-        let trained = train(&data, &network, &self.training).map_err(anyhow::Error::msg)?;
+        let trained = train(&data, &network, &self.training).map_err(RecipeError::Training)?;
         let backend = self.training.backend.to_string();
         let artefact = Artefact::build(
             &trained,

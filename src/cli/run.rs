@@ -36,10 +36,10 @@ fn load(path: &std::path::Path) -> anyhow::Result<DaemonConfig> {
 
 /// Loads the configured model (or the embedded default), refusing a bad one.
 pub fn load_model(config: &DaemonConfig) -> anyhow::Result<Scorer> {
-    match &config.model.path {
-        Some(path) => Ok(Scorer::load(path)?),
-        None => crate::serve::embedded::default_scorer(),
-    }
+    Ok(match &config.model.path {
+        Some(path) => Scorer::load(path)?,
+        None => crate::serve::embedded::default_scorer()?,
+    })
 }
 
 /// Runs `anomalyd check-config`: parses and validates, loads the model, prints a summary.

@@ -100,22 +100,47 @@ fn delivery_guarantee(client: &mut ClientConfig, config: &DaemonConfig) {
         .set("acks", "all");
 }
 
+/// Why the Kafka client settings were refused (`clients::check`).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// librdkafka refuses a client's settings.
+    #[error("the Kafka {client} settings: {error}")]
+    Client {
+        /// Which client ("consumer", "producer", "alerts producer").
+        client: &'static str,
+        /// librdkafka's error, secrets removed.
+        error: ClientError,
+    },
+    /// A producer's `message.max.bytes` is too small for the daemon's own outputs.
+    #[error(
+        "kafka.{table}.\"message.max.bytes\" (or kafka.properties) = {limit} is too small \
+         for the daemon's own outputs (checkpoints, alerts, references to records set \
+         aside): at least {MIN_MESSAGE_MAX_BYTES}"
+    )]
+    MessageMaxBytes {
+        /// The producer's table in `kafka`.
+        table: &'static str,
+        /// The limit set.
+        limit: usize,
+    },
+}
+
 /// Checks every client configuration with librdkafka itself (unknown
 /// properties, bad values, features missing from this build) without
 /// creating a client.
-pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
-    consumer_config(config)
-        .create_native_config()
-        .map_err(without_secrets)
-        .map_err(|e| e.context("the Kafka consumer settings"))?;
-    producer_config(config)
-        .create_native_config()
-        .map_err(without_secrets)
-        .map_err(|e| e.context("the Kafka producer settings"))?;
-    alerts_producer_config(config)
-        .create_native_config()
-        .map_err(without_secrets)
-        .map_err(|e| e.context("the Kafka alerts producer settings"))?;
+pub fn check(config: &DaemonConfig) -> Result<(), SettingsError> {
+    for (client, settings) in [
+        ("consumer", consumer_config(config)),
+        ("producer", producer_config(config)),
+        ("alerts producer", alerts_producer_config(config)),
+    ] {
+        settings
+            .create_native_config()
+            .map_err(|error| SettingsError::Client {
+                client,
+                error: without_secrets(error),
+            })?;
+    }
     for (table, client) in [
         ("producer_properties", producer_config(config)),
         ("alerts_producer_properties", alerts_producer_config(config)),
@@ -125,11 +150,7 @@ pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(1_000_000);
         if limit < MIN_MESSAGE_MAX_BYTES {
-            anyhow::bail!(
-                "kafka.{table}.\"message.max.bytes\" (or kafka.properties) = {limit} is too small \
-                 for the daemon's own outputs (checkpoints, alerts, references to records set \
-                 aside): at least {MIN_MESSAGE_MAX_BYTES}"
-            );
+            return Err(SettingsError::MessageMaxBytes { table, limit });
         }
     }
     Ok(())
@@ -137,7 +158,23 @@ pub fn check(config: &DaemonConfig) -> anyhow::Result<()> {
 
 /// A Kafka client error fit to print: librdkafka's configuration errors
 /// repeat the offending property's value, which may be a password.
-pub fn without_secrets(error: KafkaError) -> anyhow::Error {
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A property librdkafka refuses, its value masked.
+    #[error("property {key:?}: {description}")]
+    Setting {
+        /// The property.
+        key: String,
+        /// librdkafka's description, without the value.
+        description: String,
+    },
+    /// Any other client error.
+    #[error(transparent)]
+    Kafka(KafkaError),
+}
+
+/// `error` with the values of refused properties masked.
+pub fn without_secrets(error: KafkaError) -> ClientError {
     match error {
         KafkaError::ClientConfig(_, description, key, value) => {
             let description = if value.is_empty() {
@@ -145,9 +182,9 @@ pub fn without_secrets(error: KafkaError) -> anyhow::Error {
             } else {
                 description.replace(&value, "********")
             };
-            anyhow::anyhow!("property {key:?}: {description}")
+            ClientError::Setting { key, description }
         }
-        other => other.into(),
+        other => ClientError::Kafka(other),
     }
 }
 

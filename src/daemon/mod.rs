@@ -30,6 +30,7 @@ pub mod admin;
 // Across the stages.
 pub mod clients;
 pub mod config;
+mod error;
 pub mod failure;
 #[cfg(test)]
 mod memory_pipeline;
@@ -39,10 +40,9 @@ pub mod throttle;
 use crate::serve::Scorer;
 use admin::health::Health;
 use admin::metrics::Metrics;
-use anyhow::Context;
-use clients::without_secrets;
 use config::DaemonConfig;
 use crossbeam_channel::{Receiver, Sender};
+pub use error::DaemonError;
 use failure::{Fatal, FatalKind, Stop};
 use ledger::Ledger;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -99,17 +99,19 @@ fn start_admin(
     config: &DaemonConfig,
     metrics: &Metrics,
     health: &Arc<Health>,
-) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, watch::Sender<bool>)> {
+) -> Result<(tokio::runtime::Runtime, SocketAddr, watch::Sender<bool>), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("anomalyd-admin")
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(DaemonError::Runtime)?;
+    let address = config.admin.listen;
+    let listen = |error| DaemonError::Listen { address, error };
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.admin.listen))
-        .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
-    let admin_address = listener.local_addr()?;
+        .block_on(tokio::net::TcpListener::bind(address))
+        .map_err(listen)?;
+    let admin_address = listener.local_addr().map_err(listen)?;
     let (admin_stop, admin_stopped) = watch::channel(false);
     runtime.spawn(admin::serve(
         listener,
@@ -126,11 +128,10 @@ fn start_admin(
 fn subscribe(
     config: &DaemonConfig,
     events: ConsumerEvents,
-) -> anyhow::Result<BaseConsumer<ConsumerEvents>> {
+) -> Result<BaseConsumer<ConsumerEvents>, DaemonError> {
     let consumer: BaseConsumer<ConsumerEvents> = clients::consumer_config(config)
         .create_with_context(events)
-        .map_err(without_secrets)
-        .context("cannot create the Kafka consumer")?;
+        .map_err(DaemonError::kafka("create the Kafka consumer"))?;
     let topics: Vec<&str> = config
         .kafka
         .input_topics
@@ -139,7 +140,7 @@ fn subscribe(
         .collect();
     consumer
         .subscribe(&topics)
-        .context("cannot subscribe to kafka.input_topics")?;
+        .map_err(DaemonError::kafka("subscribe to kafka.input_topics"))?;
     Ok(consumer)
 }
 
@@ -149,7 +150,7 @@ fn create_sink(
     metrics: &Metrics,
     health: &Arc<Health>,
     stop: &Arc<Stop>,
-) -> anyhow::Result<Arc<Sink>> {
+) -> Result<Arc<Sink>, DaemonError> {
     let settings = SinkSettings {
         bulk: clients::producer_config(config),
         alerts: clients::alerts_producer_config(config),
@@ -162,8 +163,7 @@ fn create_sink(
         health.clone(),
         stop.clone(),
     )
-    .map_err(without_secrets)
-    .context("cannot create the Kafka producers")?;
+    .map_err(DaemonError::kafka("create the Kafka producers"))?;
     Ok(Arc::new(sink))
 }
 
@@ -196,7 +196,7 @@ fn spawn_reloader(
 impl Daemon {
     /// Connects to Kafka, binds the admin listener and starts consuming.
     /// `scorer` is the loaded, checked model.
-    pub fn start(config: DaemonConfig, scorer: Scorer) -> anyhow::Result<Self> {
+    pub fn start(config: DaemonConfig, scorer: Scorer) -> Result<Self, DaemonError> {
         let metrics = Metrics::new();
         let health = Arc::new(Health::new(Duration::from_secs(
             config.admin.stall_timeout_s,
@@ -210,7 +210,7 @@ impl Daemon {
         let sink = create_sink(&config, &metrics, &health, &stop)?;
         if config.state.checkpoints {
             state::ensure_topic(&config, &runtime)
-                .map_err(|error| Fatal::new(FatalKind::Topic, format!("{error:#}")))?;
+                .map_err(|error| Fatal::new(FatalKind::Topic, error.to_string()))?;
         }
         let (work_messages, samples_per_send) =
             source::work_queue_shape(config.scoring.queue_capacity);
@@ -234,9 +234,11 @@ impl Daemon {
         );
         let scorer_thread = std::thread::Builder::new()
             .name("anomalyd-scorer".into())
-            .spawn(move || worker.run(work_rx))?;
+            .spawn(move || worker.run(work_rx))
+            .map_err(DaemonError::thread("scorer"))?;
         let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
-        let reloader = spawn_reloader(&config, &scorer, reload_rx, &work_tx, &metrics, &stop)?;
+        let reloader = spawn_reloader(&config, &scorer, reload_rx, &work_tx, &metrics, &stop)
+            .map_err(DaemonError::thread("reloader"))?;
         let sink_handle = sink.clone();
         let consumer_loop = ConsumerLoop {
             consumer,
@@ -255,8 +257,10 @@ impl Daemon {
         };
         let consumer_thread = std::thread::Builder::new()
             .name("anomalyd-consumer".into())
-            .spawn(move || consumer_loop.run())?;
-        spawn_watchdog(stop.clone(), Arc::downgrade(&sink_handle))?;
+            .spawn(move || consumer_loop.run())
+            .map_err(DaemonError::thread("consumer"))?;
+        spawn_watchdog(stop.clone(), Arc::downgrade(&sink_handle))
+            .map_err(DaemonError::thread("watchdog"))?;
         tracing::info!(admin = %admin_address, model_version = scorer.model_version(), "anomalyd is running");
         Ok(Self {
             admin_address,
@@ -290,14 +294,14 @@ impl Daemon {
     /// or a fatal error). `Ok` when everything in flight was finished and
     /// committed; else the [`Fatal`] error that stopped it, or one of kind
     /// [`FatalKind::DrainIncomplete`] when the grace period ran out first.
-    pub fn wait(self) -> anyhow::Result<()> {
+    pub fn wait(self) -> Result<(), DaemonError> {
         let finished = self
             .consumer
             .join()
-            .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
+            .map_err(|_| DaemonError::Panicked("consumer"))?;
         self.scorer
             .join()
-            .map_err(|_| anyhow::anyhow!("the scorer thread panicked"))?;
+            .map_err(|_| DaemonError::Panicked("scorer"))?;
         drop(self.controller);
         let _ = self.reloader.join();
         self.admin_stop.send_replace(true);

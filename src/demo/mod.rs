@@ -141,7 +141,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     drop(cluster);
-    finished
+    Ok(finished?)
 }
 
 /// `--model`, or the embedded default model.
@@ -163,9 +163,9 @@ fn start_daemon(
         Err(error) if options.admin.port() != 0 => {
             eprintln!("({error:#}; using a free port instead)");
             config.admin.listen.set_port(0);
-            Daemon::start(config, load_scorer(options)?)
+            Ok(Daemon::start(config, load_scorer(options)?)?)
         }
-        Err(error) => Err(error),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -23,9 +23,9 @@ use crate::daemon::sinks::events::{AlertMessage, GapMessage, SCHEMA_VERSION};
 use crate::daemon::source::decode::{RejectReason, Sample};
 use crate::detect::{DetectorConfig, PendingWindow};
 use crate::series::timestamp::format_timestamp;
-use crate::serve::{Scorer, WindowScore};
+use crate::serve::{ModelError, Scorer, WindowScore};
 use decode::{Decoded, RowDecoder, Skip};
-use input::{Next, Table};
+use input::{InputError, Next, Table};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -100,12 +100,26 @@ pub struct RowReport<'a> {
     pub decision: Decision,
 }
 
+/// Why an offline run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The input could not be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The model failed on a batch.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The results could not be written.
+    #[error("cannot write the results: {0}")]
+    Output(#[from] std::io::Error),
+}
+
 /// Where the results go.
 pub trait Results {
     /// One row, in input order.
-    fn row(&mut self, report: &RowReport<'_>) -> anyhow::Result<()>;
+    fn row(&mut self, report: &RowReport<'_>) -> std::io::Result<()>;
     /// One alert or gap event, as the daemon produces it to the alerts topic.
-    fn event(&mut self, json: &str) -> anyhow::Result<()>;
+    fn event(&mut self, json: &str) -> std::io::Result<()>;
 }
 
 /// Counts of a run.
@@ -210,7 +224,7 @@ impl<'a> Detection<'a> {
         decoder: &mut RowDecoder,
         results: &mut dyn Results,
         progress: &indicatif::ProgressBar,
-    ) -> anyhow::Result<Summary> {
+    ) -> Result<Summary, OfflineError> {
         let mut row = 0usize;
         loop {
             let mut decoded = self.spare.pop().unwrap_or_default();
@@ -247,7 +261,7 @@ impl<'a> Detection<'a> {
         decoded: Decoded,
         skip: Option<Skip>,
         results: &mut dyn Results,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), OfflineError> {
         let source = SourceOffset {
             partition: self.partition.clone(),
             offset: row as i64,
@@ -274,7 +288,11 @@ impl<'a> Detection<'a> {
     /// Admits a row not skipped yet (order, gap, window), as the daemon
     /// does: a row out of order becomes a skip; a gap flushes and reports
     /// its event.
-    fn admit(&mut self, pending: &mut Pending, results: &mut dyn Results) -> anyhow::Result<()> {
+    fn admit(
+        &mut self,
+        pending: &mut Pending,
+        results: &mut dyn Results,
+    ) -> Result<(), OfflineError> {
         let sample = Sample {
             entity: std::mem::take(&mut pending.decoded.entity),
             timestamp_ms: pending.decoded.timestamp_ms,
@@ -317,7 +335,8 @@ impl<'a> Detection<'a> {
                         max_gap_ms: self.settings.windows.max_gap_ms,
                         source: (&pending.source).into(),
                     };
-                    results.event(&serde_json::to_string(&message)?)?;
+                    results
+                        .event(&serde_json::to_string(&message).map_err(std::io::Error::from)?)?;
                     *self.summary.events.entry("gap").or_default() += 1;
                 }
                 if window.is_some() {
@@ -353,7 +372,7 @@ impl<'a> Detection<'a> {
         pending: &Pending,
         scored: Option<(&PendingWindow, &'s WindowScore)>,
         results: &mut dyn Results,
-    ) -> anyhow::Result<(Decision, Option<WindowReport<'s>>)> {
+    ) -> Result<(Decision, Option<WindowReport<'s>>), OfflineError> {
         if pending.skip.is_some() {
             return Ok((Decision::Skipped, None));
         }
@@ -373,7 +392,7 @@ impl<'a> Detection<'a> {
                     self.settings.detector.alerts.threshold,
                     &pending.source,
                 );
-                results.event(&serde_json::to_string(&message)?)?;
+                results.event(&serde_json::to_string(&message).map_err(std::io::Error::from)?)?;
                 *self
                     .summary
                     .events
@@ -402,7 +421,7 @@ impl<'a> Detection<'a> {
 
     /// Scores the pending windows in one batch, then decides and reports
     /// the pending rows in input order.
-    fn flush(&mut self, results: &mut dyn Results) -> anyhow::Result<()> {
+    fn flush(&mut self, results: &mut dyn Results) -> Result<(), OfflineError> {
         let scores = if self.windows_pending == 0 {
             Vec::new()
         } else {

@@ -20,7 +20,7 @@ impl FileResults {
         rows: Box<dyn Write>,
         events: Option<Box<dyn Write>>,
         channels: &[String],
-    ) -> anyhow::Result<Self> {
+    ) -> std::io::Result<Self> {
         let mut writer = csv::Writer::from_writer(rows);
         let mut header = vec![
             "row".to_string(),
@@ -42,7 +42,7 @@ impl FileResults {
         })
     }
 
-    fn number(&mut self, value: f64) -> anyhow::Result<()> {
+    fn number(&mut self, value: f64) -> std::io::Result<()> {
         self.field.clear();
         let _ = write!(self.field, "{value:.6}");
         self.rows.write_field(&self.field)?;
@@ -50,7 +50,7 @@ impl FileResults {
     }
 
     /// Flushes both.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    pub fn finish(mut self) -> std::io::Result<()> {
         self.rows.flush()?;
         if let Some(events) = &mut self.events {
             events.flush()?;
@@ -60,7 +60,7 @@ impl FileResults {
 }
 
 impl Results for FileResults {
-    fn row(&mut self, report: &RowReport<'_>) -> anyhow::Result<()> {
+    fn row(&mut self, report: &RowReport<'_>) -> std::io::Result<()> {
         self.field.clear();
         let _ = write!(self.field, "{}", report.row);
         self.rows.write_field(&self.field)?;
@@ -103,7 +103,7 @@ impl Results for FileResults {
         Ok(())
     }
 
-    fn event(&mut self, json: &str) -> anyhow::Result<()> {
+    fn event(&mut self, json: &str) -> std::io::Result<()> {
         if let Some(events) = &mut self.events {
             events.write_all(json.as_bytes())?;
             events.write_all(b"\n")?;

@@ -4,18 +4,48 @@ use super::trainer::EpochRecord;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Writes `history` to `csv_path` (one row per epoch).
-pub fn write_csv(history: &[EpochRecord], csv_path: &Path) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_path(csv_path)?;
-    for record in history {
-        writer.serialize(record)?;
+/// Why a loss curve was not written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the loss curve {path}: {message}")]
+pub struct CurveError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}
+
+impl CurveError {
+    fn at(path: &Path) -> impl FnOnce(String) -> Self + '_ {
+        move |message| Self {
+            path: path.display().to_string(),
+            message,
+        }
     }
-    writer.flush()?;
-    Ok(())
+}
+
+/// Writes `history` to `csv_path` (one row per epoch).
+pub fn write_csv(history: &[EpochRecord], csv_path: &Path) -> Result<(), CurveError> {
+    let write = || -> Result<(), csv::Error> {
+        let mut writer = csv::Writer::from_path(csv_path)?;
+        for record in history {
+            writer.serialize(record)?;
+        }
+        writer.flush()?;
+        Ok(())
+    };
+    write().map_err(|e| CurveError::at(csv_path)(e.to_string()))
 }
 
 /// Plots training and validation loss per epoch (log scale) to `svg_path`.
-pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> anyhow::Result<()> {
+pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> Result<(), CurveError> {
+    draw(history, title, svg_path).map_err(|e| CurveError::at(svg_path)(e.to_string()))
+}
+
+fn draw(
+    history: &[EpochRecord],
+    title: &str,
+    svg_path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(svg_path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let losses = history

@@ -11,6 +11,10 @@
 //! offset holds of the samples it covers; only then can the input commit
 //! pass them.
 
+mod topic;
+
+pub use topic::{ensure_topic, StateTopicError};
+
 use super::config::DaemonConfig;
 use super::ledger::{Hold, Partition, SourceOffset};
 use crate::detect::EntityDetector;
@@ -321,83 +325,6 @@ pub fn restore_config(config: &DaemonConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .remove("statistics.interval.ms");
     client
-}
-
-/// Makes sure the state topic can take a checkpoint for every input
-/// partition: creates it (compacted, as many partitions as the largest input
-/// topic) if it is missing, and refuses one with fewer partitions. Input
-/// topics that do not exist yet are checked again on assignment.
-pub fn ensure_topic(
-    config: &DaemonConfig,
-    runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let topic = &config.state.topic;
-    // Not idempotent: an admin client produces nothing, and would otherwise
-    // ask for a producer id of its own.
-    let mut client = super::clients::producer_config(config);
-    client.remove("enable.idempotence");
-    let admin: AdminClient<DefaultClientContext> = client
-        .create()
-        .map_err(super::clients::without_secrets)
-        .context("cannot create the Kafka admin client")?;
-    // All topics: asking for one by name could make the broker auto-create it.
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(30))
-        .context("cannot read the cluster's topics")?;
-    let partitions_of = |name: &str| {
-        metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().len() as i32)
-    };
-    let largest_input = config
-        .kafka
-        .input_topics
-        .iter()
-        .filter_map(|t| partitions_of(t).map(|n| (n, t)))
-        .max();
-    let Some((needed, input)) = largest_input else {
-        tracing::warn!(state_topic = %topic, "no input topic exists yet; the state topic is checked when partitions are assigned");
-        return Ok(());
-    };
-    match partitions_of(topic) {
-        Some(have) if have < needed => anyhow::bail!(
-            "the state topic {topic} has {have} partitions, the input topic {input} {needed}: \
-             give state.topic at least as many partitions as the largest input topic"
-        ),
-        Some(_) => Ok(()),
-        None => {
-            let new = NewTopic::new(topic, needed, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact");
-            let options = AdminOptions::new()
-                .request_timeout(Some(Duration::from_secs(15)))
-                .operation_timeout(Some(Duration::from_secs(15)));
-            let cannot = |why: String| {
-                anyhow::anyhow!(
-                    "cannot create the state topic {topic}: {why}; create it with {needed} \
-                     partitions and cleanup.policy=compact, or set state.checkpoints = false"
-                )
-            };
-            let results = runtime
-                .block_on(admin.create_topics([&new], &options))
-                .map_err(|e| cannot(e.to_string()))?;
-            for result in results {
-                match result {
-                    Ok(_) => {
-                        tracing::info!(state_topic = %topic, partitions = needed, "created the state topic (compacted)")
-                    }
-                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => return Err(cannot(code.to_string())),
-                }
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Reads the checkpoints of the entities of `assigned` input partitions from

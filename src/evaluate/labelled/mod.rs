@@ -37,7 +37,7 @@ impl<'a> Collector<'a> {
 }
 
 impl Results for Collector<'_> {
-    fn row(&mut self, report: &RowReport<'_>) -> anyhow::Result<()> {
+    fn row(&mut self, report: &RowReport<'_>) -> std::io::Result<()> {
         self.inner.row(report)?;
         let index = match self.index.get(report.entity) {
             Some(&i) => i,
@@ -74,7 +74,7 @@ impl Results for Collector<'_> {
         Ok(())
     }
 
-    fn event(&mut self, json: &str) -> anyhow::Result<()> {
+    fn event(&mut self, json: &str) -> std::io::Result<()> {
         self.inner.event(json)
     }
 }
