@@ -212,9 +212,9 @@ impl Ledger {
     }
 
     /// Holds `source` once (a record arrived, or something derived from it is pending).
-    pub fn hold(&self, source: &SourceOffset) -> Hold {
-        hold(&mut self.lock(), source);
-        Hold::new(source.clone(), &self.closed)
+    pub fn hold(&self, source: SourceOffset) -> Hold {
+        hold(&mut self.lock(), &source);
+        Hold::new(source, &self.closed)
     }
 
     /// Releases `hold`. Releasing an offset of a forgotten partition does nothing.
@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn position_is_the_lowest_held_offset() {
         let ledger = Ledger::default();
-        let mut holds: Vec<Option<Hold>> = (0..5).map(|o| Some(ledger.hold(&at(o)))).collect();
+        let mut holds: Vec<Option<Hold>> = (0..5).map(|o| Some(ledger.hold(at(o)))).collect();
         let mut release = |offset: usize| ledger.release(holds[offset].take().unwrap());
         let p = at(0).partition;
         // Finishing later records first does not move the position.
@@ -381,7 +381,7 @@ mod tests {
     fn holds_are_counted() {
         let ledger = Ledger::default();
         let p = at(0).partition;
-        let first = ledger.hold(&at(7));
+        let first = ledger.hold(at(7));
         let mut batch = ledger.batch();
         let second = batch.hold(&at(7));
         let third = batch.hold(&at(7));
@@ -399,8 +399,8 @@ mod tests {
     fn forgotten_partitions_ignore_late_releases() {
         let ledger = Ledger::default();
         let p = at(1).partition;
-        let state = ledger.hold(&at(1));
-        let output = ledger.hold(&at(1));
+        let state = ledger.hold(at(1));
+        let output = ledger.hold(at(1));
         ledger.forget(std::slice::from_ref(&p), vec![state]);
         assert_eq!(ledger.held(), 1, "the output in flight keeps its hold");
         ledger.release(output);
@@ -413,12 +413,12 @@ mod tests {
         let ledger = Ledger::default();
         let p = at(0).partition;
         // Offsets 3 and 5 are held by the entity's state, 5 also by an output in flight.
-        let state = vec![ledger.hold(&at(3)), ledger.hold(&at(5))];
-        let in_flight = ledger.hold(&at(5));
+        let state = vec![ledger.hold(at(3)), ledger.hold(at(5))];
+        let in_flight = ledger.hold(at(5));
         ledger.forget(std::slice::from_ref(&p), state);
         assert_eq!(ledger.position(&p), None, "nothing read since");
         // Assigned again: read from the committed offset 3.
-        let mut read: Vec<Hold> = (3..=5).map(|o| ledger.hold(&at(o))).collect();
+        let mut read: Vec<Hold> = (3..=5).map(|o| ledger.hold(at(o))).collect();
         let again = read.pop().unwrap();
         ledger.release_all(read);
         assert_eq!(ledger.position(&p), Some(5));
@@ -433,9 +433,9 @@ mod tests {
     fn holds_left_beyond_a_new_read_do_not_move_the_position_past_it() {
         let ledger = Ledger::default();
         let p = at(0).partition;
-        let left = ledger.hold(&at(9));
+        let left = ledger.hold(at(9));
         ledger.forget(std::slice::from_ref(&p), Vec::new());
-        ledger.release(ledger.hold(&at(2)));
+        ledger.release(ledger.hold(at(2)));
         assert_eq!(ledger.position(&p), Some(3));
         ledger.release(left);
     }
@@ -453,9 +453,9 @@ mod tests {
     #[test]
     fn a_closed_ledger_lets_holds_go_and_keeps_them_counted() {
         let ledger = Ledger::default();
-        let abandoned = ledger.hold(&at(1));
+        let abandoned = ledger.hold(at(1));
         abandoned.abandon();
-        let dropped = ledger.hold(&at(2));
+        let dropped = ledger.hold(at(2));
         ledger.close();
         drop(dropped);
         assert_eq!(ledger.held(), 2, "neither was finished");

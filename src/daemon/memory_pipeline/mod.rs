@@ -229,7 +229,7 @@ impl Pipeline {
             if let Some((sample, hold)) =
                 self.life
                     .intake
-                    .take(&source, Some(&record.key), Some(&record.payload), now_ms)
+                    .take(source, Some(&record.key), Some(&record.payload), now_ms)
             {
                 batch.push(
                     sample,

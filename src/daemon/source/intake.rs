@@ -44,7 +44,7 @@ impl Intake {
     /// sample comes with the hold, for the scorer to give back.
     pub fn take(
         &self,
-        source: &SourceOffset,
+        source: SourceOffset,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         now_ms: i64,
@@ -61,7 +61,7 @@ impl Intake {
                     .records_rejected
                     .with_label_values(&[rejection.reason.as_str()])
                     .inc();
-                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = source.offset, "record set aside");
+                tracing::debug!(reason = rejection.reason.as_str(), detail = %rejection.detail, offset = hold.source().offset, "record set aside");
                 let output = dead_letter(
                     &self.dead_letter_topic,
                     hold,

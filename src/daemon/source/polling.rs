@@ -149,7 +149,7 @@ impl ConsumerLoop {
         let now_ms = chrono::Utc::now().timestamp_millis();
         if let Some((sample, hold)) =
             self.intake
-                .take(&source, message.key(), message.payload(), now_ms)
+                .take(source, message.key(), message.payload(), now_ms)
         {
             self.consumer
                 .context()
