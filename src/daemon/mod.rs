@@ -46,7 +46,7 @@ pub use error::DaemonError;
 use failure::{Fatal, FatalKind, Stop};
 use ledger::Ledger;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use scoring::{ScoringWorker, Work};
+use scoring::{ScoringSettings, ScoringWorker, Work};
 use sinks::{Sink, SinkSettings};
 use source::{ConsumerEvents, ConsumerLoop};
 use std::net::SocketAddr;
@@ -226,7 +226,7 @@ impl Daemon {
         );
         let consumer = subscribe(&config, events)?;
         let worker = ScoringWorker::new(
-            &config,
+            ScoringSettings::of(&config),
             scorer.clone(),
             sink.clone(),
             metrics.clone(),

@@ -18,7 +18,7 @@ use super::failure::Stop;
 use super::ledger::{Ledger, Partition, SourceOffset};
 use crate::daemon::admin::health::Health;
 use crate::daemon::admin::metrics::Metrics;
-use crate::daemon::scoring::{SampleBatch, ScoringWorker, Work};
+use crate::daemon::scoring::{SampleBatch, ScoringSettings, ScoringWorker, Work};
 use crate::daemon::sinks::memory::{Log, MemoryBroker};
 use crate::daemon::sinks::{OutputKind, Sink, SinkParts};
 use crate::daemon::source::Intake;
@@ -373,7 +373,13 @@ fn start_life(config: &DaemonConfig, scorer: &Arc<Scorer>, log: &Log) -> Life {
         sink.clone(),
         metrics.clone(),
     );
-    let worker = ScoringWorker::new(config, scorer.clone(), sink.clone(), metrics, health);
+    let worker = ScoringWorker::new(
+        ScoringSettings::of(config),
+        scorer.clone(),
+        sink.clone(),
+        metrics,
+        health,
+    );
     Life {
         broker,
         sink,

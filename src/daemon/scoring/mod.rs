@@ -7,7 +7,6 @@
 //! before partitions are handed back or the daemon stops) and sends each
 //! once every output sent before it is acknowledged ([`crate::daemon::state`]).
 
-use super::config::DaemonConfig;
 use super::entities::{Admission, EntityTable, StateWrite};
 use super::ledger::{abandon_all, Hold, LedgerBatch, Partition};
 use super::throttle::Throttle;
@@ -27,10 +26,12 @@ mod checkpoints;
 mod model_threads;
 mod outputs;
 mod samples;
+mod settings;
 
 use model_threads::score_in_parts;
 use samples::OriginalRecord;
 pub use samples::SampleBatch;
+pub use settings::{CheckpointSettings, OutputTopics, ScoringSettings};
 
 /// What the consumer (and the reloader) send the scorer, in order.
 pub enum Work {
@@ -99,61 +100,67 @@ pub struct ScoringWorker {
 /// How often idle entities are evicted and the entity gauges are set.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
+/// The model threads for `scoring.threads` (`None` for one: the scorer
+/// thread runs the model itself, as it does when they cannot start).
+fn model_threads(threads: usize) -> Option<rayon::ThreadPool> {
+    (threads > 1)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|index| format!("anomalyd-model-{index}"))
+                .build()
+        })
+        .transpose()
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, threads, "cannot start the model threads; the scorer thread runs the model alone");
+            None
+        })
+}
+
 impl ScoringWorker {
-    /// A worker for `config`, serving `scorer`.
+    /// A worker built from `settings`, serving `scorer`.
     pub fn new(
-        config: &DaemonConfig,
+        settings: ScoringSettings,
         scorer: Arc<Scorer>,
         sink: Arc<Sink>,
         metrics: Metrics,
         health: Arc<Health>,
     ) -> Self {
+        let ScoringSettings {
+            scoring,
+            windows,
+            detector,
+            topics,
+            checkpoints,
+        } = settings;
         let window_len = scorer.metadata().window_len;
-        let checkpoints = config.state.checkpoints.then(|| CheckpointSchedule {
-            topic: config.state.topic.clone(),
-            group: config.kafka.group_id.clone(),
-            every: Duration::from_millis(config.state.checkpoint_interval_ms),
-            next: Instant::now() + Duration::from_millis(config.state.checkpoint_interval_ms),
+        let checkpoints = checkpoints.map(|c| CheckpointSchedule {
+            next: Instant::now() + c.every,
+            topic: c.topic,
+            group: c.group,
+            every: c.every,
         });
-        let threads = config.scoring.threads;
-        let model_threads = (threads > 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|index| format!("anomalyd-model-{index}"))
-                    .build()
-            })
-            .transpose()
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, threads, "cannot start the model threads; the scorer thread runs the model alone");
-                None
-            });
         Self {
-            model_threads,
-            entities: EntityTable::new(
-                config.windows.clone(),
-                config.detector.clone(),
-                window_len,
-                checkpoints.is_some(),
-            ),
+            model_threads: model_threads(scoring.threads),
+            threshold: detector.alerts.threshold,
+            max_gap_ms: windows.max_gap_ms,
+            entities: EntityTable::new(windows, detector, window_len, checkpoints.is_some()),
             checkpoints,
             staged: VecDeque::new(),
             skipped: Throttle::new(Duration::from_secs(10)),
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             scorer,
-            batch: Vec::with_capacity(config.scoring.max_batch),
+            batch: Vec::with_capacity(scoring.max_batch),
             batch_deadline: None,
             ledger_ops: sink.ledger().batch(),
             sink,
             metrics,
             health,
-            max_batch: config.scoring.max_batch,
-            max_wait: Duration::from_millis(config.scoring.max_wait_ms),
-            alerts_topic: config.kafka.alerts_topic.clone(),
-            scores_topic: config.kafka.scores_topic.clone(),
-            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
-            threshold: config.detector.alerts.threshold,
-            max_gap_ms: config.windows.max_gap_ms,
+            max_batch: scoring.max_batch,
+            max_wait: Duration::from_millis(scoring.max_wait_ms),
+            alerts_topic: topics.alerts,
+            scores_topic: topics.scores,
+            dead_letter_topic: topics.dead_letter,
         }
     }
 
