@@ -35,7 +35,7 @@ pub struct DemoArgs {
 
 /// Runs `anomalyd demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::demo::run(DemoOptions {
+    let options = DemoOptions {
         model: args.model,
         seed: args.seed,
         rate: args.rate,
@@ -46,5 +46,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(crate::cli::eval::read_detector_config)
             .transpose()?,
+    };
+    // A daemon error as itself, so that a fatal one keeps its exit code.
+    crate::demo::run(options).map_err(|error| match error {
+        crate::demo::DemoError::Daemon(daemon) => anyhow::Error::new(daemon),
+        other => other.into(),
     })
 }

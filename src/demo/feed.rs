@@ -47,7 +47,7 @@ pub fn stream(
     series: &[Series],
     rate: f64,
     mut progress: impl FnMut(usize),
-) -> anyhow::Result<usize> {
+) -> Result<usize, rdkafka::error::KafkaError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")

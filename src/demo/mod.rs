@@ -9,18 +9,37 @@ pub mod summary;
 pub mod view;
 
 use crate::daemon::admin::metrics::Metrics;
-use crate::daemon::config::DaemonConfig;
-use crate::daemon::Daemon;
+use crate::daemon::config::{ConfigError, DaemonConfig};
+use crate::daemon::{Daemon, DaemonError};
 use crate::model::ModelMetadata;
 use crate::series::timestamp::format_timestamp;
 use crate::series::Series;
-use crate::serve::Scorer;
+use crate::serve::{ModelError, Scorer};
 use crate::synthetic::{generate, SyntheticConfig};
-use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The embedded broker, or a client of it, failed.
+    #[error("the embedded broker: {0}")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    /// The demo's daemon configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The model cannot serve.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The daemon could not start, or stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The signal handlers could not be installed.
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+}
 
 /// The input topic of the demo.
 pub const INPUT_TOPIC: &str = "sensor-readings";
@@ -45,7 +64,7 @@ pub struct DemoOptions {
 }
 
 /// The daemon's configuration for the demo broker.
-fn demo_config(brokers: &str, admin: SocketAddr) -> anyhow::Result<DaemonConfig> {
+fn demo_config(brokers: &str, admin: SocketAddr) -> Result<DaemonConfig, ConfigError> {
     let text = format!(
         r#"
 [kafka]
@@ -71,11 +90,11 @@ method = "likelihood"
 warm_up = 672
 "#
     );
-    Ok(DaemonConfig::from_toml(&text, "demo config", &|_| None)?)
+    DaemonConfig::from_toml(&text, "demo config", &|_| None)
 }
 
 /// Runs the demo.
-pub fn run(options: DemoOptions) -> anyhow::Result<()> {
+pub fn run(options: DemoOptions) -> Result<(), DemoError> {
     let started = Instant::now();
     let scorer = load_scorer(&options)?;
     let metadata = scorer.metadata().clone();
@@ -86,7 +105,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
     });
     let series = data.series.clone();
 
-    let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
+    let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic(INPUT_TOPIC, INPUT_PARTITIONS, 1)?;
     let mut config = demo_config(&brokers, options.admin)?;
@@ -99,7 +118,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
         config.detector = detector.clone();
     }
     let daemon = start_daemon(&options, config.clone(), scorer)?;
-    daemon.handle_signals()?;
+    daemon.handle_signals().map_err(DemoError::Signals)?;
 
     let records = series.iter().map(|s| s.len()).sum::<usize>() + feed::MALFORMED.len();
     print_banner(
@@ -145,7 +164,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<()> {
 }
 
 /// `--model`, or the embedded default model.
-fn load_scorer(options: &DemoOptions) -> anyhow::Result<Scorer> {
+fn load_scorer(options: &DemoOptions) -> Result<Scorer, ModelError> {
     Ok(match &options.model {
         Some(path) => Scorer::load(path)?,
         None => crate::serve::embedded::default_scorer()?,
@@ -157,7 +176,7 @@ fn start_daemon(
     options: &DemoOptions,
     mut config: DaemonConfig,
     scorer: Scorer,
-) -> anyhow::Result<Daemon> {
+) -> Result<Daemon, DemoError> {
     match Daemon::start(config.clone(), scorer) {
         Ok(daemon) => Ok(daemon),
         Err(error) if options.admin.port() != 0 => {

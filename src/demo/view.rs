@@ -56,7 +56,7 @@ pub struct AlertView {
 
 impl AlertView {
     /// Starts reading `topic` from the beginning.
-    pub fn start(brokers: &str, topic: &str) -> anyhow::Result<Self> {
+    pub fn start(brokers: &str, topic: &str) -> Result<Self, rdkafka::error::KafkaError> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "anomalyd-demo-view")

@@ -4,9 +4,9 @@
 use super::nab::report::Split;
 use super::synthetic::{quality, score_labelled, Quality};
 use crate::model::{LossConfig, PerceptualFeatures};
-use crate::recipe::ModelRecipe;
+use crate::recipe::{ModelRecipe, RecipeError};
 use crate::series::Series;
-use crate::serve::Scorer;
+use crate::serve::{ModelError, Scorer};
 use std::fmt::Write;
 
 /// One loss configuration to compare.
@@ -99,6 +99,20 @@ pub struct AblationRow {
     pub seconds: f64,
 }
 
+/// Why an ablation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AblationError {
+    /// A variant's model could not be trained or exported.
+    #[error(transparent)]
+    Training(#[from] RecipeError),
+    /// A trained model could not be loaded or failed on a window.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A NAB run failed.
+    #[error(transparent)]
+    Nab(#[from] super::nab::run::NabRunError),
+}
+
 /// Trains every variant with every seed on `train` and evaluates on `test`.
 pub fn run(
     recipe: &ModelRecipe,
@@ -107,7 +121,7 @@ pub fn run(
     train: &[Series],
     test: &[Series],
     evaluation_stride: usize,
-) -> anyhow::Result<Vec<AblationRow>> {
+) -> Result<Vec<AblationRow>, AblationError> {
     let mut rows = Vec::new();
     for variant in variants {
         let mut sums: Vec<Quality> = Vec::new();
@@ -226,7 +240,7 @@ pub fn run_nab(
     variants: &[Variant],
     options: &super::nab::run::NabOptions,
     progress: impl Fn(&str),
-) -> anyhow::Result<Vec<NabAblationRow>> {
+) -> Result<Vec<NabAblationRow>, AblationError> {
     let mut rows = Vec::new();
     for variant in variants {
         progress(&variant.name);

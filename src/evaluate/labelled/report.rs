@@ -3,7 +3,7 @@
 //! labelled events, the alerts, the decision score and the threshold.
 
 use super::score::{runs, EntityRows, Quality};
-use crate::evaluate::html::{escape, markdown_to_html, page};
+use crate::evaluate::html::{escape, markdown_to_html, page, PlotResult, ReportError};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -111,8 +111,8 @@ pub fn write_report(
     entities: &[EntityRows],
     kinds: &[Option<String>],
     context: &Context<'_>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(ReportError::at(dir))?;
     let mut body = markdown_to_html(summary_markdown);
     body.push_str(
         "<p>Each plot: the channels, each scaled to its own median and spread (thin lines), \
@@ -136,17 +136,20 @@ pub fn write_report(
     body.push_str("</table><h2>Entities</h2>");
     for (i, entity) in entities.iter().enumerate() {
         let svg = format!("entity-{i}.svg");
-        plot_entity(&dir.join(&svg), entity, kinds, context)?;
+        let path = dir.join(&svg);
+        plot_entity(&path, entity, kinds, context).map_err(ReportError::at(&path))?;
         let _ = write!(
             body,
             "<h3>{}</h3><img src=\"{svg}\" loading=\"lazy\">",
             escape(&entity.entity)
         );
     }
+    let index = dir.join("index.html");
     std::fs::write(
-        dir.join("index.html"),
+        &index,
         page(&format!("anomalyd on {}", context.input), &body),
-    )?;
+    )
+    .map_err(ReportError::at(&index))?;
     Ok(())
 }
 
@@ -206,7 +209,7 @@ fn plot_scores(
     events: &[[usize; 2]],
     threshold: f64,
     n: usize,
-) -> anyhow::Result<()> {
+) -> PlotResult {
     let mut scores = ChartBuilder::on(area)
         .margin(5)
         .x_label_area_size(20)
@@ -239,7 +242,7 @@ fn plot_entity(
     entity: &EntityRows,
     kinds: &[Option<String>],
     context: &Context<'_>,
-) -> anyhow::Result<()> {
+) -> PlotResult {
     let n = entity.labels.len().max(2);
     let channels = context.channels.len();
     let root = SVGBackend::new(path, (1000, 380)).into_drawing_area();

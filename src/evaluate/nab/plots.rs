@@ -4,6 +4,7 @@
 use super::corpus::{Corpus, CorpusFile};
 use super::report::Summary;
 use super::run::FileRun;
+use crate::evaluate::html::{PlotResult, ReportError};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,9 +15,9 @@ pub fn write_report(
     summary: &Summary,
     corpus: &Corpus,
     runs: &[FileRun],
-) -> anyhow::Result<()> {
+) -> Result<(), ReportError> {
     let dir = out.join("report");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(ReportError::at(&dir))?;
     let threshold = summary.profiles.first().map_or(0.5, |p| p.threshold);
     let mut html = crate::evaluate::html::markdown_to_html(&summary.markdown());
     html.push_str(
@@ -36,21 +37,24 @@ pub fn write_report(
     for ((file, run), f) in corpus.files.iter().zip(runs).zip(&summary.per_file) {
         let anchor = f.file.replace('/', "_");
         let svg = format!("{anchor}.svg").replace(".csv", "");
-        plot_file(&dir.join(&svg), file, run, threshold)?;
+        let path = dir.join(&svg);
+        plot_file(&path, file, run, threshold).map_err(ReportError::at(&path))?;
         let _ = write!(
             html,
             "<h3 id=\"{anchor}\">{}</h3><p>{} windows, {} caught, {} false alarms</p><img src=\"{svg}\" loading=\"lazy\">",
             f.file, f.windows, f.caught, f.false_alarms
         );
     }
+    let index = dir.join("index.html");
     std::fs::write(
-        dir.join("index.html"),
+        &index,
         crate::evaluate::html::page("anomalyd on NAB", &html),
-    )?;
+    )
+    .map_err(ReportError::at(&index))?;
     Ok(())
 }
 
-fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> anyhow::Result<()> {
+fn plot_file(path: &Path, file: &CorpusFile, run: &FileRun, threshold: f64) -> PlotResult {
     let rows = file.values.len();
     let root = SVGBackend::new(path, (1000, 360)).into_drawing_area();
     root.fill(&WHITE)?;

@@ -5,15 +5,63 @@
 use super::corpus::{Corpus, CorpusFile};
 use crate::alert::AlertEvent;
 use crate::detect::{DetectorConfig, EntityDetector};
-use crate::recipe::ModelRecipe;
+use crate::recipe::{ModelRecipe, RecipeError};
 use crate::series::timestamp::parse_timestamp;
 use crate::series::Series;
-use crate::serve::Scorer;
+use crate::serve::{ModelError, Scorer};
 use crate::train::TrainOptions;
-use anyhow::Context;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// Why a NAB run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NabRunError {
+    /// A timestamp of a file could not be read.
+    #[error("{file}: {message}")]
+    Timestamp {
+        /// The corpus file.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// Too few rows to train on.
+    #[error("{file}: {rows} rows are too few to train {window_len}-row windows")]
+    TooShort {
+        /// The corpus file.
+        file: String,
+        /// Rows given.
+        rows: usize,
+        /// The recipe's window length.
+        window_len: usize,
+    },
+    /// Training or exporting a file's model failed.
+    #[error("{file}: training on rows {begin}..{end}: {error}")]
+    Training {
+        /// The corpus file.
+        file: String,
+        /// First row trained on.
+        begin: usize,
+        /// One past the last.
+        end: usize,
+        /// Why.
+        error: RecipeError,
+    },
+    /// A trained model could not be loaded, or failed on a window.
+    #[error("{file}: {error}")]
+    Model {
+        /// The corpus file (or the series' entity).
+        file: String,
+        /// Why.
+        error: ModelError,
+    },
+    /// A file was not run because an earlier one failed.
+    #[error("{file} was not run")]
+    NotRun {
+        /// The corpus file.
+        file: String,
+    },
+}
 
 /// Everything that decides a run; one set for the whole corpus.
 #[derive(Debug, Clone)]
@@ -94,23 +142,25 @@ pub struct FileRun {
 
 /// Trains on the probationary prefix of `file` and streams every row
 /// (retraining on past rows only, when `options.retrain_every` is set).
-pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileRun> {
+pub fn run_file(file: &CorpusFile, options: &NabOptions) -> Result<FileRun, NabRunError> {
     let name = file.relative_path();
     let timestamps: Vec<i64> = file
         .timestamps
         .iter()
-        .map(|t| parse_timestamp(t).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<_>>()
-        .with_context(|| name.clone())?;
+        .map(|t| parse_timestamp(t))
+        .collect::<Result<_, _>>()
+        .map_err(|message| NabRunError::Timestamp {
+            file: name.clone(),
+            message,
+        })?;
     let values: Vec<f32> = file.values.iter().map(|&v| v as f32).collect();
     let prefix = file.probationary_rows();
     let started = Instant::now();
-    let scorer = train_on(&name, &file.name, &timestamps, &values, 0..prefix, options)
-        .with_context(|| format!("training on the probationary prefix of {name}"))?;
+    let scorer = train_on(&name, &file.name, &timestamps, &values, 0..prefix, options)?;
     let mut train_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut retrain_seconds = 0.0;
-    let retrain = |row: usize| -> anyhow::Result<Option<Scorer>> {
+    let retrain = |row: usize| -> Result<Option<Scorer>, NabRunError> {
         let Some(every) = options.retrain_every else {
             return Ok(None);
         };
@@ -119,8 +169,7 @@ pub fn run_file(file: &CorpusFile, options: &NabOptions) -> anyhow::Result<FileR
         }
         let begin = row.saturating_sub(options.retrain_rows.max(prefix));
         let clock = Instant::now();
-        let scorer = train_on(&name, &file.name, &timestamps, &values, begin..row, options)
-            .with_context(|| format!("retraining on rows {begin}..{row} of {name}"))?;
+        let scorer = train_on(&name, &file.name, &timestamps, &values, begin..row, options)?;
         retrain_seconds += clock.elapsed().as_secs_f64();
         Ok(Some(scorer))
     };
@@ -145,14 +194,18 @@ fn train_on(
     values: &[f32],
     rows: std::ops::Range<usize>,
     options: &NabOptions,
-) -> anyhow::Result<Scorer> {
+) -> Result<Scorer, NabRunError> {
     let count = rows.len();
     // Hold out the latest 20 % for early stopping, but at least a window and
     // a few rows more (short files have short prefixes).
     let window_len = options.recipe.window_len;
     let held_out = ((count as f64 * 0.2).ceil() as usize).max(window_len + 8);
     if count < held_out + window_len + 8 {
-        anyhow::bail!("{count} rows are too few to train {window_len}-row windows");
+        return Err(NabRunError::TooShort {
+            file: name.to_string(),
+            rows: count,
+            window_len,
+        });
     }
     let recipe = ModelRecipe {
         validation_fraction: held_out as f64 / count as f64,
@@ -162,18 +215,25 @@ fn train_on(
         entity: entity.to_string(),
         channels: vec!["value".into()],
         timestamps: timestamps[rows.clone()].to_vec(),
-        values: values[rows].to_vec(),
+        values: values[rows.clone()].to_vec(),
         labels: None,
     };
     let built =
         tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             recipe.build(&[series], name)
+        })
+        .map_err(|error| NabRunError::Training {
+            file: name.to_string(),
+            begin: rows.start,
+            end: rows.end,
+            error,
         })?;
-    Ok(Scorer::from_parts(
-        &built.artefact.onnx,
-        built.artefact.metadata,
-        name,
-    )?)
+    Scorer::from_parts(&built.artefact.onnx, built.artefact.metadata, name).map_err(|error| {
+        NabRunError::Model {
+            file: name.to_string(),
+            error,
+        }
+    })
 }
 
 /// Streams rows one at a time through a fresh [`EntityDetector`]; before each
@@ -184,8 +244,8 @@ pub fn stream(
     timestamps: &[i64],
     values: &[f32],
     config: &DetectorConfig,
-    mut retrain: impl FnMut(usize) -> anyhow::Result<Option<Scorer>>,
-) -> anyhow::Result<FileRun> {
+    mut retrain: impl FnMut(usize) -> Result<Option<Scorer>, NabRunError>,
+) -> Result<FileRun, NabRunError> {
     let mut detector = EntityDetector::new(entity, &scorer, config);
     let rows = values.len();
     let mut run = FileRun {
@@ -207,7 +267,12 @@ pub fn stream(
             let window_len = scorer.metadata().window_len;
             detector.use_model_with_rows(&scorer, &values[i.saturating_sub(window_len)..i]);
         }
-        let outcome = detector.observe(&scorer, t, &[v])?;
+        let outcome = detector
+            .observe(&scorer, t, &[v])
+            .map_err(|error| NabRunError::Model {
+                file: entity.to_string(),
+                error,
+            })?;
         run.scores.push(outcome.novel_score);
         run.decision_scores.push(outcome.score);
         run.calibrated
@@ -243,10 +308,10 @@ pub fn run_corpus(
     corpus: &Corpus,
     options: &NabOptions,
     progress: impl Fn(usize, &str) + Sync,
-) -> anyhow::Result<Vec<FileRun>> {
+) -> Result<Vec<FileRun>, NabRunError> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<anyhow::Result<FileRun>>>> =
+    let results: Mutex<Vec<Option<Result<FileRun, NabRunError>>>> =
         Mutex::new((0..corpus.files.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..options.workers.max(1) {
@@ -275,12 +340,12 @@ pub fn run_corpus(
     let mut not_run = None;
     for (file, result) in corpus.files.iter().zip(results) {
         match result {
-            Some(run) => runs.push(run.with_context(|| file.relative_path())?),
+            Some(run) => runs.push(run?),
             None => not_run = not_run.or(Some(file.relative_path())),
         }
     }
     if let Some(file) = not_run {
-        anyhow::bail!("{file} was not run");
+        return Err(NabRunError::NotRun { file });
     }
     Ok(runs)
 }
