@@ -243,7 +243,7 @@ impl Daemon {
         let consumer_loop = ConsumerLoop {
             consumer,
             intake: source::Intake::new(
-                &config,
+                &config.input,
                 &scorer.metadata().channels,
                 sink.clone(),
                 metrics.clone(),

@@ -286,11 +286,6 @@ impl DaemonConfig {
         Ok(())
     }
 
-    /// The earliest accepted event time (epoch ms).
-    pub fn min_timestamp_ms(&self) -> i64 {
-        parse_timestamp(&self.input.min_timestamp).expect("validated")
-    }
-
     /// A summary for `check-config` and the start-up log, secrets masked.
     pub fn describe(&self) -> String {
         let mut lines = vec![

@@ -103,6 +103,14 @@ pub struct InputConfig {
     pub max_future_s: u64,
 }
 
+impl InputConfig {
+    /// The earliest accepted event time (epoch ms), `min_timestamp` read
+    /// (validated with the config).
+    pub fn min_timestamp_ms(&self) -> i64 {
+        crate::series::timestamp::parse_timestamp(&self.min_timestamp).expect("validated")
+    }
+}
+
 impl Default for InputConfig {
     fn default() -> Self {
         Self {

@@ -368,7 +368,7 @@ fn start_life(config: &DaemonConfig, scorer: &Arc<Scorer>, log: &Log) -> Life {
             .unwrap(),
     );
     let intake = Intake::new(
-        config,
+        &config.input,
         &scorer.metadata().channels,
         sink.clone(),
         metrics.clone(),

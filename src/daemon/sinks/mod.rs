@@ -319,6 +319,11 @@ impl Sink {
         &self.ledger
     }
 
+    /// `kafka.dead_letter_topic`, where records and outputs are set aside.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+
     /// The error behind a producer's fatal state (librdkafka reports a fatal
     /// error as `_FATAL`; this is the broker's or the producer's own code).
     pub fn fatal_cause(&self) -> Option<RDKafkaErrorCode> {

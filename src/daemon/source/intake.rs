@@ -3,7 +3,7 @@
 //! malformed one aside on the dead-letter topic.
 
 use crate::daemon::admin::metrics::Metrics;
-use crate::daemon::config::DaemonConfig;
+use crate::daemon::config::InputConfig;
 use crate::daemon::ledger::{Hold, SourceOffset};
 use crate::daemon::sinks::{dead_letter, Sink};
 use crate::daemon::source::decode::{Decoder, Sample};
@@ -22,19 +22,19 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// The intake of `config`'s input for a model with `model_channels`,
-    /// setting aside to `sink`.
+    /// The intake of records read as `input` says, for a model with
+    /// `model_channels`, setting aside to `sink`'s dead-letter topic.
     pub fn new(
-        config: &DaemonConfig,
+        input: &InputConfig,
         model_channels: &[String],
         sink: Arc<Sink>,
         metrics: Metrics,
     ) -> Self {
         Self {
-            decoder: Decoder::new(&config.input, config.min_timestamp_ms(), model_channels),
+            decoder: Decoder::new(input, input.min_timestamp_ms(), model_channels),
+            dead_letter_topic: sink.dead_letter_topic().to_string(),
             sink,
             metrics,
-            dead_letter_topic: config.kafka.dead_letter_topic.clone(),
         }
     }
 
