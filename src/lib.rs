@@ -21,6 +21,7 @@
 //!   clients, failures);
 //! - [`offline`]: the daemon's per-entity path over a file (`anomalyd detect`);
 //! - [`evaluate`]: detection quality: labelled files, NAB, the loss ablation's measure;
+//! - [`report`]: the error of a report, plot or curve file not written;
 //! - [`demo`]: `anomalyd demo` on an embedded broker;
 //! - [`cli`]: the subcommands.
 
@@ -35,6 +36,7 @@ pub mod export;
 pub mod model;
 pub mod offline;
 pub mod recipe;
+pub mod report;
 pub mod series;
 pub mod serve;
 pub mod settings;

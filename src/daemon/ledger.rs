@@ -218,17 +218,15 @@ impl Ledger {
     }
 
     /// Releases `hold`. Releasing an offset of a forgotten partition does nothing.
-    pub fn release(&self, mut hold: Hold) {
-        release(&mut self.lock(), &hold.source);
-        hold.settle();
+    pub fn release(&self, hold: Hold) {
+        give_back(&mut self.lock(), hold);
     }
 
     /// Releases every hold in `holds`, under one lock.
     pub fn release_all(&self, holds: impl IntoIterator<Item = Hold>) {
         let mut map = self.lock();
-        for mut hold in holds {
-            release(&mut map, &hold.source);
-            hold.settle();
+        for hold in holds {
+            give_back(&mut map, hold);
         }
     }
 
@@ -296,9 +294,8 @@ impl Ledger {
     /// acknowledged, and forgets how far they were read.
     pub fn forget(&self, partitions: &[Partition], dropped: Vec<Hold>) {
         let mut map = self.lock();
-        for mut hold in dropped {
-            release(&mut map, &hold.source);
-            hold.settle();
+        for hold in dropped {
+            give_back(&mut map, hold);
         }
         for partition in partitions {
             if let Some(entry) = map.get_mut(partition) {
@@ -318,6 +315,12 @@ fn hold(map: &mut Holds, source: &SourceOffset) {
     let entry = map.get_mut(&source.partition).expect("inserted");
     *entry.holds.entry(source.offset).or_insert(0) += 1;
     entry.next = Some(entry.next.unwrap_or(0).max(source.offset + 1));
+}
+
+/// Releases `hold` in `map` and marks it given back.
+fn give_back(map: &mut Holds, mut hold: Hold) {
+    release(map, &hold.source);
+    hold.settle();
 }
 
 fn release(map: &mut Holds, source: &SourceOffset) {
@@ -366,6 +369,7 @@ mod tests {
         let mut holds: Vec<Option<Hold>> = (0..5).map(|o| Some(ledger.hold(at(o)))).collect();
         let mut release = |offset: usize| ledger.release(holds[offset].take().unwrap());
         let p = at(0).partition;
+        assert_eq!(ledger.position(&p), Some(0));
         // Finishing later records first does not move the position.
         release(3);
         release(1);

@@ -3,30 +3,6 @@
 //! Only that subset: it is what the summaries are written in.
 
 use std::fmt::Write as _;
-use std::path::Path;
-
-/// Why a report page or plot could not be written.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {message}")]
-pub struct ReportError {
-    /// The file or folder.
-    pub path: String,
-    /// Why.
-    pub message: String,
-}
-
-impl ReportError {
-    /// A failure writing `path`.
-    pub fn at<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> Self + '_ {
-        move |error| Self {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        }
-    }
-}
-
-/// What drawing a plot returns (plotters' errors, boxed).
-pub type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {

@@ -1,30 +1,12 @@
 //! Writes the loss curve of a training run as CSV and as an SVG plot.
 
 use super::trainer::EpochRecord;
+use crate::report::{PlotResult, WriteError};
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Why a loss curve was not written.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write the loss curve {path}: {message}")]
-pub struct CurveError {
-    /// The file.
-    pub path: String,
-    /// Why.
-    pub message: String,
-}
-
-impl CurveError {
-    fn at(path: &Path) -> impl FnOnce(String) -> Self + '_ {
-        move |message| Self {
-            path: path.display().to_string(),
-            message,
-        }
-    }
-}
-
 /// Writes `history` to `csv_path` (one row per epoch).
-pub fn write_csv(history: &[EpochRecord], csv_path: &Path) -> Result<(), CurveError> {
+pub fn write_csv(history: &[EpochRecord], csv_path: &Path) -> Result<(), WriteError> {
     let write = || -> Result<(), csv::Error> {
         let mut writer = csv::Writer::from_path(csv_path)?;
         for record in history {
@@ -33,19 +15,15 @@ pub fn write_csv(history: &[EpochRecord], csv_path: &Path) -> Result<(), CurveEr
         writer.flush()?;
         Ok(())
     };
-    write().map_err(|e| CurveError::at(csv_path)(e.to_string()))
+    write().map_err(WriteError::at(csv_path))
 }
 
 /// Plots training and validation loss per epoch (log scale) to `svg_path`.
-pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> Result<(), CurveError> {
-    draw(history, title, svg_path).map_err(|e| CurveError::at(svg_path)(e.to_string()))
+pub fn write_svg(history: &[EpochRecord], title: &str, svg_path: &Path) -> Result<(), WriteError> {
+    draw(history, title, svg_path).map_err(WriteError::at(svg_path))
 }
 
-fn draw(
-    history: &[EpochRecord],
-    title: &str,
-    svg_path: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(history: &[EpochRecord], title: &str, svg_path: &Path) -> PlotResult {
     let root = SVGBackend::new(svg_path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let losses = history

@@ -3,7 +3,8 @@
 //! labelled events, the alerts, the decision score and the threshold.
 
 use super::score::{runs, EntityRows, Quality};
-use crate::evaluate::html::{escape, markdown_to_html, page, PlotResult, ReportError};
+use crate::evaluate::html::{escape, markdown_to_html, page};
+use crate::report::{PlotResult, WriteError};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -111,8 +112,8 @@ pub fn write_report(
     entities: &[EntityRows],
     kinds: &[Option<String>],
     context: &Context<'_>,
-) -> Result<(), ReportError> {
-    std::fs::create_dir_all(dir).map_err(ReportError::at(dir))?;
+) -> Result<(), WriteError> {
+    std::fs::create_dir_all(dir).map_err(WriteError::at(dir))?;
     let mut body = markdown_to_html(summary_markdown);
     body.push_str(
         "<p>Each plot: the channels, each scaled to its own median and spread (thin lines), \
@@ -137,7 +138,7 @@ pub fn write_report(
     for (i, entity) in entities.iter().enumerate() {
         let svg = format!("entity-{i}.svg");
         let path = dir.join(&svg);
-        plot_entity(&path, entity, kinds, context).map_err(ReportError::at(&path))?;
+        plot_entity(&path, entity, kinds, context).map_err(WriteError::at(&path))?;
         let _ = write!(
             body,
             "<h3>{}</h3><img src=\"{svg}\" loading=\"lazy\">",
@@ -149,7 +150,7 @@ pub fn write_report(
         &index,
         page(&format!("anomalyd on {}", context.input), &body),
     )
-    .map_err(ReportError::at(&index))?;
+    .map_err(WriteError::at(&index))?;
     Ok(())
 }
 

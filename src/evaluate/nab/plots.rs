@@ -4,7 +4,7 @@
 use super::corpus::{Corpus, CorpusFile};
 use super::report::Summary;
 use super::run::FileRun;
-use crate::evaluate::html::{PlotResult, ReportError};
+use crate::report::{PlotResult, WriteError};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,9 +15,9 @@ pub fn write_report(
     summary: &Summary,
     corpus: &Corpus,
     runs: &[FileRun],
-) -> Result<(), ReportError> {
+) -> Result<(), WriteError> {
     let dir = out.join("report");
-    std::fs::create_dir_all(&dir).map_err(ReportError::at(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(WriteError::at(&dir))?;
     let threshold = summary.profiles.first().map_or(0.5, |p| p.threshold);
     let mut html = crate::evaluate::html::markdown_to_html(&summary.markdown());
     html.push_str(
@@ -38,7 +38,7 @@ pub fn write_report(
         let anchor = f.file.replace('/', "_");
         let svg = format!("{anchor}.svg").replace(".csv", "");
         let path = dir.join(&svg);
-        plot_file(&path, file, run, threshold).map_err(ReportError::at(&path))?;
+        plot_file(&path, file, run, threshold).map_err(WriteError::at(&path))?;
         let _ = write!(
             html,
             "<h3 id=\"{anchor}\">{}</h3><p>{} windows, {} caught, {} false alarms</p><img src=\"{svg}\" loading=\"lazy\">",
@@ -50,7 +50,7 @@ pub fn write_report(
         &index,
         crate::evaluate::html::page("anomalyd on NAB", &html),
     )
-    .map_err(ReportError::at(&index))?;
+    .map_err(WriteError::at(&index))?;
     Ok(())
 }
 
