@@ -260,11 +260,13 @@ impl DaemonConfig {
                 format!("must be between 1 and {}", u32::MAX),
             );
         }
-        if !(1..=64).contains(&self.scoring.threads) {
-            return problem(
-                "scoring.threads",
-                format!("must be between 1 and 64, not {}", self.scoring.threads),
-            );
+        if let ModelThreads::Count(count) = self.scoring.threads {
+            if !(1..=64).contains(&count) {
+                return problem(
+                    "scoring.threads",
+                    format!("must be between 1 and 64 (or \"auto\"), not {count}"),
+                );
+            }
         }
         Ok(())
     }
@@ -377,6 +379,23 @@ input_topics = ["readings"]
     }
 
     #[test]
+    fn model_threads_follow_the_cores_unless_counted() {
+        assert_eq!(ScoringConfig::default().threads, ModelThreads::Auto);
+        let auto = parse(&format!("{MINIMAL}\n[scoring]\nthreads = \"auto\"\n")).unwrap();
+        assert_eq!(auto.scoring.threads, ModelThreads::Auto);
+        let three = parse(&format!("{MINIMAL}\n[scoring]\nthreads = 3\n")).unwrap();
+        assert_eq!(three.scoring.threads, ModelThreads::Count(3));
+        // (max_batch, cores) → threads: one per core, at least 8 windows
+        // each in a full batch, at least one.
+        for ((max_batch, cores), threads) in
+            [((64, 1), 1), ((64, 2), 2), ((64, 32), 8), ((4, 4), 1)]
+        {
+            assert_eq!(ModelThreads::Auto.resolve(max_batch, cores), threads);
+        }
+        assert_eq!(ModelThreads::Count(3).resolve(64, 1), 3);
+    }
+
+    #[test]
     fn each_group_has_its_own_state_topic_unless_one_is_set() {
         assert_eq!(parse(MINIMAL).unwrap().state.topic, "anomalyd-state");
         let group = format!("{MINIMAL}group_id = \"replay\"\n");
@@ -423,6 +442,17 @@ input_topics = ["readings"]
                 .unwrap_err()
                 .to_string();
             assert!(error.contains("scoring.threads"), "{error}");
+        }
+        // Not a count nor "auto": toml quotes the line, the message says what fits.
+        for threads in ["-1", "\"all\""] {
+            let error = parse(&format!("{MINIMAL}\n[scoring]\nthreads = {threads}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("threads = {threads}")), "{error}");
+            assert!(
+                error.contains("a thread count (1 to 64) or \"auto\""),
+                "{error}"
+            );
         }
         for (table, key) in [
             ("kafka", "commit_interval_ms"),

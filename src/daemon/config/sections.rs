@@ -182,8 +182,9 @@ pub struct ScoringConfig {
     pub max_wait_ms: u64,
     /// Threads that run the model. A batch of at least
     /// [`MIN_WINDOWS_PER_THREAD`] windows per thread is split between them;
-    /// with 1 the scorer thread runs the model itself.
-    pub threads: usize,
+    /// with 1 the scorer thread runs the model itself. `"auto"` (the
+    /// default): see [`ModelThreads::Auto`].
+    pub threads: ModelThreads,
     /// Decoded samples queued between the consumer and the scorer, at most;
     /// they travel in messages of up to 256 samples, and one more message
     /// may be filling.
@@ -195,9 +196,67 @@ impl Default for ScoringConfig {
         Self {
             max_batch: 64,
             max_wait_ms: 5,
-            threads: 2,
+            threads: ModelThreads::Auto,
             queue_capacity: 8_192,
         }
+    }
+}
+
+/// `scoring.threads`: how many threads run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelThreads {
+    /// As many as the cores this process may run on (its CPU affinity and
+    /// cgroup quota, as `std::thread::available_parallelism` reads them),
+    /// but no more than a full batch can keep busy (`max_batch` /
+    /// [`MIN_WINDOWS_PER_THREAD`]): in a container limited to 1.5 CPUs it
+    /// is 1, not the node's core count.
+    Auto,
+    /// This many (1 to 64).
+    Count(usize),
+}
+
+impl ModelThreads {
+    /// The number of model threads for batches of at most `max_batch`
+    /// windows, given the cores this process may run on.
+    pub fn resolve(self, max_batch: usize, cores: usize) -> usize {
+        match self {
+            Self::Count(count) => count,
+            Self::Auto => cores.min(max_batch / MIN_WINDOWS_PER_THREAD).max(1),
+        }
+    }
+
+    /// The cores this process may run on (1 if they cannot be read).
+    pub fn available_cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelThreads {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ModelThreads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a thread count (1 to 64) or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, count: i64) -> Result<ModelThreads, E> {
+                usize::try_from(count)
+                    .map(ModelThreads::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(count), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, count: u64) -> Result<ModelThreads, E> {
+                usize::try_from(count)
+                    .map(ModelThreads::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(count), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<ModelThreads, E> {
+                match word {
+                    "auto" => Ok(ModelThreads::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

@@ -12,6 +12,7 @@ use super::ledger::{abandon_all, Hold, LedgerBatch, Partition};
 use super::throttle::Throttle;
 use crate::daemon::admin::health::Health;
 use crate::daemon::admin::metrics::Metrics;
+use crate::daemon::config::{ModelThreads, ScoringConfig};
 use crate::daemon::sinks::Sink;
 use crate::daemon::source::decode::Sample;
 use crate::daemon::state::Checkpoint;
@@ -102,7 +103,11 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
 /// The model threads for `scoring.threads` (`None` for one: the scorer
 /// thread runs the model itself, as it does when they cannot start).
-fn model_threads(threads: usize) -> Option<rayon::ThreadPool> {
+fn model_threads(scoring: &ScoringConfig) -> Option<rayon::ThreadPool> {
+    let cores = ModelThreads::available_cores();
+    let threads = scoring.threads.resolve(scoring.max_batch, cores);
+    let auto = scoring.threads == ModelThreads::Auto;
+    tracing::info!(threads, auto, available_cores = cores, "model threads");
     (threads > 1)
         .then(|| {
             rayon::ThreadPoolBuilder::new()
@@ -141,7 +146,7 @@ impl ScoringWorker {
             every: c.every,
         });
         Self {
-            model_threads: model_threads(scoring.threads),
+            model_threads: model_threads(&scoring),
             threshold: detector.alerts.threshold,
             max_gap_ms: windows.max_gap_ms,
             entities: EntityTable::new(windows, detector, window_len, checkpoints.is_some()),
