@@ -27,24 +27,35 @@
 //! Everything shares the machine's cores: broker, producer, daemon, readers.
 //! The daemon runs with `windows.stagger` at its default (on); a baseline
 //! from before it scores up to one more window per entity.
+//! 5. With `--peer PYTHON --peer-script PEER_PY`: the Python peer pipeline
+//!    (`../shared/bench/peer/peer.py`; `benches/peer.sh` makes the Python)
+//!    on a fresh broker filled with the same records, same model, window
+//!    and stride, onnxruntime with as many threads as the daemon's model
+//!    threads, in every round after the daemon: samples/s and CPU per
+//!    sample, and the ratios to this build.
+//!
+//! `--no-latency` skips step 4.
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX] [--rounds N]]`.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
 mod kafka_support;
 #[path = "end_to_end/latency.rs"]
 mod latency;
+#[path = "end_to_end/peer.rs"]
+mod peer;
 #[path = "support/mod.rs"]
 mod support;
 
-use anomalyd::daemon::config::InputConfig;
+use anomalyd::daemon::config::{InputConfig, ModelThreads};
 use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use anomalyd::window::entity_phase;
 use kafka_support::{free_port, metric_sum_in, start_broker, Broker, DaemonProcess};
 use latency::latency;
+use peer::Peer;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
@@ -418,6 +429,9 @@ fn main() -> anyhow::Result<()> {
     let mut baseline: Option<PathBuf> = None;
     let mut baseline_model: Option<PathBuf> = None;
     let mut rounds = None;
+    let mut peer_python: Option<PathBuf> = None;
+    let mut peer_script: Option<PathBuf> = None;
+    let mut skip_latency = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -436,6 +450,9 @@ fn main() -> anyhow::Result<()> {
             "--baseline" => baseline = Some(args.next().unwrap_or_default().into()),
             "--baseline-model" => baseline_model = Some(args.next().unwrap_or_default().into()),
             "--rounds" => rounds = Some(args.next().unwrap_or_default().parse::<usize>()?),
+            "--peer" => peer_python = Some(args.next().unwrap_or_default().into()),
+            "--peer-script" => peer_script = Some(args.next().unwrap_or_default().into()),
+            "--no-latency" => skip_latency = true,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -451,10 +468,27 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(baseline.is_some(), "--baseline-model needs --baseline");
         anyhow::ensure!(model.is_file(), "no baseline model at {}", model.display());
     }
-    // Alternating with a baseline, three rounds by default: the machine's
-    // speed drifts, so only ratios within a round compare.
+    let peer = match (peer_python, peer_script) {
+        (Some(python), Some(script)) => {
+            let peer = Peer {
+                python,
+                script,
+                threads: ModelThreads::Auto.resolve(64, ModelThreads::available_cores()),
+            };
+            peer.check()?;
+            Some(peer)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("--peer PYTHON and --peer-script PEER_PY go together"),
+    };
+    // Alternating with a baseline or the peer, three rounds by default: the
+    // machine's speed drifts, so only ratios within a round compare.
     let rounds = rounds
-        .unwrap_or(if baseline.is_some() { 3 } else { 1 })
+        .unwrap_or(if baseline.is_some() || peer.is_some() {
+            3
+        } else {
+            1
+        })
         .max(1);
     let (model, scorer) = support::four_channel_model();
     // The baseline runs its own export of the model if given one (an
@@ -475,6 +509,9 @@ fn main() -> anyhow::Result<()> {
     let mut ratios_to_baseline = Vec::new();
     // Baseline's CPU per sample over this build's: above 1 means cheaper now.
     let mut cpu_ratios_to_baseline = Vec::new();
+    // This build's samples/s over the peer's, and the peer's CPU per sample over this build's.
+    let mut ratios_to_peer = Vec::new();
+    let mut cpu_ratios_to_peer = Vec::new();
     for round in 0..rounds {
         let binaries = binaries_in_turn(&model, baseline.as_ref(), round);
         let mut ceiling = None;
@@ -521,6 +558,30 @@ fn main() -> anyhow::Result<()> {
             ratios_to_baseline.push(now.samples_per_s / before.samples_per_s);
             cpu_ratios_to_baseline.push(before.cpu_us_per_sample / now.cpu_us_per_sample);
         }
+        if let Some(peer) = &peer {
+            let broker = bench_broker(PARTITIONS);
+            fill(&broker, &records, per_entity);
+            let run = peer.run(&broker, &model, &channels, WINDOW_LEN, STRIDE, total)?;
+            println!(
+                "{{\"phase\": \"peer\", \"round\": {round}, \"threads\": {}, \"samples_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"cpu_us_per_sample\": {:.2}}}",
+                peer.threads, run.samples_per_s, run.windows_per_s, run.cpu_us_per_sample
+            );
+            let (_, now) = this_round
+                .iter()
+                .find(|(label, _)| *label == "current")
+                .expect("this build ran");
+            ratios_to_peer.push(now.samples_per_s / run.samples_per_s);
+            cpu_ratios_to_peer.push(run.cpu_us_per_sample / now.cpu_us_per_sample);
+        }
+    }
+    if !ratios_to_peer.is_empty() {
+        println!(
+            "{{\"phase\": \"peer_summary\", \"rounds\": {rounds}, \"vs_peer\": {:?}, \"median_vs_peer\": {:.2}, \"cpu_per_sample_peer_over_current\": {:?}, \"median_cpu_per_sample_peer_over_current\": {:.2}}}",
+            rounded(&ratios_to_peer),
+            median(&mut ratios_to_peer.clone()),
+            rounded(&cpu_ratios_to_peer),
+            median(&mut cpu_ratios_to_peer.clone())
+        );
     }
     let rate = median(&mut current);
     println!(
@@ -539,6 +600,9 @@ fn main() -> anyhow::Result<()> {
         }
     );
 
+    if skip_latency {
+        return Ok(());
+    }
     // 4. Latency at steady rates, each on a fresh broker and daemon; with a
     // baseline, both binaries at each rate, in alternating order.
     let mut rates = vec![rate * 0.5];
