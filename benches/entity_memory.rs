@@ -101,9 +101,9 @@ struct Feeder<'a> {
 impl Feeder<'_> {
     fn admit(&mut self, table: &mut EntityTable, entity: &str, offset: i64, ms: i64, row: &[f32]) {
         let sample = Sample {
-            entity: entity.to_string(),
+            entity: entity.into(),
             timestamp_ms: ms,
-            values: row.to_vec(),
+            values: row.into(),
         };
         let source = SourceOffset {
             partition: self.partition.clone(),
@@ -115,7 +115,7 @@ impl Feeder<'_> {
                 window: Some(window),
                 ..
             } => {
-                self.pending.push((sample.entity, window));
+                self.pending.push((sample.entity.to_string(), window));
                 if self.pending.len() == 64 {
                     self.flush(table);
                 }

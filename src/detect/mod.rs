@@ -200,9 +200,12 @@ impl EntityDetector {
         let window = self.assembler.push_mapped(timestamp_ms, row, |c, value| {
             scorer.normalise_value(c, value)
         })?;
+        // The next window's rows need as much room as this one's: one
+        // allocation, not a doubling for every few rows.
+        let room = self.unchecked.len();
         Some(PendingWindow {
             window,
-            rows: std::mem::take(&mut self.unchecked),
+            rows: std::mem::replace(&mut self.unchecked, Vec::with_capacity(room)),
             channels: row.len(),
         })
     }

@@ -294,9 +294,9 @@ impl<'a> Detection<'a> {
         results: &mut dyn Results,
     ) -> Result<(), OfflineError> {
         let sample = Sample {
-            entity: std::mem::take(&mut pending.decoded.entity),
+            entity: pending.decoded.entity.as_str().into(),
             timestamp_ms: pending.decoded.timestamp_ms,
-            values: std::mem::take(&mut pending.decoded.values),
+            values: pending.decoded.values.as_slice().into(),
         };
         let admission = self.entities.admit(
             self.scorer,
@@ -306,8 +306,6 @@ impl<'a> Detection<'a> {
             &mut self.ledger,
         );
         self.ledger.clear();
-        pending.decoded.entity = sample.entity;
-        pending.decoded.values = sample.values;
         match admission {
             Admission::OutOfOrder { latest_ms } => {
                 pending.skip = Some(Skip {

@@ -247,10 +247,10 @@ impl EntityTable {
     ) -> Admission {
         // Looked up first, so that a known entity's name is not copied for
         // every sample (`entry` takes the key by value).
-        if !self.entities.contains_key(&sample.entity) {
+        if !self.entities.contains_key(sample.entity.as_str()) {
             let detector = self.fresh_detector(&sample.entity, scorer);
             self.entities.insert(
-                sample.entity.clone(),
+                sample.entity.to_string(),
                 Box::new(EntityState {
                     detector,
                     last_ms: i64::MIN,
@@ -265,7 +265,7 @@ impl EntityTable {
         }
         let state = self
             .entities
-            .get_mut(&sample.entity)
+            .get_mut(sample.entity.as_str())
             .expect("inserted above if missing");
         state.last_seen = now;
         if let Some(restored) = &state.restored_through {
@@ -410,7 +410,7 @@ mod tests {
         Sample {
             entity: entity.into(),
             timestamp_ms: ms,
-            values: vec![50.0; 5],
+            values: smallvec::smallvec![50.0; 5],
         }
     }
 

@@ -63,7 +63,7 @@ struct CheckpointSchedule {
 
 /// A window waiting for its batch.
 struct Queued {
-    entity: String,
+    entity: smol_str::SmolStr,
     pending: PendingWindow,
     /// The hold of the sample that completed the window.
     source: Hold,

@@ -57,6 +57,23 @@ impl SampleBatch {
         });
     }
 
+    /// Takes the samples, leaving an empty batch with as much room as they
+    /// took: the next batch fills without growing (two allocations per
+    /// message, not a doubling every few samples).
+    pub fn take(&mut self) -> SampleBatch {
+        let room = SampleBatch {
+            samples: Vec::with_capacity(self.samples.len()),
+            records: Vec::with_capacity(self.records.len()),
+        };
+        std::mem::replace(self, room)
+    }
+
+    /// The samples' holds, the rest dropped: for a caller that gives the
+    /// batch up and releases them itself.
+    pub fn into_holds(self) -> impl Iterator<Item = Hold> {
+        self.samples.into_iter().map(|incoming| incoming.source)
+    }
+
     /// Samples in the batch.
     pub fn len(&self) -> usize {
         self.samples.len()

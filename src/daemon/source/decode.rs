@@ -10,18 +10,21 @@ mod fields;
 
 use crate::daemon::config::{EntitySource, InputConfig};
 use crate::series::timestamp::parse_timestamp;
-use fields::{read_fields, FieldNames, ValuesField};
+pub use fields::INLINE_CHANNELS;
+use fields::{read_fields, EntityField, FieldNames, ValuesField};
 use serde_json::Value;
+use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 /// One decoded sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// The entity the sample belongs to.
-    pub entity: String,
+    /// The entity the sample belongs to (inline up to 23 bytes).
+    pub entity: SmolStr,
     /// Event time, epoch ms.
     pub timestamp_ms: i64,
-    /// Values in the model's channel order, all finite.
-    pub values: Vec<f32>,
+    /// Values in the model's channel order, all finite (inline up to 8).
+    pub values: SmallVec<[f32; INLINE_CHANNELS]>,
 }
 
 /// Why a record was set aside. The set is fixed, so it can label a metric.
@@ -189,18 +192,18 @@ impl Decoder {
     }
 
     /// The entity, from its field or from the record key.
-    fn entity(&self, field: Option<Value>, key: Option<&[u8]>) -> Result<String, Rejection> {
+    fn entity(&self, field: Option<EntityField>, key: Option<&[u8]>) -> Result<SmolStr, Rejection> {
         use RejectReason::*;
         Ok(match self.entity_from {
             EntitySource::Field => match field {
-                Some(Value::String(s)) if !s.is_empty() => s,
-                Some(Value::String(_)) => {
+                Some(EntityField::Text(s)) if !s.is_empty() => s,
+                Some(EntityField::Text(_)) => {
                     return Err(Rejection::new(
                         MissingEntity,
                         format!("field {:?} is empty", self.entity_field),
                     ))
                 }
-                Some(other) => {
+                Some(EntityField::Other(other)) => {
                     return Err(Rejection::new(
                         MissingEntity,
                         format!("field {:?} is not a string: {other}", self.entity_field),
@@ -214,7 +217,7 @@ impl Decoder {
                 }
             },
             EntitySource::Key => match key.map(std::str::from_utf8) {
-                Some(Ok(k)) if !k.is_empty() => k.to_string(),
+                Some(Ok(k)) if !k.is_empty() => SmolStr::new(k),
                 Some(Ok(_)) | None => {
                     return Err(Rejection::new(
                         MissingEntity,
@@ -278,7 +281,10 @@ impl Decoder {
     }
 
     /// Each channel's value, finite as a 32-bit float.
-    fn values(&self, field: Option<&ValuesField>) -> Result<Vec<f32>, Rejection> {
+    fn values(
+        &self,
+        field: Option<&ValuesField>,
+    ) -> Result<SmallVec<[f32; INLINE_CHANNELS]>, Rejection> {
         use RejectReason::*;
         let Some(ValuesField::Channels(values)) = field else {
             return Err(Rejection::new(
@@ -286,7 +292,7 @@ impl Decoder {
                 format!("no object field {:?}", self.values_field),
             ));
         };
-        let mut out = Vec::with_capacity(self.record_channels.len());
+        let mut out = SmallVec::with_capacity(self.record_channels.len());
         for (channel, value) in self.record_channels.iter().zip(values) {
             let value = match value {
                 None | Some(Value::Null) => {
@@ -360,7 +366,7 @@ mod tests {
             .unwrap();
         assert_eq!(a.entity, "p1");
         assert_eq!(a.timestamp_ms, 1_767_225_600_000);
-        assert_eq!(a.values, vec![1.5, 2.0]);
+        assert_eq!(a.values.as_slice(), [1.5, 2.0]);
         let b = decoder()
             .decode(
                 Some(br#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1.5,"pressure":2}}"#),
@@ -479,7 +485,7 @@ mod tests {
                 NOW,
             )
             .unwrap();
-        assert_eq!(extra.values, vec![1.0, 2.0]);
+        assert_eq!(extra.values.as_slice(), [1.0, 2.0]);
     }
 
     #[test]
@@ -506,7 +512,7 @@ mod tests {
             r#"{"entity":7,"ts":"x","values":3,"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2,"temp_c":5}}"#,
         );
         assert_eq!(sample.entity, "p1");
-        assert_eq!(sample.values, vec![5.0, 2.0]);
+        assert_eq!(sample.values.as_slice(), [5.0, 2.0]);
         assert_eq!(
             reason(
                 r#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2},"values":[]}"#
@@ -518,7 +524,7 @@ mod tests {
             r#"{"ent\u0069ty":"p\"2","ts":1767225600000,"values":{"temp\u005fc":1,"pressure":2,"x":{"temp_c":9}},"other":{"entity":"no"}}"#,
         );
         assert_eq!(sample.entity, "p\"2");
-        assert_eq!(sample.values, vec![1.0, 2.0]);
+        assert_eq!(sample.values.as_slice(), [1.0, 2.0]);
         // The whole payload must be one JSON value; a non-object is named.
         let good = r#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1,"pressure":2}}"#;
         assert_eq!(reason(&format!("{good} x")), RejectReason::BadJson);
@@ -547,7 +553,7 @@ mod tests {
                 NOW,
             )
             .unwrap();
-        assert_eq!(sample.values, vec![4.0, 4.0]);
+        assert_eq!(sample.values.as_slice(), [4.0, 4.0]);
     }
 
     #[test]

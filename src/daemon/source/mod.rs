@@ -170,10 +170,13 @@ impl ConsumerEvents {
     /// while `keep_waiting` says so, staying visibly alive. Samples not sent
     /// keep their offsets held, so they are read again at the next start.
     fn send_samples(&self, keep_waiting: impl Fn() -> bool) -> bool {
-        let batch = std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return true;
-        }
+        let batch = {
+            let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if unsent.is_empty() {
+                return true;
+            }
+            unsent.take()
+        };
         let mut item = Work::Samples(batch);
         loop {
             match self.work.send_timeout(item, Duration::from_millis(100)) {

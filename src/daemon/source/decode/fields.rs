@@ -5,13 +5,21 @@
 //!
 //! The result is what a `serde_json::Value` parse followed by field lookups
 //! would see: a field given twice counts with its last value, and the whole
-//! payload must still be valid JSON.
+//! payload must still be valid JSON. A record of up to 8 channels whose
+//! entity is at most 23 bytes is read without a heap allocation (the
+//! entity is stored inline, the channels' values on the stack).
 
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
+use smallvec::{smallvec, SmallVec};
+use smol_str::SmolStr;
 use std::borrow::Cow;
 use std::fmt;
+
+/// Channels read without a heap allocation; more spill to the heap.
+pub const INLINE_CHANNELS: usize = 8;
 
 /// Which fields to keep.
 pub struct FieldNames<'n> {
@@ -29,20 +37,32 @@ pub struct FieldNames<'n> {
 #[derive(Debug, Default)]
 pub struct RecordFields {
     /// The entity field's value, if present.
-    pub entity: Option<Value>,
+    pub entity: Option<EntityField>,
     /// The timestamp field's value, if present.
     pub timestamp: Option<Value>,
     /// The values field, if present.
     pub values: Option<ValuesField>,
 }
 
+/// The entity field of a record.
+#[derive(Debug)]
+pub enum EntityField {
+    /// A string (inline up to 23 bytes).
+    Text(SmolStr),
+    /// Any other JSON value, kept to be quoted in the rejection.
+    Other(Value),
+}
+
 /// The values field of a record.
+// Large, but it lives on the stack for one record: boxing the channels
+// would be the allocation per record that the inline storage avoids.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ValuesField {
     /// Present but not an object.
     NotObject,
     /// An object: each model channel's value, if present.
-    Channels(Vec<Option<Value>>),
+    Channels(SmallVec<[Option<Value>; INLINE_CHANNELS]>),
 }
 
 /// Reads `text`: `Ok(None)` if it is JSON but not an object, an error if it
@@ -76,6 +96,43 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntityVisitor;
+        impl<'de> Visitor<'de> for EntityVisitor {
+            type Value = EntityField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(EntityField::Text(SmolStr::new(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(EntityField::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(EntityField::Other(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(EntityField::Other(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(EntityField::Other(v.into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(EntityField::Other(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(EntityField::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(EntityField::Other)
+            }
+        }
+        deserializer.deserialize_any(EntityVisitor)
     }
 }
 
@@ -168,7 +225,7 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let channels = self.0;
-        let mut found: Vec<Option<Value>> = vec![None; channels.len()];
+        let mut found: SmallVec<[Option<Value>; INLINE_CHANNELS]> = smallvec![None; channels.len()];
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let mut wanted = channels.iter().enumerate().filter(|(_, c)| **c == key);
             let Some((first, _)) = wanted.next() else {
