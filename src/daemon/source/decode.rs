@@ -6,12 +6,12 @@
 //! Field names and the channel mapping come from `[input]`; the entity may
 //! come from the record key instead. Channels the model does not use are ignored.
 
-mod fields;
+pub mod fields;
 
 use crate::daemon::config::{EntitySource, InputConfig};
 use crate::series::timestamp::parse_timestamp;
 pub use fields::INLINE_CHANNELS;
-use fields::{read_fields, EntityField, FieldNames, ValuesField};
+use fields::{read_fields, EntityField, FieldNames, RecordFields, ValuesField};
 use serde_json::Value;
 use smallvec::SmallVec;
 use smol_str::SmolStr;
@@ -152,17 +152,32 @@ impl Decoder {
         now_ms: i64,
     ) -> Result<Sample, Rejection> {
         let text = self.text(payload)?;
-        let names = FieldNames {
+        let fields = read_fields(text, &self.field_names())
+            .map_err(|e| Rejection::new(RejectReason::BadJson, format!("not JSON: {e}")))?;
+        self.decode_fields(fields, key, now_ms)
+    }
+
+    /// The fields [`decode`](Self::decode) reads.
+    pub fn field_names(&self) -> FieldNames<'_> {
+        FieldNames {
             entity: (self.entity_from == EntitySource::Field).then_some(self.entity_field.as_str()),
             timestamp: &self.timestamp_field,
             values: &self.values_field,
             channels: &self.record_channels,
-        };
-        let fields = read_fields(text, &names)
-            .map_err(|e| Rejection::new(RejectReason::BadJson, format!("not JSON: {e}")))?
-            .ok_or_else(|| {
-                Rejection::new(RejectReason::BadJson, "the record is not a JSON object")
-            })?;
+        }
+    }
+
+    /// The sample of a record's fields (`None`: the record was JSON but not
+    /// an object), or why it is set aside.
+    pub fn decode_fields(
+        &self,
+        fields: Option<RecordFields>,
+        key: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<Sample, Rejection> {
+        let fields = fields.ok_or_else(|| {
+            Rejection::new(RejectReason::BadJson, "the record is not a JSON object")
+        })?;
         Ok(Sample {
             entity: self.entity(fields.entity, key)?,
             timestamp_ms: self.timestamp(fields.timestamp.as_ref(), now_ms)?,

@@ -72,9 +72,18 @@ pub fn read_fields(
     names: &FieldNames<'_>,
 ) -> Result<Option<RecordFields>, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let fields = RecordSeed(names).deserialize(&mut deserializer)?;
+    let fields = read_fields_from(&mut deserializer, names)?;
     deserializer.end()?;
     Ok(fields)
+}
+
+/// [`read_fields`] from any serde deserializer (the decoding bench runs it
+/// on other JSON parsers); the caller checks that nothing follows.
+pub fn read_fields_from<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    names: &FieldNames<'_>,
+) -> Result<Option<RecordFields>, D::Error> {
+    RecordSeed(names).deserialize(deserializer)
 }
 
 /// An object key, borrowed from the record unless it has escapes.
