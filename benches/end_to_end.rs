@@ -35,9 +35,14 @@
 //!    sample, and the ratios to this build.
 //!
 //! `--no-latency` skips step 4.
+//! `--entities N` (1,000), `--channels C` (4; a model of C channels is
+//! trained and cached like the 4-channel one) and `--instances K` (1: K
+//! daemons in one consumer group, their rates and CPU summed) change the
+//! throughput steps' shape; the input topic gets partitions enough for the
+//! mock cluster to keep every record (at most 4 MiB each, at least 64).
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency]`.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency] [--entities N] [--channels C] [--instances K]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
@@ -53,7 +58,7 @@ use anomalyd::daemon::config::{InputConfig, ModelThreads};
 use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use anomalyd::window::entity_phase;
-use kafka_support::{free_port, metric_sum_in, start_broker, Broker, DaemonProcess};
+use kafka_support::{free_port, start_broker, Broker, DaemonProcess};
 use latency::latency;
 use peer::Peer;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,10 +69,33 @@ use rdkafka::ClientConfig;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Entities by default (`--entities`); the latency steps always use this many.
 const ENTITIES: usize = 1_000;
 /// Input partitions when filling 2 M records ahead of the consumer: the
-/// mock cluster keeps at most 5 MiB per partition.
+/// mock cluster keeps at most 5 MiB per partition (more are used when the
+/// records need them).
 const PARTITIONS: i32 = 64;
+
+/// What the throughput steps run on.
+struct Shape {
+    entities: usize,
+    partitions: i32,
+    /// Daemons in one consumer group.
+    instances: usize,
+}
+
+impl Shape {
+    /// `entities` with partitions enough for `records` records of
+    /// `record_bytes` each (at most 4 MiB per partition), at least 64.
+    fn new(entities: usize, instances: usize, records: usize, record_bytes: usize) -> Self {
+        let needed = (records * record_bytes).div_ceil(4 << 20) as i32;
+        Self {
+            entities,
+            partitions: needed.max(PARTITIONS),
+            instances,
+        }
+    }
+}
 /// Input and output partitions of the latency runs: the mock cluster finds
 /// a fetch's offset by walking the partition's message sets from the
 /// oldest, so many thin partitions get slower by the second; few fuller
@@ -174,13 +202,14 @@ fn launch_daemon(
     broker: &Broker,
     model: &Path,
     dir: &Path,
+    name: &str,
     tuning: &str,
 ) -> DaemonProcess {
     let extra = format!(
         "[model]\npath = \"{}\"\n\n[windows]\nstride = {STRIDE}\n\n[state]\ncheckpoint_interval_ms = 10000\n\n[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MAX_MS}\"\n\n{tuning}",
         model.display()
     );
-    DaemonProcess::launch_binary(binary, dir, &broker.brokers, "daemon", "bench", &extra)
+    DaemonProcess::launch_binary(binary, dir, &broker.brokers, name, "bench", &extra)
 }
 
 /// Sends one record of `entity`, keyed and partitioned by it.
@@ -222,8 +251,8 @@ fn reader(brokers: &str, topic: &str, partitions: i32, offset: Offset) -> BaseCo
 }
 
 /// Reads `count` records of the input topic and decodes each; records per second.
-fn consume_only(brokers: &str, channels: &[String], count: usize) -> f64 {
-    let consumer = reader(brokers, "input", PARTITIONS, Offset::Beginning);
+fn consume_only(brokers: &str, partitions: i32, channels: &[String], count: usize) -> f64 {
+    let consumer = reader(brokers, "input", partitions, Offset::Beginning);
     let decoder = Decoder::new(&InputConfig::default(), 946_684_800_000, channels);
     let mut decoded = 0usize;
     let mut started = None;
@@ -266,22 +295,27 @@ fn binaries_in_turn(
     binaries
 }
 
-/// Fills `broker`'s input topic with `per_entity` samples of every entity,
-/// spaced 15 minutes apart in event time.
-fn fill(broker: &Broker, records: &Records, per_entity: usize) {
+/// Fills `broker`'s input topic (`shape.partitions` partitions) with
+/// `per_entity` samples of every entity, spaced 15 minutes apart in event time.
+fn fill(broker: &Broker, records: &Records, shape: &Shape, per_entity: usize) {
     let started = Instant::now();
     let fill = producer(&broker.brokers, "20");
     let base_ms = now_ms() - (per_entity as i64 + 10) * 900_000;
     for step in 0..per_entity {
-        for entity in 0..ENTITIES {
+        for entity in 0..shape.entities {
             let ts = base_ms + step as i64 * 900_000;
-            send(&fill, PARTITIONS, entity, &records.json(entity, step, ts));
+            send(
+                &fill,
+                shape.partitions,
+                entity,
+                &records.json(entity, step, ts),
+            );
         }
     }
     fill.flush(Duration::from_secs(60)).expect("flush");
     println!(
         "{{\"phase\": \"fill\", \"samples\": {}, \"record_bytes\": {}, \"seconds\": {:.1}}}",
-        per_entity * ENTITIES,
+        per_entity * shape.entities,
         records.json(0, 0, now_ms()).len(),
         started.elapsed().as_secs_f64()
     );
@@ -340,9 +374,9 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
 /// default), so some entities complete one window fewer. A build from
 /// before staggering (a baseline) scores up to one more window per entity
 /// than this; the bench stops at this count for both.
-fn windows_expected(per_entity: usize) -> usize {
+fn windows_expected(entities: usize, per_entity: usize) -> usize {
     let after_first_window = per_entity.saturating_sub(WINDOW_LEN - 1);
-    (0..ENTITIES)
+    (0..entities)
         .map(|entity| {
             let phase = entity_phase(&entity_key(entity), STRIDE);
             after_first_window.saturating_sub(phase).div_ceil(STRIDE)
@@ -350,24 +384,44 @@ fn windows_expected(per_entity: usize) -> usize {
         .sum()
 }
 
-/// Runs `binary` on `broker`'s filled input topic from the start until it
-/// has scored every window; rates between 10 % and 90 % of the windows.
+/// Runs `shape.instances` daemons of `binary` in one consumer group on
+/// `broker`'s filled input topic from the start until they have scored
+/// every window; rates between 10 % and 90 % of the windows, summed over
+/// the instances (CPU too; peak RSS is the largest instance's).
 fn daemon_throughput(
     binary: &Path,
     broker: &Broker,
     model: &Path,
+    shape: &Shape,
     per_entity: usize,
 ) -> anyhow::Result<Throughput> {
     let dir = tempfile::tempdir()?;
-    let mut daemon = launch_daemon(binary, broker, model, dir.path(), "");
-    let windows_expected = windows_expected(per_entity) as f64;
-    // (seconds, records consumed, windows scored, CPU seconds: daemon, scoring threads)
+    let mut daemons: Vec<DaemonProcess> = (0..shape.instances)
+        .map(|index| {
+            launch_daemon(
+                binary,
+                broker,
+                model,
+                dir.path(),
+                &format!("daemon{index}"),
+                "",
+            )
+        })
+        .collect();
+    let windows_expected = windows_expected(shape.entities, per_entity) as f64;
+    let sum = |daemons: &[DaemonProcess], metric: &str| -> f64 {
+        daemons.iter().map(|d| d.metric_sum(metric)).sum()
+    };
+    // (seconds, records consumed, windows scored, CPU seconds: daemons, scoring threads)
     let mut samples_seen = Vec::new();
     let started = Instant::now();
     loop {
-        let consumed = daemon.metric_sum("anomalyd_records_consumed_total");
-        let scored = daemon.metric_sum("anomalyd_windows_scored_total");
-        let (cpu, scoring_cpu) = cpu_seconds(daemon.child.id());
+        let consumed = sum(&daemons, "anomalyd_records_consumed_total");
+        let scored = sum(&daemons, "anomalyd_windows_scored_total");
+        let (cpu, scoring_cpu) = daemons
+            .iter()
+            .map(|d| cpu_seconds(d.child.id()))
+            .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
         samples_seen.push((
             started.elapsed().as_secs_f64(),
             consumed,
@@ -380,7 +434,7 @@ fn daemon_throughput(
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
-            "the daemon scored {scored} of {windows_expected} windows in 10 minutes"
+            "the daemons scored {scored} of {windows_expected} windows in 10 minutes"
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -395,17 +449,23 @@ fn daemon_throughput(
     let throughput = Throughput {
         samples_per_s: (c1 - c0) / (t1 - t0),
         windows_per_s: (w1 - w0) / (t1 - t0),
-        peak_rss_mib: daemon.peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
+        peak_rss_mib: daemons
+            .iter()
+            .filter_map(DaemonProcess::peak_rss_bytes)
+            .max()
+            .unwrap_or(0) as f64
+            / 1048576.0,
         cpu_us_per_sample: (cpu1 - cpu0) / (c1 - c0) * 1e6,
         scoring_cpu_us_per_window: (scorer1 - scorer0) / (w1 - w0) * 1e6,
-        mean_batch: {
-            let metrics = daemon.metrics_text();
-            metric_sum_in(&metrics, "anomalyd_model_batch_size_sum")
-                / metric_sum_in(&metrics, "anomalyd_model_batch_size_count")
-        },
+        mean_batch: sum(&daemons, "anomalyd_model_batch_size_sum")
+            / sum(&daemons, "anomalyd_model_batch_size_count"),
     };
-    daemon.signal(libc::SIGTERM);
-    daemon.wait_exit(Duration::from_secs(30));
+    for daemon in &mut daemons {
+        daemon.signal(libc::SIGTERM);
+    }
+    for daemon in &mut daemons {
+        daemon.wait_exit(Duration::from_secs(30));
+    }
     Ok(throughput)
 }
 
@@ -422,6 +482,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let mut per_entity = 2_000usize;
+    let mut entities = ENTITIES;
+    let mut channel_count = support::CHANNELS;
+    let mut instances = 1usize;
     let mut latency_seconds = 15.0;
     let mut tuning = "";
     // Rates low enough for this machine's broker and load generator to keep up.
@@ -436,6 +499,9 @@ fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--samples-per-entity" => per_entity = args.next().unwrap_or_default().parse()?,
+            "--entities" => entities = args.next().unwrap_or_default().parse()?,
+            "--channels" => channel_count = args.next().unwrap_or_default().parse()?,
+            "--instances" => instances = args.next().unwrap_or_default().parse()?,
             "--latency-seconds" => latency_seconds = args.next().unwrap_or_default().parse()?,
             "--low-rates" => {
                 low_rates = args
@@ -490,7 +556,7 @@ fn main() -> anyhow::Result<()> {
             1
         })
         .max(1);
-    let (model, scorer) = support::four_channel_model();
+    let (model, scorer) = support::model_of(channel_count);
     // The baseline runs its own export of the model if given one (an
     // exporter change is part of what the baseline lacks), else this one.
     let baseline = baseline.map(|binary| (binary, baseline_model.unwrap_or(model.clone())));
@@ -500,7 +566,18 @@ fn main() -> anyhow::Result<()> {
     );
     let channels = scorer.metadata().channels.clone();
     let records = Records::new(&channels);
-    let total = per_entity * ENTITIES;
+    let total = per_entity * entities;
+    let shape = Shape::new(
+        entities,
+        instances,
+        total,
+        records.json(0, 0, now_ms()).len(),
+    );
+    println!(
+        "{{\"phase\": \"shape\", \"entities\": {entities}, \"channels\": {}, \"samples_per_entity\": {per_entity}, \"partitions\": {}, \"instances\": {instances}}}",
+        channels.len(),
+        shape.partitions
+    );
 
     // 1.-3. Fill, consume-only ceiling, daemon; each daemon run on a fresh,
     // freshly filled broker, alternating the order with a baseline.
@@ -517,10 +594,10 @@ fn main() -> anyhow::Result<()> {
         let mut ceiling = None;
         let mut this_round = Vec::new();
         for (label, binary, model) in binaries {
-            let broker = bench_broker(PARTITIONS);
-            fill(&broker, &records, per_entity);
+            let broker = bench_broker(shape.partitions);
+            fill(&broker, &records, &shape, per_entity);
             if ceiling.is_none() {
-                let rate = consume_only(&broker.brokers, &channels, total);
+                let rate = consume_only(&broker.brokers, shape.partitions, &channels, total);
                 println!(
                     "{{\"phase\": \"consume_only\", \"round\": {round}, \"samples_per_s\": {rate:.0}, \"values_per_s\": {:.0}}}",
                     rate * channels.len() as f64
@@ -529,7 +606,7 @@ fn main() -> anyhow::Result<()> {
             }
             this_round.push((
                 label,
-                daemon_throughput(&binary, &broker, &model, per_entity)?,
+                daemon_throughput(&binary, &broker, &model, &shape, per_entity)?,
             ));
             let (_, run) = this_round.last().expect("pushed");
             let ceiling = ceiling.expect("measured first");
@@ -559,8 +636,8 @@ fn main() -> anyhow::Result<()> {
             cpu_ratios_to_baseline.push(before.cpu_us_per_sample / now.cpu_us_per_sample);
         }
         if let Some(peer) = &peer {
-            let broker = bench_broker(PARTITIONS);
-            fill(&broker, &records, per_entity);
+            let broker = bench_broker(shape.partitions);
+            fill(&broker, &records, &shape, per_entity);
             let run = peer.run(&broker, &model, &channels, WINDOW_LEN, STRIDE, total)?;
             println!(
                 "{{\"phase\": \"peer\", \"round\": {round}, \"threads\": {}, \"samples_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"cpu_us_per_sample\": {:.2}}}",

@@ -125,7 +125,7 @@ pub fn latency(
     let broker = bench_broker(LATENCY_PARTITIONS);
     let brokers = broker.brokers.as_str();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut daemon = launch_daemon(binary, &broker, model, dir.path(), tuning);
+    let mut daemon = launch_daemon(binary, &broker, model, dir.path(), "daemon", tuning);
     daemon.wait_ready(Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let from_ms = now_ms() + (settle * 1000.0) as i64;

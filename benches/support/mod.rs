@@ -29,9 +29,15 @@ pub fn bench_dir() -> PathBuf {
 /// of their sources): a benchmark of a new exporter must not run the old
 /// one's graph. Returns the file (for a daemon's config) and the loaded model.
 pub fn four_channel_model() -> (PathBuf, Scorer) {
+    model_of(CHANNELS)
+}
+
+/// [`four_channel_model`] with `channels` channels (`target/bench/bench{channels}.onnx`).
+pub fn model_of(channels: usize) -> (PathBuf, Scorer) {
     let dir = bench_dir();
-    let path = dir.join("bench4.onnx");
-    let stamp = dir.join("bench4.sources");
+    let name = format!("bench{channels}");
+    let path = dir.join(format!("{name}.onnx"));
+    let stamp = dir.join(format!("{name}.sources"));
     let sources = model_sources_hash();
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == sources) {
         if let Ok(scorer) = Scorer::load(&path) {
@@ -39,21 +45,24 @@ pub fn four_channel_model() -> (PathBuf, Scorer) {
         }
     }
     eprintln!(
-        "training the 4-channel benchmark model (2 epochs) into {}",
+        "training the {channels}-channel benchmark model (2 epochs) into {}",
         dir.display()
     );
     let data = generate(&SyntheticConfig {
-        channels: CHANNELS,
+        channels,
         days: 7,
         ..Default::default()
     });
     let mut recipe = ModelRecipe {
-        name: "bench4".into(),
+        name: name.clone(),
         ..Default::default()
     };
     recipe.training.max_epochs = 2;
     let built = recipe
-        .build(&data.clean_part(), "generated machines, 4 channels, 7 days")
+        .build(
+            &data.clean_part(),
+            &format!("generated machines, {channels} channels, 7 days"),
+        )
         .expect("the benchmark model trains");
     let path = write_artefact(&built.artefact, &dir).expect("target/bench is writable");
     std::fs::write(&stamp, &sources).expect("target/bench is writable");
