@@ -480,138 +480,152 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut per_entity = 2_000usize;
-    let mut entities = ENTITIES;
-    let mut channel_count = support::CHANNELS;
-    let mut instances = 1usize;
-    let mut latency_seconds = 15.0;
-    let mut tuning = "";
-    // Rates low enough for this machine's broker and load generator to keep up.
-    let mut low_rates = vec![10_000.0, 25_000.0];
-    let mut baseline: Option<PathBuf> = None;
-    let mut baseline_model: Option<PathBuf> = None;
-    let mut rounds = None;
-    let mut peer_python: Option<PathBuf> = None;
-    let mut peer_script: Option<PathBuf> = None;
-    let mut skip_latency = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--samples-per-entity" => per_entity = args.next().unwrap_or_default().parse()?,
-            "--entities" => entities = args.next().unwrap_or_default().parse()?,
-            "--channels" => channel_count = args.next().unwrap_or_default().parse()?,
-            "--instances" => instances = args.next().unwrap_or_default().parse()?,
-            "--latency-seconds" => latency_seconds = args.next().unwrap_or_default().parse()?,
-            "--low-rates" => {
-                low_rates = args
-                    .next()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|r| !r.is_empty())
-                    .map(|r| r.parse())
-                    .collect::<Result<_, _>>()?
-            }
-            "--low-latency" => tuning = LOW_LATENCY,
-            "--baseline" => baseline = Some(args.next().unwrap_or_default().into()),
-            "--baseline-model" => baseline_model = Some(args.next().unwrap_or_default().into()),
-            "--rounds" => rounds = Some(args.next().unwrap_or_default().parse::<usize>()?),
-            "--peer" => peer_python = Some(args.next().unwrap_or_default().into()),
-            "--peer-script" => peer_script = Some(args.next().unwrap_or_default().into()),
-            "--no-latency" => skip_latency = true,
-            "--bench" => {}
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
-    if let Some(binary) = &baseline {
-        anyhow::ensure!(
-            binary.is_file(),
-            "no baseline binary at {}",
-            binary.display()
-        );
-    }
-    if let Some(model) = &baseline_model {
-        anyhow::ensure!(baseline.is_some(), "--baseline-model needs --baseline");
-        anyhow::ensure!(model.is_file(), "no baseline model at {}", model.display());
-    }
-    let peer = match (peer_python, peer_script) {
-        (Some(python), Some(script)) => {
-            let peer = Peer {
-                python,
-                script,
-                threads: ModelThreads::Auto.resolve(64, ModelThreads::available_cores()),
-            };
-            peer.check()?;
-            Some(peer)
-        }
-        (None, None) => None,
-        _ => anyhow::bail!("--peer PYTHON and --peer-script PEER_PY go together"),
-    };
-    // Alternating with a baseline or the peer, three rounds by default: the
-    // machine's speed drifts, so only ratios within a round compare.
-    let rounds = rounds
-        .unwrap_or(if baseline.is_some() || peer.is_some() {
-            3
-        } else {
-            1
-        })
-        .max(1);
-    let (model, scorer) = support::model_of(channel_count);
-    // The baseline runs its own export of the model if given one (an
-    // exporter change is part of what the baseline lacks), else this one.
-    let baseline = baseline.map(|binary| (binary, baseline_model.unwrap_or(model.clone())));
-    anyhow::ensure!(
-        scorer.metadata().window_len == WINDOW_LEN,
-        "the benchmark model's windows are not {WINDOW_LEN} samples long"
-    );
-    let channels = scorer.metadata().channels.clone();
-    let records = Records::new(&channels);
-    let total = per_entity * entities;
-    let shape = Shape::new(
-        entities,
-        instances,
-        total,
-        records.json(0, 0, now_ms()).len(),
-    );
-    println!(
-        "{{\"phase\": \"shape\", \"entities\": {entities}, \"channels\": {}, \"samples_per_entity\": {per_entity}, \"partitions\": {}, \"instances\": {instances}}}",
-        channels.len(),
-        shape.partitions
-    );
+/// The bench's arguments.
+struct Options {
+    per_entity: usize,
+    entities: usize,
+    channels: usize,
+    instances: usize,
+    latency_seconds: f64,
+    tuning: &'static str,
+    low_rates: Vec<f64>,
+    baseline: Option<PathBuf>,
+    baseline_model: Option<PathBuf>,
+    rounds: Option<usize>,
+    peer: Option<Peer>,
+    skip_latency: bool,
+}
 
-    // 1.-3. Fill, consume-only ceiling, daemon; each daemon run on a fresh,
-    // freshly filled broker, alternating the order with a baseline.
-    let mut current = Vec::new();
-    let mut ratios_to_ceiling = Vec::new();
-    let mut ratios_to_baseline = Vec::new();
-    // Baseline's CPU per sample over this build's: above 1 means cheaper now.
-    let mut cpu_ratios_to_baseline = Vec::new();
-    // This build's samples/s over the peer's, and the peer's CPU per sample over this build's.
-    let mut ratios_to_peer = Vec::new();
-    let mut cpu_ratios_to_peer = Vec::new();
-    for round in 0..rounds {
-        let binaries = binaries_in_turn(&model, baseline.as_ref(), round);
+impl Options {
+    fn parse() -> anyhow::Result<Self> {
+        let mut options = Options {
+            per_entity: 2_000,
+            entities: ENTITIES,
+            channels: support::CHANNELS,
+            instances: 1,
+            latency_seconds: 15.0,
+            tuning: "",
+            // Rates low enough for this machine's broker and load generator to keep up.
+            low_rates: vec![10_000.0, 25_000.0],
+            baseline: None,
+            baseline_model: None,
+            rounds: None,
+            peer: None,
+            skip_latency: false,
+        };
+        let (mut peer_python, mut peer_script): (Option<PathBuf>, Option<PathBuf>) = (None, None);
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut next = || args.next().unwrap_or_default();
+            match arg.as_str() {
+                "--samples-per-entity" => options.per_entity = next().parse()?,
+                "--entities" => options.entities = next().parse()?,
+                "--channels" => options.channels = next().parse()?,
+                "--instances" => options.instances = next().parse()?,
+                "--latency-seconds" => options.latency_seconds = next().parse()?,
+                "--low-rates" => {
+                    options.low_rates = next()
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(|r| r.parse())
+                        .collect::<Result<_, _>>()?
+                }
+                "--low-latency" => options.tuning = LOW_LATENCY,
+                "--baseline" => options.baseline = Some(next().into()),
+                "--baseline-model" => options.baseline_model = Some(next().into()),
+                "--rounds" => options.rounds = Some(next().parse::<usize>()?),
+                "--peer" => peer_python = Some(next().into()),
+                "--peer-script" => peer_script = Some(next().into()),
+                "--no-latency" => options.skip_latency = true,
+                "--bench" => {}
+                other => anyhow::bail!("unknown argument {other}"),
+            }
+        }
+        if let Some(binary) = &options.baseline {
+            anyhow::ensure!(
+                binary.is_file(),
+                "no baseline binary at {}",
+                binary.display()
+            );
+        }
+        if let Some(model) = &options.baseline_model {
+            anyhow::ensure!(
+                options.baseline.is_some(),
+                "--baseline-model needs --baseline"
+            );
+            anyhow::ensure!(model.is_file(), "no baseline model at {}", model.display());
+        }
+        options.peer = match (peer_python, peer_script) {
+            (Some(python), Some(script)) => {
+                let peer = Peer {
+                    python,
+                    script,
+                    threads: ModelThreads::Auto.resolve(64, ModelThreads::available_cores()),
+                };
+                peer.check()?;
+                Some(peer)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--peer PYTHON and --peer-script PEER_PY go together"),
+        };
+        Ok(options)
+    }
+}
+
+/// The per-round ratios of the throughput steps.
+#[derive(Default)]
+struct Ratios {
+    /// This build's samples/s, and over the consume-only ceiling.
+    current: Vec<f64>,
+    to_ceiling: Vec<f64>,
+    /// This build's samples/s over the baseline's, and the baseline's CPU
+    /// per sample over this build's (above 1: cheaper now).
+    to_baseline: Vec<f64>,
+    cpu_to_baseline: Vec<f64>,
+    /// This build's samples/s over the peer's, and the peer's CPU per
+    /// sample over this build's.
+    to_peer: Vec<f64>,
+    cpu_to_peer: Vec<f64>,
+}
+
+/// What every round runs on.
+struct Bench<'a> {
+    options: &'a Options,
+    shape: Shape,
+    records: Records,
+    model: PathBuf,
+    baseline: Option<(PathBuf, PathBuf)>,
+    total: usize,
+}
+
+impl Bench<'_> {
+    /// One round of steps 1–3 (and 5): each daemon, then the peer, on a
+    /// fresh, freshly filled broker.
+    fn round(&self, round: usize, ratios: &mut Ratios) -> anyhow::Result<()> {
+        let channels = &self.records.channels;
         let mut ceiling = None;
         let mut this_round = Vec::new();
-        for (label, binary, model) in binaries {
-            let broker = bench_broker(shape.partitions);
-            fill(&broker, &records, &shape, per_entity);
-            if ceiling.is_none() {
-                let rate = consume_only(&broker.brokers, shape.partitions, &channels, total);
+        for (label, binary, model) in binaries_in_turn(&self.model, self.baseline.as_ref(), round) {
+            let broker = bench_broker(self.shape.partitions);
+            fill(&broker, &self.records, &self.shape, self.options.per_entity);
+            let ceiling = *ceiling.get_or_insert_with(|| {
+                let rate = consume_only(&broker.brokers, self.shape.partitions, channels, self.total);
                 println!(
                     "{{\"phase\": \"consume_only\", \"round\": {round}, \"samples_per_s\": {rate:.0}, \"values_per_s\": {:.0}}}",
                     rate * channels.len() as f64
                 );
-                ceiling = Some(rate);
-            }
-            this_round.push((
-                label,
-                daemon_throughput(&binary, &broker, &model, &shape, per_entity)?,
-            ));
-            let (_, run) = this_round.last().expect("pushed");
-            let ceiling = ceiling.expect("measured first");
+                rate
+            });
+            let run = daemon_throughput(
+                &binary,
+                &broker,
+                &model,
+                &self.shape,
+                self.options.per_entity,
+            )?;
             println!(
-                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {total}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scoring_cpu_us_per_window\": {:.1}, \"mean_batch\": {:.1}}}",
+                "{{\"phase\": \"daemon\", \"round\": {round}, \"binary\": \"{label}\", \"samples\": {}, \"samples_per_s\": {:.0}, \"values_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"vs_consume_only\": {:.2}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"scoring_cpu_us_per_window\": {:.1}, \"mean_batch\": {:.1}}}",
+                self.total,
                 run.samples_per_s,
                 run.samples_per_s * channels.len() as f64,
                 run.windows_per_s,
@@ -622,84 +636,160 @@ fn main() -> anyhow::Result<()> {
                 run.mean_batch,
             );
             if label == "current" {
-                ratios_to_ceiling.push(run.samples_per_s / ceiling);
-                current.push(run.samples_per_s);
+                ratios.to_ceiling.push(run.samples_per_s / ceiling);
+                ratios.current.push(run.samples_per_s);
             }
+            this_round.push((label, run));
         }
-        if let [(a, first), (_, second)] = this_round.as_slice() {
-            let (now, before) = if *a == "current" {
-                (first, second)
-            } else {
-                (second, first)
-            };
-            ratios_to_baseline.push(now.samples_per_s / before.samples_per_s);
-            cpu_ratios_to_baseline.push(before.cpu_us_per_sample / now.cpu_us_per_sample);
+        let current = &this_round
+            .iter()
+            .find(|(label, _)| *label == "current")
+            .expect("this build ran")
+            .1;
+        if let Some((_, before)) = this_round.iter().find(|(label, _)| *label == "baseline") {
+            ratios
+                .to_baseline
+                .push(current.samples_per_s / before.samples_per_s);
+            ratios
+                .cpu_to_baseline
+                .push(before.cpu_us_per_sample / current.cpu_us_per_sample);
         }
-        if let Some(peer) = &peer {
-            let broker = bench_broker(shape.partitions);
-            fill(&broker, &records, &shape, per_entity);
-            let run = peer.run(&broker, &model, &channels, WINDOW_LEN, STRIDE, total)?;
+        if let Some(peer) = &self.options.peer {
+            let broker = bench_broker(self.shape.partitions);
+            fill(&broker, &self.records, &self.shape, self.options.per_entity);
+            let run = peer.run(
+                &broker,
+                &self.model,
+                channels,
+                WINDOW_LEN,
+                STRIDE,
+                self.total,
+            )?;
             println!(
                 "{{\"phase\": \"peer\", \"round\": {round}, \"threads\": {}, \"samples_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"cpu_us_per_sample\": {:.2}}}",
                 peer.threads, run.samples_per_s, run.windows_per_s, run.cpu_us_per_sample
             );
-            let (_, now) = this_round
-                .iter()
-                .find(|(label, _)| *label == "current")
-                .expect("this build ran");
-            ratios_to_peer.push(now.samples_per_s / run.samples_per_s);
-            cpu_ratios_to_peer.push(run.cpu_us_per_sample / now.cpu_us_per_sample);
+            ratios
+                .to_peer
+                .push(current.samples_per_s / run.samples_per_s);
+            ratios
+                .cpu_to_peer
+                .push(run.cpu_us_per_sample / current.cpu_us_per_sample);
+        }
+        Ok(())
+    }
+
+    /// Step 4: latency at steady rates, each on a fresh broker and daemon;
+    /// with a baseline, both binaries at each rate, in alternating order.
+    fn latency_steps(&self, rate: f64) {
+        let mut rates = vec![rate * 0.5];
+        if 100_000.0 < rate * 0.9 {
+            rates.push(100_000.0);
+        }
+        rates.extend(&self.options.low_rates);
+        let tuning = self.options.tuning;
+        for (index, target) in rates.into_iter().enumerate() {
+            for (name, binary, model) in
+                binaries_in_turn(&self.model, self.baseline.as_ref(), index)
+            {
+                let run = latency(
+                    &binary,
+                    &model,
+                    tuning,
+                    &self.records,
+                    target,
+                    self.options.latency_seconds,
+                    3.0,
+                );
+                println!("{}", run.json_line(name, target, tuning == LOW_LATENCY));
+            }
         }
     }
-    if !ratios_to_peer.is_empty() {
+}
+
+/// Prints the medians of the rounds' ratios; returns this build's median samples/s.
+fn print_summaries(rounds: usize, ratios: &mut Ratios) -> f64 {
+    if !ratios.to_peer.is_empty() {
         println!(
             "{{\"phase\": \"peer_summary\", \"rounds\": {rounds}, \"vs_peer\": {:?}, \"median_vs_peer\": {:.2}, \"cpu_per_sample_peer_over_current\": {:?}, \"median_cpu_per_sample_peer_over_current\": {:.2}}}",
-            rounded(&ratios_to_peer),
-            median(&mut ratios_to_peer.clone()),
-            rounded(&cpu_ratios_to_peer),
-            median(&mut cpu_ratios_to_peer.clone())
+            rounded(&ratios.to_peer),
+            median(&mut ratios.to_peer.clone()),
+            rounded(&ratios.cpu_to_peer),
+            median(&mut ratios.cpu_to_peer.clone())
         );
     }
-    let rate = median(&mut current);
+    let rate = median(&mut ratios.current);
+    let baseline = if ratios.to_baseline.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", \"vs_baseline\": {:?}, \"median_vs_baseline\": {:.2}, \"cpu_per_sample_baseline_over_current\": {:?}, \"median_cpu_per_sample_baseline_over_current\": {:.2}",
+            rounded(&ratios.to_baseline),
+            median(&mut ratios.to_baseline.clone()),
+            rounded(&ratios.cpu_to_baseline),
+            median(&mut ratios.cpu_to_baseline.clone())
+        )
+    };
     println!(
-        "{{\"phase\": \"daemon_summary\", \"rounds\": {rounds}, \"median_samples_per_s\": {rate:.0}, \"median_vs_consume_only\": {:.2}{}}}",
-        median(&mut ratios_to_ceiling),
-        if ratios_to_baseline.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", \"vs_baseline\": {:?}, \"median_vs_baseline\": {:.2}, \"cpu_per_sample_baseline_over_current\": {:?}, \"median_cpu_per_sample_baseline_over_current\": {:.2}",
-                rounded(&ratios_to_baseline),
-                median(&mut ratios_to_baseline.clone()),
-                rounded(&cpu_ratios_to_baseline),
-                median(&mut cpu_ratios_to_baseline.clone())
-            )
-        }
+        "{{\"phase\": \"daemon_summary\", \"rounds\": {rounds}, \"median_samples_per_s\": {rate:.0}, \"median_vs_consume_only\": {:.2}{baseline}}}",
+        median(&mut ratios.to_ceiling),
     );
+    rate
+}
 
-    if skip_latency {
-        return Ok(());
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse()?;
+    // Alternating with a baseline or the peer, three rounds by default: the
+    // machine's speed drifts, so only ratios within a round compare.
+    let compared = options.baseline.is_some() || options.peer.is_some();
+    let rounds = options
+        .rounds
+        .unwrap_or(if compared { 3 } else { 1 })
+        .max(1);
+    let (model, scorer) = support::model_of(options.channels);
+    anyhow::ensure!(
+        scorer.metadata().window_len == WINDOW_LEN,
+        "the benchmark model's windows are not {WINDOW_LEN} samples long"
+    );
+    // The baseline runs its own export of the model if given one (an
+    // exporter change is part of what the baseline lacks), else this one.
+    let baseline = options.baseline.clone().map(|binary| {
+        (
+            binary,
+            options.baseline_model.clone().unwrap_or(model.clone()),
+        )
+    });
+    let records = Records::new(&scorer.metadata().channels);
+    let total = options.per_entity * options.entities;
+    let shape = Shape::new(
+        options.entities,
+        options.instances,
+        total,
+        records.json(0, 0, now_ms()).len(),
+    );
+    println!(
+        "{{\"phase\": \"shape\", \"entities\": {}, \"channels\": {}, \"samples_per_entity\": {}, \"partitions\": {}, \"instances\": {}}}",
+        options.entities,
+        records.channels.len(),
+        options.per_entity,
+        shape.partitions,
+        options.instances
+    );
+    let bench = Bench {
+        options: &options,
+        shape,
+        records,
+        model,
+        baseline,
+        total,
+    };
+    let mut ratios = Ratios::default();
+    for round in 0..rounds {
+        bench.round(round, &mut ratios)?;
     }
-    // 4. Latency at steady rates, each on a fresh broker and daemon; with a
-    // baseline, both binaries at each rate, in alternating order.
-    let mut rates = vec![rate * 0.5];
-    if 100_000.0 < rate * 0.9 {
-        rates.push(100_000.0);
-    }
-    rates.extend(&low_rates);
-    for (index, target) in rates.into_iter().enumerate() {
-        for (name, binary, model) in binaries_in_turn(&model, baseline.as_ref(), index) {
-            let run = latency(
-                &binary,
-                &model,
-                tuning,
-                &records,
-                target,
-                latency_seconds,
-                3.0,
-            );
-            println!("{}", run.json_line(name, target, tuning == LOW_LATENCY));
-        }
+    let rate = print_summaries(rounds, &mut ratios);
+    if !options.skip_latency {
+        bench.latency_steps(rate);
     }
     Ok(())
 }
