@@ -35,11 +35,11 @@
 //!    sample, and the ratios to this build.
 //!
 //! `--no-latency` skips step 4.
-//! `--entities N` (1,000), `--channels C` (4; a model of C channels is
+//! `--entities N` (1,000), `--channels C` (4; 3 to 8, a model of C channels is
 //! trained and cached like the 4-channel one) and `--instances K` (1: K
 //! daemons in one consumer group, their rates and CPU summed) change the
 //! throughput steps' shape; the input topic gets partitions enough for the
-//! mock cluster to keep every record (at most 4 MiB each, at least 64).
+//! mock cluster to keep every record (at most 4.5 MiB each, at least 64).
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
 //! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency] [--entities N] [--channels C] [--instances K]`.
@@ -86,9 +86,9 @@ struct Shape {
 
 impl Shape {
     /// `entities` with partitions enough for `records` records of
-    /// `record_bytes` each (at most 4 MiB per partition), at least 64.
+    /// `record_bytes` each (at most 4.5 MiB per partition), at least 64.
     fn new(entities: usize, instances: usize, records: usize, record_bytes: usize) -> Self {
-        let needed = (records * record_bytes).div_ceil(4 << 20) as i32;
+        let needed = (records * record_bytes).div_ceil(9 << 19) as i32;
         Self {
             entities,
             partitions: needed.max(PARTITIONS),
@@ -746,6 +746,12 @@ fn main() -> anyhow::Result<()> {
         .rounds
         .unwrap_or(if compared { 3 } else { 1 })
         .max(1);
+    // The generated machines have 3 to 8 channels.
+    anyhow::ensure!(
+        (3..=anomalyd::synthetic::CHANNEL_NAMES.len()).contains(&options.channels),
+        "--channels must be 3 to {} (the generated machines' channels)",
+        anomalyd::synthetic::CHANNEL_NAMES.len()
+    );
     let (model, scorer) = support::model_of(options.channels);
     anyhow::ensure!(
         scorer.metadata().window_len == WINDOW_LEN,
