@@ -11,7 +11,7 @@ pub mod fields;
 use crate::daemon::config::{EntitySource, InputConfig};
 use crate::series::timestamp::parse_timestamp;
 pub use fields::INLINE_CHANNELS;
-use fields::{read_fields, EntityField, FieldNames, RecordFields, ValuesField};
+use fields::{read_fields, ChannelValue, EntityField, FieldNames, RecordFields, ValuesField};
 use serde_json::Value;
 use smallvec::SmallVec;
 use smol_str::SmolStr;
@@ -310,15 +310,15 @@ impl Decoder {
         let mut out = SmallVec::with_capacity(self.record_channels.len());
         for (channel, value) in self.record_channels.iter().zip(values) {
             let value = match value {
-                None | Some(Value::Null) => {
+                ChannelValue::Missing => {
                     return Err(Rejection::new(
                         MissingChannel,
                         format!("channel {channel:?} is missing"),
                     ))
                 }
-                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-                Some(Value::String(s)) if is_non_finite_word(s) => f64::NAN,
-                Some(other) => {
+                ChannelValue::Number(n) => *n,
+                ChannelValue::NonFiniteWord => f64::NAN,
+                ChannelValue::Other(other) => {
                     return Err(Rejection::new(
                         NonNumeric,
                         format!("channel {channel:?} is not a number: {other}"),

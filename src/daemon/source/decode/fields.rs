@@ -54,15 +54,70 @@ pub enum EntityField {
 }
 
 /// The values field of a record.
-// Large, but it lives on the stack for one record: boxing the channels
-// would be the allocation per record that the inline storage avoids.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ValuesField {
     /// Present but not an object.
     NotObject,
-    /// An object: each model channel's value, if present.
-    Channels(SmallVec<[Option<Value>; INLINE_CHANNELS]>),
+    /// An object: each model channel's value.
+    Channels(SmallVec<[ChannelValue; INLINE_CHANNELS]>),
+}
+
+/// One model channel's value in a record: 16 bytes, so that a record's
+/// channels stay small on the stack (they are moved a few times per record).
+#[derive(Debug, Clone, Default)]
+pub enum ChannelValue {
+    /// Absent, or `null`.
+    #[default]
+    Missing,
+    /// A number.
+    Number(f64),
+    /// A string some producers write for a non-finite float (`"NaN"`, `"inf"`).
+    NonFiniteWord,
+    /// Anything else, kept to be quoted in the rejection (boxed: rare).
+    Other(Box<Value>),
+}
+
+impl<'de> Deserialize<'de> for ChannelValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChannelVisitor;
+        impl<'de> Visitor<'de> for ChannelVisitor {
+            type Value = ChannelValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ChannelValue::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ChannelValue::Number(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ChannelValue::Number(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ChannelValue::Missing)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(if super::is_non_finite_word(v) {
+                    ChannelValue::NonFiniteWord
+                } else {
+                    ChannelValue::Other(Box::new(Value::String(v.to_owned())))
+                })
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(ChannelValue::Other(Box::new(Value::Bool(v))))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq))
+                    .map(|v| ChannelValue::Other(Box::new(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map))
+                    .map(|v| ChannelValue::Other(Box::new(v)))
+            }
+        }
+        deserializer.deserialize_any(ChannelVisitor)
+    }
 }
 
 /// Reads `text`: `Ok(None)` if it is JSON but not an object, an error if it
@@ -234,19 +289,20 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let channels = self.0;
-        let mut found: SmallVec<[Option<Value>; INLINE_CHANNELS]> = smallvec![None; channels.len()];
+        let mut found: SmallVec<[ChannelValue; INLINE_CHANNELS]> =
+            smallvec![ChannelValue::Missing; channels.len()];
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let mut wanted = channels.iter().enumerate().filter(|(_, c)| **c == key);
             let Some((first, _)) = wanted.next() else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let value: Value = map.next_value()?;
+            let value: ChannelValue = map.next_value()?;
             // Two model channels may read the same record channel.
             for (index, _) in wanted {
-                found[index] = Some(value.clone());
+                found[index] = value.clone();
             }
-            found[first] = Some(value);
+            found[first] = value;
         }
         Ok(ValuesField::Channels(found))
     }
