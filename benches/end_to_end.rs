@@ -588,6 +588,13 @@ struct Ratios {
     cpu_to_peer: Vec<f64>,
 }
 
+/// Appends this build's samples/s over `other`'s and `other`'s CPU per
+/// sample over this build's (`other`: samples/s, CPU µs per sample).
+fn compare(current: &Throughput, other: (f64, f64), rates: &mut Vec<f64>, cpu: &mut Vec<f64>) {
+    rates.push(current.samples_per_s / other.0);
+    cpu.push(other.1 / current.cpu_us_per_sample);
+}
+
 /// What every round runs on.
 struct Bench<'a> {
     options: &'a Options,
@@ -647,12 +654,14 @@ impl Bench<'_> {
             .expect("this build ran")
             .1;
         if let Some((_, before)) = this_round.iter().find(|(label, _)| *label == "baseline") {
-            ratios
-                .to_baseline
-                .push(current.samples_per_s / before.samples_per_s);
-            ratios
-                .cpu_to_baseline
-                .push(before.cpu_us_per_sample / current.cpu_us_per_sample);
+            let (samples_per_s, cpu_us_per_sample) =
+                (before.samples_per_s, before.cpu_us_per_sample);
+            compare(
+                current,
+                (samples_per_s, cpu_us_per_sample),
+                &mut ratios.to_baseline,
+                &mut ratios.cpu_to_baseline,
+            );
         }
         if let Some(peer) = &self.options.peer {
             let broker = bench_broker(self.shape.partitions);
@@ -669,12 +678,12 @@ impl Bench<'_> {
                 "{{\"phase\": \"peer\", \"round\": {round}, \"threads\": {}, \"samples_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"cpu_us_per_sample\": {:.2}}}",
                 peer.threads, run.samples_per_s, run.windows_per_s, run.cpu_us_per_sample
             );
-            ratios
-                .to_peer
-                .push(current.samples_per_s / run.samples_per_s);
-            ratios
-                .cpu_to_peer
-                .push(run.cpu_us_per_sample / current.cpu_us_per_sample);
+            compare(
+                current,
+                (run.samples_per_s, run.cpu_us_per_sample),
+                &mut ratios.to_peer,
+                &mut ratios.cpu_to_peer,
+            );
         }
         Ok(())
     }

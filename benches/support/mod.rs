@@ -1,7 +1,10 @@
 //! What the benchmarks share: a model of the shape (4 channels ×
-//! 64 samples), trained once by the benchmark itself and cached.
+//! 64 samples), trained once by the benchmark itself and cached, and a
+//! counting allocator.
 
 #![allow(dead_code)] // each bench uses part of it
+
+pub mod counting;
 
 use anomalyd::export::write_artefact;
 use anomalyd::recipe::ModelRecipe;
