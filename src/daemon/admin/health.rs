@@ -98,13 +98,8 @@ impl Health {
 
     /// The consumer loop went round once.
     pub fn consumer_beat(&self) {
-        self.consumer_beat_at(Instant::now());
-    }
-
-    /// The consumer loop went round once, at `now` (a clock it read anyway).
-    pub fn consumer_beat_at(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
-        self.consumer_beat_ms.store(ms, Ordering::Relaxed);
+        self.consumer_beat_ms
+            .store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// The scorer loop went round once.

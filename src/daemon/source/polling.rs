@@ -47,8 +47,8 @@ impl ConsumerLoop {
         let context = self.consumer.context().clone();
         let stop = self.sink.stop().clone();
         let running = || !stop.begun();
-        let mut wall = WallClock::new();
         while running() {
+            self.health.consumer_beat();
             self.sink.resend_failed();
             // With samples waiting to be sent, only look for more that are
             // already here; when none are, send what there is.
@@ -57,29 +57,23 @@ impl ConsumerLoop {
             } else {
                 Duration::from_millis(100)
             };
-            let polled = self.consumer.poll(timeout);
-            // One clock read per record serves the heartbeat, the commit
-            // schedule and the wall clock.
-            let now = Instant::now();
-            self.health.consumer_beat_at(now);
-            match polled {
+            match self.consumer.poll(timeout) {
                 None => {
                     context.send_samples(running);
                 }
                 Some(Err(error)) => {
                     report_client_error(&stop, &context.client_errors, "consumer", &error, "poll")
                 }
-                Some(Ok(message)) => self.take(&message, &mut topics, wall.ms_at(now), running),
+                Some(Ok(message)) => self.take(&message, &mut topics, running),
             }
-            if now.saturating_duration_since(last_commit) >= self.commit_interval {
+            if last_commit.elapsed() >= self.commit_interval {
                 context.commit(
                     &self.consumer,
                     &context.assigned(),
                     CommitMode::Async,
                     false,
                 );
-                last_commit = now;
-                wall = WallClock::new();
+                last_commit = Instant::now();
             }
         }
         tracing::info!(
@@ -135,7 +129,6 @@ impl ConsumerLoop {
         &self,
         message: &BorrowedMessage<'_>,
         topics: &mut HashMap<String, Arc<str>>,
-        now_ms: i64,
         keep_waiting: impl Fn() -> bool,
     ) {
         let topic = match topics.get(message.topic()) {
@@ -153,6 +146,7 @@ impl ConsumerLoop {
             },
             offset: message.offset(),
         };
+        let now_ms = chrono::Utc::now().timestamp_millis();
         if let Some((sample, hold)) =
             self.intake
                 .take(source, message.key(), message.payload(), now_ms)
@@ -161,44 +155,5 @@ impl ConsumerLoop {
                 .context()
                 .queue_sample(sample, hold, message, keep_waiting);
         }
-    }
-}
-
-/// The wall clock (epoch ms) told from the monotonic clock and one wall
-/// clock reading: a record needs the wall clock (for a missing timestamp
-/// and the future bound), and reading both clocks for every record was a
-/// measurable share of the consumer's time. Read afresh at every commit,
-/// so it never drifts for long.
-struct WallClock {
-    at: Instant,
-    epoch_ms: i64,
-}
-
-impl WallClock {
-    fn new() -> Self {
-        Self {
-            at: Instant::now(),
-            epoch_ms: chrono::Utc::now().timestamp_millis(),
-        }
-    }
-
-    /// The wall clock at `now` (not before this clock was read).
-    fn ms_at(&self, now: Instant) -> i64 {
-        self.epoch_ms + now.saturating_duration_since(self.at).as_millis() as i64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_wall_clock_moves_with_the_monotonic_clock() {
-        let wall = WallClock::new();
-        let later = wall.at + Duration::from_millis(1_500);
-        assert_eq!(wall.ms_at(later), wall.epoch_ms + 1_500);
-        assert_eq!(wall.ms_at(wall.at), wall.epoch_ms);
-        let fresh = chrono::Utc::now().timestamp_millis();
-        assert!((WallClock::new().ms_at(Instant::now()) - fresh).abs() < 1_000);
     }
 }
