@@ -54,7 +54,7 @@ mod peer;
 #[path = "support/mod.rs"]
 mod support;
 
-use anomalyd::daemon::config::{InputConfig, ModelThreads};
+use anomalyd::daemon::config::{InputConfig, ModelThreads, ScoringConfig};
 use anomalyd::daemon::source::decode::Decoder;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use anomalyd::window::entity_phase;
@@ -560,7 +560,10 @@ impl Options {
                 let peer = Peer {
                     python,
                     script,
-                    threads: ModelThreads::Auto.resolve(64, ModelThreads::available_cores()),
+                    threads: ModelThreads::Auto.resolve(
+                        ScoringConfig::default().max_batch,
+                        ModelThreads::available_cores(),
+                    ),
                 };
                 peer.check()?;
                 Some(peer)
