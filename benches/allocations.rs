@@ -137,10 +137,11 @@ fn consumer_path(
             });
             let sample = decoder
                 .decode(Some(json.as_bytes()), Some(key.as_bytes()), i64::MAX / 2)
-                .expect("decodes");
+                .expect("decodes")
+                .pop()
+                .expect("one sample");
             batch.push(
-                sample,
-                hold,
+                smallvec::smallvec![(sample, hold)],
                 Some(offset),
                 Some(key.as_bytes()),
                 json.as_bytes(),
@@ -169,6 +170,8 @@ fn main() -> anyhow::Result<()> {
                 decoder
                     .decode(Some(json.as_bytes()), Some(key.as_bytes()), i64::MAX / 2)
                     .expect("decodes")
+                    .pop()
+                    .expect("one sample")
             })
             .collect()
     };
@@ -184,7 +187,9 @@ fn main() -> anyhow::Result<()> {
         kept.push(
             decoder
                 .decode(Some(json.as_bytes()), Some(key.as_bytes()), i64::MAX / 2)
-                .expect("decodes"),
+                .expect("decodes")
+                .pop()
+                .expect("one sample"),
         );
     }
     let decode = (allocations() - before) as f64 / measured.len() as f64;

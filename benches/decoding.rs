@@ -9,7 +9,7 @@
 
 use anomalyd::daemon::config::InputConfig;
 use anomalyd::daemon::source::decode::fields::read_fields_from;
-use anomalyd::daemon::source::decode::{Decoder, Rejection, Sample};
+use anomalyd::daemon::source::decode::{Decoder, Rejection, Samples};
 use anomalyd::demo::feed::record_json;
 use anomalyd::synthetic::{generate, SyntheticConfig};
 use std::hint::black_box;
@@ -34,7 +34,7 @@ fn decode_with_sonic(
     decoder: &Decoder,
     record: &[u8],
     now_ms: i64,
-) -> Option<Result<Sample, Rejection>> {
+) -> Option<Result<Samples, Rejection>> {
     let mut deserializer = sonic_rs::Deserializer::from_slice(record);
     let fields = read_fields_from(&mut deserializer, &decoder.field_names()).ok()?;
     deserializer.end().ok()?;
@@ -69,11 +69,11 @@ fn main() -> anyhow::Result<()> {
             .map_err(|r| anyhow::anyhow!("{:?}", r.reason))?;
     }
     for record in &records {
-        let sample = decode_with_sonic(&decoder, record, now_ms)
+        let samples = decode_with_sonic(&decoder, record, now_ms)
             .ok_or_else(|| anyhow::anyhow!("sonic-rs cannot read a record"))?
             .map_err(|r| anyhow::anyhow!("{:?}", r.reason))?;
         anyhow::ensure!(
-            Some(&sample) == decoder.decode(Some(record), None, now_ms).ok().as_ref(),
+            Some(&samples) == decoder.decode(Some(record), None, now_ms).ok().as_ref(),
             "sonic-rs and serde_json decode a record differently"
         );
     }

@@ -34,6 +34,11 @@
 //!    threads, in every round after the daemon: samples/s and CPU per
 //!    sample, and the ratios to this build.
 //!
+//! 6. With `--batch-form N`: this build again, on a fresh broker filled with
+//!    the same samples as records in the batch form, N samples of an entity
+//!    per record (docs/daemon.md, "Input records"): samples/s and CPU per
+//!    sample, and the ratios to the single form in the same round.
+//!
 //! `--no-latency` skips step 4.
 //! `--entities N` (1,000), `--channels C` (4; 3 to 8, a model of C channels is
 //! trained and cached like the 4-channel one) and `--instances K` (1: K
@@ -42,7 +47,7 @@
 //! mock cluster to keep every record (at most 4.5 MiB each, at least 64).
 //! `--low-latency` runs the latency steps with `scoring.max_wait_ms = 1` and
 //! the producer's `linger.ms = 0` (defaults 5 and 5).
-//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency] [--entities N] [--channels C] [--instances K]`.
+//! Prints JSON lines. `cargo bench --bench end_to_end -- [--samples-per-entity N] [--latency-seconds S] [--low-rates R,R] [--low-latency] [--baseline ANOMALYD_BINARY [--baseline-model ONNX]] [--peer PYTHON --peer-script PEER_PY] [--rounds N] [--no-latency] [--batch-form N] [--entities N] [--channels C] [--instances K]`.
 
 #[path = "../tests/integration/kafka_support.rs"]
 #[allow(dead_code)]
@@ -143,11 +148,34 @@ impl Records {
         }
     }
 
-    fn json(&self, entity: usize, step: usize, ts_ms: i64) -> String {
+    /// Entity `entity`'s channel values at `step`, with their names.
+    fn values(&self, entity: usize, step: usize) -> impl Iterator<Item = (&String, f32)> {
         let machine = &self.machines[entity % self.machines.len()];
         let row = machine.row((entity * 37 + step) % machine.len());
+        self.channels.iter().zip(row.iter().copied())
+    }
+
+    /// One record in the batch form: entity `entity`'s samples at each
+    /// `(step, event time)` of `steps`.
+    fn batch_json(&self, entity: usize, steps: &[(usize, i64)]) -> String {
+        let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+        let times = list(&mut steps.iter().map(|(_, ts)| ts.to_string()));
+        let columns = list(&mut self.channels.iter().enumerate().map(|(c, name)| {
+            let column = list(&mut steps.iter().map(|&(step, _)| {
+                let (_, v) = self.values(entity, step).nth(c).expect("a channel");
+                v.to_string()
+            }));
+            format!("\"{name}\":[{column}]")
+        }));
+        format!(
+            "{{\"entity\":\"{}\",\"ts\":[{times}],\"values\":{{{columns}}}}}",
+            entity_key(entity)
+        )
+    }
+
+    fn json(&self, entity: usize, step: usize, ts_ms: i64) -> String {
         let mut values = String::new();
-        for (c, (name, v)) in self.channels.iter().zip(row).enumerate() {
+        for (c, (name, v)) in self.values(entity, step).enumerate() {
             if c > 0 {
                 values.push(',');
             }
@@ -296,27 +324,34 @@ fn binaries_in_turn(
 }
 
 /// Fills `broker`'s input topic (`shape.partitions` partitions) with
-/// `per_entity` samples of every entity, spaced 15 minutes apart in event time.
-fn fill(broker: &Broker, records: &Records, shape: &Shape, per_entity: usize) {
+/// `per_entity` samples of every entity, spaced 15 minutes apart in event
+/// time: one per record, or `batch` (> 1) per record in the batch form.
+fn fill(broker: &Broker, records: &Records, shape: &Shape, per_entity: usize, batch: usize) {
     let started = Instant::now();
     let fill = producer(&broker.brokers, "20");
     let base_ms = now_ms() - (per_entity as i64 + 10) * 900_000;
-    for step in 0..per_entity {
+    let batch = batch.max(1);
+    let mut sent = 0usize;
+    let mut bytes = 0usize;
+    for first in (0..per_entity).step_by(batch) {
+        let steps: Vec<(usize, i64)> = (first..(first + batch).min(per_entity))
+            .map(|step| (step, base_ms + step as i64 * 900_000))
+            .collect();
         for entity in 0..shape.entities {
-            let ts = base_ms + step as i64 * 900_000;
-            send(
-                &fill,
-                shape.partitions,
-                entity,
-                &records.json(entity, step, ts),
-            );
+            let payload = match steps.as_slice() {
+                [(step, ts)] => records.json(entity, *step, *ts),
+                _ => records.batch_json(entity, &steps),
+            };
+            send(&fill, shape.partitions, entity, &payload);
+            sent += 1;
+            bytes += payload.len();
         }
     }
     fill.flush(Duration::from_secs(60)).expect("flush");
     println!(
-        "{{\"phase\": \"fill\", \"samples\": {}, \"record_bytes\": {}, \"seconds\": {:.1}}}",
+        "{{\"phase\": \"fill\", \"samples\": {}, \"records\": {sent}, \"samples_per_record\": {batch}, \"mean_record_bytes\": {:.0}, \"seconds\": {:.1}}}",
         per_entity * shape.entities,
-        records.json(0, 0, now_ms()).len(),
+        bytes as f64 / sent as f64,
         started.elapsed().as_secs_f64()
     );
 }
@@ -412,11 +447,16 @@ fn daemon_throughput(
     let sum = |daemons: &[DaemonProcess], metric: &str| -> f64 {
         daemons.iter().map(|d| d.metric_sum(metric)).sum()
     };
-    // (seconds, records consumed, windows scored, CPU seconds: daemons, scoring threads)
+    // (seconds, samples consumed, windows scored, CPU seconds: daemons, scoring threads)
     let mut samples_seen = Vec::new();
     let started = Instant::now();
     loop {
-        let consumed = sum(&daemons, "anomalyd_records_consumed_total");
+        // Samples, counted as the records that carried them by a build
+        // from before the batch form (a baseline).
+        let consumed = match sum(&daemons, "anomalyd_samples_decoded_total") {
+            0.0 => sum(&daemons, "anomalyd_records_consumed_total"),
+            samples => samples,
+        };
         let scored = sum(&daemons, "anomalyd_windows_scored_total");
         let (cpu, scoring_cpu) = daemons
             .iter()
@@ -494,6 +534,8 @@ struct Options {
     rounds: Option<usize>,
     peer: Option<Peer>,
     skip_latency: bool,
+    /// Samples per record of the batch-form run (`--batch-form N`).
+    batch: Option<usize>,
 }
 
 impl Options {
@@ -512,6 +554,7 @@ impl Options {
             rounds: None,
             peer: None,
             skip_latency: false,
+            batch: None,
         };
         let (mut peer_python, mut peer_script): (Option<PathBuf>, Option<PathBuf>) = (None, None);
         let mut args = std::env::args().skip(1);
@@ -537,6 +580,7 @@ impl Options {
                 "--peer" => peer_python = Some(next().into()),
                 "--peer-script" => peer_script = Some(next().into()),
                 "--no-latency" => options.skip_latency = true,
+                "--batch-form" => options.batch = Some(next().parse::<usize>()?.max(2)),
                 "--bench" => {}
                 other => anyhow::bail!("unknown argument {other}"),
             }
@@ -589,6 +633,10 @@ struct Ratios {
     /// sample over this build's.
     to_peer: Vec<f64>,
     cpu_to_peer: Vec<f64>,
+    /// This build's samples/s on records in the batch form over the single
+    /// form, and its CPU per sample on the single form over the batch form.
+    batch_to_single: Vec<f64>,
+    cpu_batch_to_single: Vec<f64>,
 }
 
 /// Appends this build's samples/s over `other`'s and `other`'s CPU per
@@ -617,7 +665,13 @@ impl Bench<'_> {
         let mut this_round = Vec::new();
         for (label, binary, model) in binaries_in_turn(&self.model, self.baseline.as_ref(), round) {
             let broker = bench_broker(self.shape.partitions);
-            fill(&broker, &self.records, &self.shape, self.options.per_entity);
+            fill(
+                &broker,
+                &self.records,
+                &self.shape,
+                self.options.per_entity,
+                1,
+            );
             let ceiling = *ceiling.get_or_insert_with(|| {
                 let rate = consume_only(&broker.brokers, self.shape.partitions, channels, self.total);
                 println!(
@@ -666,9 +720,46 @@ impl Bench<'_> {
                 &mut ratios.cpu_to_baseline,
             );
         }
+        if let Some(batch) = self.options.batch {
+            let broker = bench_broker(self.shape.partitions);
+            fill(
+                &broker,
+                &self.records,
+                &self.shape,
+                self.options.per_entity,
+                batch,
+            );
+            let run = daemon_throughput(
+                &current_binary(),
+                &broker,
+                &self.model,
+                &self.shape,
+                self.options.per_entity,
+            )?;
+            println!(
+                "{{\"phase\": \"daemon_batch_form\", \"round\": {round}, \"samples_per_record\": {batch}, \"samples_per_s\": {:.0}, \"windows_per_s\": {:.0}, \"peak_rss_mib\": {:.1}, \"cpu_us_per_sample\": {:.2}, \"vs_single_form\": {:.2}}}",
+                run.samples_per_s,
+                run.windows_per_s,
+                run.peak_rss_mib,
+                run.cpu_us_per_sample,
+                run.samples_per_s / current.samples_per_s,
+            );
+            compare(
+                &run,
+                (current.samples_per_s, current.cpu_us_per_sample),
+                &mut ratios.batch_to_single,
+                &mut ratios.cpu_batch_to_single,
+            );
+        }
         if let Some(peer) = &self.options.peer {
             let broker = bench_broker(self.shape.partitions);
-            fill(&broker, &self.records, &self.shape, self.options.per_entity);
+            fill(
+                &broker,
+                &self.records,
+                &self.shape,
+                self.options.per_entity,
+                1,
+            );
             let run = peer.run(
                 &broker,
                 &self.model,
@@ -721,6 +812,15 @@ impl Bench<'_> {
 
 /// Prints the medians of the rounds' ratios; returns this build's median samples/s.
 fn print_summaries(rounds: usize, ratios: &mut Ratios) -> f64 {
+    if !ratios.batch_to_single.is_empty() {
+        println!(
+            "{{\"phase\": \"batch_form_summary\", \"rounds\": {rounds}, \"vs_single_form\": {:?}, \"median_vs_single_form\": {:.2}, \"cpu_per_sample_single_over_batch\": {:?}, \"median_cpu_per_sample_single_over_batch\": {:.2}}}",
+            rounded(&ratios.batch_to_single),
+            median(&mut ratios.batch_to_single.clone()),
+            rounded(&ratios.cpu_batch_to_single),
+            median(&mut ratios.cpu_batch_to_single.clone())
+        );
+    }
     if !ratios.to_peer.is_empty() {
         println!(
             "{{\"phase\": \"peer_summary\", \"rounds\": {rounds}, \"vs_peer\": {:?}, \"median_vs_peer\": {:.2}, \"cpu_per_sample_peer_over_current\": {:?}, \"median_cpu_per_sample_peer_over_current\": {:.2}}}",
@@ -753,7 +853,7 @@ fn main() -> anyhow::Result<()> {
     let options = Options::parse()?;
     // Alternating with a baseline or the peer, three rounds by default: the
     // machine's speed drifts, so only ratios within a round compare.
-    let compared = options.baseline.is_some() || options.peer.is_some();
+    let compared = options.baseline.is_some() || options.peer.is_some() || options.batch.is_some();
     let rounds = options
         .rounds
         .unwrap_or(if compared { 3 } else { 1 })

@@ -1,6 +1,6 @@
-//! Fuzz target: the Kafka record decoder never panics, and what it accepts is a
-//! well-formed sample (one finite value per model channel, an entity, a time
-//! in range). Input: `key \0 payload`, or only a payload when there is no NUL.
+//! Fuzz target: the Kafka record decoder never panics, and what it accepts is
+//! well-formed samples (one finite value per model channel, an entity, a time
+//! in range), each of which, written back as a record, reads as itself. Input: `key \0 payload`, or only a payload when there is no NUL.
 #![no_main]
 
 use anomalyd::daemon::config::{EntitySource, InputConfig};
@@ -36,11 +36,18 @@ fuzz_target!(|data: &[u8]| {
     };
     for decoder in decoders() {
         match decoder.decode(Some(payload), key, NOW_MS) {
-            Ok(sample) => {
-                assert_eq!(sample.values.len(), CHANNELS.len());
-                assert!(sample.values.iter().all(|v| v.is_finite()));
-                assert!(!sample.entity.is_empty());
-                assert!(sample.timestamp_ms >= MIN_TIMESTAMP_MS);
+            Ok(samples) => {
+                assert!(!samples.is_empty());
+                for sample in &samples {
+                    assert_eq!(sample.values.len(), CHANNELS.len());
+                    assert!(sample.values.iter().all(|v| v.is_finite()));
+                    assert!(!sample.entity.is_empty());
+                    assert!(sample.timestamp_ms >= MIN_TIMESTAMP_MS);
+                    // A sample written back as a record reads as itself.
+                    let record = decoder.single_record(sample);
+                    let again = decoder.decode(Some(&record), key, NOW_MS);
+                    assert_eq!(again.ok().as_deref(), Some(std::slice::from_ref(sample)));
+                }
             }
             Err(rejection) => assert!(rejection.detail.len() <= 204),
         }

@@ -217,6 +217,21 @@ impl Ledger {
         Hold::new(source, &self.closed)
     }
 
+    /// Holds `held`'s offset `count` times more, under one lock: a record
+    /// that carries several samples holds its offset once per sample.
+    pub fn hold_more(&self, held: &Hold, count: usize) -> Vec<Hold> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut map = self.lock();
+        (0..count)
+            .map(|_| {
+                hold(&mut map, &held.source);
+                Hold::new(held.source.clone(), &self.closed)
+            })
+            .collect()
+    }
+
     /// Releases `hold`. Releasing an offset of a forgotten partition does nothing.
     pub fn release(&self, hold: Hold) {
         give_back(&mut self.lock(), hold);

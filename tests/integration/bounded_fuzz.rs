@@ -70,16 +70,29 @@ fn record_decoder_never_panics() {
         .map(|s| s.to_string())
         .collect();
     let decoder = Decoder::new(&InputConfig::default(), 946_684_800_000, &channels);
-    let seed = br#"{"entity": "pump-7", "ts": "2026-01-01T00:15:00Z", "values": {"temperature": 61.2, "pressure": 3.1, "flow": 12.0, "vibration": 0.4, "power": 7.9}}"#;
+    // The single form and the batch form.
+    let seeds: [&[u8]; 2] = [
+        br#"{"entity": "pump-7", "ts": "2026-01-01T00:15:00Z", "values": {"temperature": 61.2, "pressure": 3.1, "flow": 12.0, "vibration": 0.4, "power": 7.9}}"#,
+        br#"{"entity": "pump-7", "ts": ["2026-01-01T00:15:00Z", 1767226500000], "values": {"temperature": [61.2, 61.4], "pressure": [3.1, 3.1], "flow": [12.0, 11.8], "vibration": [0.4, 0.4], "power": [7.9, 8.0]}}"#,
+    ];
+    let now_ms = 1_800_000_000_000;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (mut accepted, mut rejected) = (0, 0);
-    for _ in 0..ROUNDS {
-        let payload = mutate(&mut rng, seed);
+    for round in 0..ROUNDS {
+        let payload = mutate(&mut rng, seeds[round % 2]);
         let key = mutate(&mut rng, b"pump-7");
-        match decoder.decode(Some(&payload), Some(&key), 1_800_000_000_000) {
-            Ok(sample) => {
-                assert!(sample.values.iter().all(|v| v.is_finite()));
-                assert_eq!(sample.values.len(), channels.len());
+        match decoder.decode(Some(&payload), Some(&key), now_ms) {
+            Ok(samples) => {
+                assert!(!samples.is_empty());
+                for sample in &samples {
+                    assert!(sample.values.iter().all(|v| v.is_finite()));
+                    assert_eq!(sample.values.len(), channels.len());
+                    // Written back as a record of its own (a dead letter of
+                    // one sample), it reads as itself.
+                    let alone = decoder.single_record(sample);
+                    let again = decoder.decode(Some(&alone), Some(&key), now_ms);
+                    assert_eq!(again.ok().as_deref(), Some(std::slice::from_ref(sample)));
+                }
                 accepted += 1;
             }
             Err(rejection) => {

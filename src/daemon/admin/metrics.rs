@@ -43,6 +43,12 @@ metrics! {
         "anomalyd_records_decoded_total",
         "Records decoded into samples.",
     );
+    /// Samples the decoded records carried (more than the records when
+    /// some are in the batch form).
+    samples_decoded: IntCounter = counter(
+        "anomalyd_samples_decoded_total",
+        "Samples the decoded records carried (one per record in the single form).",
+    );
     /// Records set aside, by reason.
     records_rejected: IntCounterVec = counter_vec(
         "anomalyd_records_rejected_total",

@@ -47,7 +47,8 @@ pub struct EntityState {
     /// The latest sample admitted.
     through: Option<SourceOffset>,
     /// Restored from a checkpoint covering samples up to this one: replayed
-    /// samples at or before it are skipped.
+    /// samples before it, and those of its own record up to the entity's
+    /// latest event time, are skipped.
     restored_through: Option<SourceOffset>,
 }
 
@@ -270,10 +271,17 @@ impl EntityTable {
         state.last_seen = now;
         if let Some(restored) = &state.restored_through {
             if restored.partition == source.partition {
-                if source.offset <= restored.offset {
+                // A record in the batch form carries several samples under
+                // one offset: at the checkpoint's own offset, the samples
+                // up to the entity's latest event time are the ones it holds.
+                if source.offset < restored.offset
+                    || (source.offset == restored.offset && sample.timestamp_ms <= state.last_ms)
+                {
                     return Admission::AlreadyCheckpointed;
                 }
-                state.restored_through = None;
+                if source.offset > restored.offset {
+                    state.restored_through = None;
+                }
             }
         }
         if state.partition.as_ref() != Some(&source.partition) {

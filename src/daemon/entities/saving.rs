@@ -316,4 +316,76 @@ mod tests {
         assert!(windows[..len - 1].iter().all(|&w| !w));
         assert!(windows[len - 1]);
     }
+
+    #[test]
+    fn a_checkpoint_taken_inside_a_record_of_several_samples_skips_only_the_ones_it_holds() {
+        let scorer = default_scorer().unwrap();
+        let window_len = scorer.metadata().window_len;
+        let new_table = || {
+            EntityTable::new(
+                WindowConfig::default(),
+                DetectorConfig::default(),
+                window_len,
+                true,
+            )
+        };
+        let now = Instant::now();
+        let mut ledger = LedgerBatch::detached();
+        let mut table = new_table();
+        // Offsets 0..40 carry one sample each; offset 40 carries six, of
+        // which three are admitted before the checkpoint is taken.
+        for i in 0..40 {
+            table.admit(
+                &scorer,
+                &sample("a", 1000 * i),
+                &source(i),
+                now,
+                &mut ledger,
+            );
+        }
+        let batch_ms = |k: i64| 1000 * (40 + k);
+        for k in 0..3 {
+            table.admit(
+                &scorer,
+                &sample("a", batch_ms(k)),
+                &source(40),
+                now,
+                &mut ledger,
+            );
+        }
+        let writes = table.checkpoint(None, scorer.model_version());
+        let restored = Checkpoint::decode(writes[0].payload.as_deref().unwrap()).unwrap();
+        assert_eq!(restored.through_offset, 40);
+
+        // The record is read again whole: its first three samples are
+        // skipped, the other three taken, in order.
+        let mut fresh = new_table();
+        fresh.restore(vec![restored], &scorer, now);
+        let replayed: Vec<bool> = (0..6)
+            .map(|k| {
+                let admission = fresh.admit(
+                    &scorer,
+                    &sample("a", batch_ms(k)),
+                    &source(40),
+                    now,
+                    &mut ledger,
+                );
+                match admission {
+                    Admission::AlreadyCheckpointed => false,
+                    Admission::Accepted { .. } => true,
+                    Admission::OutOfOrder { .. } => panic!("sample {k} taken for out of order"),
+                }
+            })
+            .collect();
+        assert_eq!(replayed, [false, false, false, true, true, true]);
+        // Later records are taken as usual.
+        let next = fresh.admit(
+            &scorer,
+            &sample("a", batch_ms(6)),
+            &source(41),
+            now,
+            &mut ledger,
+        );
+        assert!(matches!(next, Admission::Accepted { .. }));
+    }
 }

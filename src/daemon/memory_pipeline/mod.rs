@@ -72,11 +72,14 @@ struct Record {
 /// The input: per partition, its records. Four entities over two
 /// partitions, a sine with a little deterministic noise each; one has a
 /// spike, one a level shift (so that alerts open, update and resolve); a
-/// malformed and an oversized record sit among them (dead letters).
+/// malformed and an oversized record sit among them (dead letters). One
+/// entity sends its samples in the batch form, 7 to a record, one of them
+/// a repeat of its predecessor's time (a dead letter of its own).
 fn input() -> BTreeMap<i32, Vec<Record>> {
     let start_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let mut partitions: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     let channels = ["temperature", "pressure", "flow", "vibration", "power"];
+    let mut batched: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = Vec::new();
     for row in 0..400i64 {
         for entity in 0..4i64 {
             let partition = (entity % PARTITIONS as i64) as i32;
@@ -95,6 +98,23 @@ fn input() -> BTreeMap<i32, Vec<Record>> {
                     value += 15.0;
                 }
                 values.insert((*name).into(), value.into());
+            }
+            if entity == 3 {
+                if row == 200 {
+                    batched.push((time_ms, values.clone()));
+                }
+                batched.push((time_ms, values));
+                if batched.len() >= 7 || row == 399 {
+                    let payload = batch_record("e3", &channels, &batched);
+                    batched.clear();
+                    records.push(Record {
+                        offset: records.len() as i64,
+                        key: b"e3".to_vec(),
+                        payload: payload.to_string().into_bytes(),
+                        time_ms,
+                    });
+                }
+                continue;
             }
             let payload = serde_json::json!({
                 "entity": format!("e{entity}"),
@@ -125,6 +145,26 @@ fn input() -> BTreeMap<i32, Vec<Record>> {
         }
     }
     partitions
+}
+
+/// A record in the batch form: `samples`' times and, per channel, values.
+fn batch_record(
+    entity: &str,
+    channels: &[&str],
+    samples: &[(i64, serde_json::Map<String, serde_json::Value>)],
+) -> serde_json::Value {
+    let values: serde_json::Map<String, serde_json::Value> = channels
+        .iter()
+        .map(|c| {
+            let column = samples.iter().map(|(_, v)| v[*c].clone()).collect();
+            ((*c).to_string(), serde_json::Value::Array(column))
+        })
+        .collect();
+    serde_json::json!({
+        "entity": entity,
+        "ts": samples.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        "values": values,
+    })
 }
 
 /// [`CONFIG`] with entity checkpoints on or off.
@@ -226,14 +266,13 @@ impl Pipeline {
             };
             *next = record.offset + 1;
             let now_ms = record.time_ms;
-            if let Some((sample, hold)) =
+            if let Some(taken) =
                 self.life
                     .intake
                     .take(source, Some(&record.key), Some(&record.payload), now_ms)
             {
                 batch.push(
-                    sample,
-                    hold,
+                    taken,
                     Some(record.time_ms),
                     Some(&record.key),
                     &record.payload,

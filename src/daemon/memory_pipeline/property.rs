@@ -76,7 +76,7 @@ fn the_uninterrupted_run_has_alerts_scores_and_dead_letters() {
         count(&config.kafka.alerts_topic)
     );
     assert!(count("scores") > 100);
-    assert_eq!(count(&config.kafka.dead_letter_topic), 2);
+    assert_eq!(count(&config.kafka.dead_letter_topic), 3);
     let distinct: BTreeSet<&Message> = outputs.iter().map(|(_, m)| m).collect();
     assert_eq!(distinct.len(), outputs.len(), "no output twice");
 }

@@ -14,7 +14,7 @@ use crate::daemon::admin::health::Health;
 use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::config::{ModelThreads, ScoringConfig};
 use crate::daemon::sinks::Sink;
-use crate::daemon::source::decode::Sample;
+use crate::daemon::source::decode::{Decoder, Sample};
 use crate::daemon::state::Checkpoint;
 use crate::detect::PendingWindow;
 use crate::serve::Scorer;
@@ -87,6 +87,8 @@ pub struct ScoringWorker {
     alerts_topic: String,
     scores_topic: Option<String>,
     dead_letter_topic: String,
+    /// The input's record format, to write a sample back as a record.
+    decoder: Decoder,
     threshold: f64,
     max_gap_ms: u64,
     checkpoints: Option<CheckpointSchedule>,
@@ -135,9 +137,11 @@ impl ScoringWorker {
             scoring,
             windows,
             detector,
+            input,
             topics,
             checkpoints,
         } = settings;
+        let decoder = Decoder::new(&input, 0, &scorer.metadata().channels);
         let window_len = scorer.metadata().window_len;
         let checkpoints = checkpoints.map(|c| CheckpointSchedule {
             next: Instant::now() + c.every,
@@ -166,6 +170,7 @@ impl ScoringWorker {
             alerts_topic: topics.alerts,
             scores_topic: topics.scores,
             dead_letter_topic: topics.dead_letter,
+            decoder,
         }
     }
 
@@ -246,6 +251,7 @@ impl ScoringWorker {
                     let original = OriginalRecord {
                         key: incoming.key.map(|range| &records[range]),
                         payload: &records[incoming.payload],
+                        of_many: incoming.of_many,
                     };
                     self.admit(
                         incoming.sample,

@@ -128,7 +128,9 @@ impl ScoringWorker {
     }
 
     /// Sets a sample at or before its entity's latest event time aside on
-    /// the dead-letter topic, with its original record; the dead letter
+    /// the dead-letter topic, with its original record (or, for one of a
+    /// record's several samples, the sample alone as a record in the single
+    /// form, so that the others are not set aside again); the dead letter
     /// takes over its hold.
     pub(super) fn set_aside_out_of_order(
         &mut self,
@@ -137,11 +139,19 @@ impl ScoringWorker {
         latest_ms: i64,
         original: OriginalRecord<'_>,
     ) {
-        let detail = format!(
+        let mut detail = format!(
             "event time {} is not after the entity's latest, {}",
             format_timestamp(sample.timestamp_ms),
             format_timestamp(latest_ms)
         );
+        let payload = if original.of_many {
+            detail.push_str(
+                " (one sample of a record in the batch form, written as a record of its own)",
+            );
+            self.decoder.single_record(sample)
+        } else {
+            original.payload.to_vec()
+        };
         self.metrics
             .records_rejected
             .with_label_values(&[RejectReason::OutOfOrder.as_str()])
@@ -150,7 +160,7 @@ impl ScoringWorker {
             &self.dead_letter_topic,
             source,
             original.key.map(<[u8]>::to_vec),
-            original.payload.to_vec(),
+            payload,
             RejectReason::OutOfOrder,
             &detail,
         );

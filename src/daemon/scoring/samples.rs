@@ -3,6 +3,7 @@
 
 use super::super::ledger::Hold;
 use crate::daemon::source::decode::Sample;
+use crate::daemon::source::Taken;
 
 /// Samples sent to the scorer together: one channel message, and one
 /// buffer for their original records, instead of one each per sample.
@@ -23,20 +24,24 @@ pub(super) struct IncomingSample {
     /// the dead-letter topic if the sample turns out to be out of order.
     pub(super) key: Option<std::ops::Range<usize>>,
     pub(super) payload: std::ops::Range<usize>,
+    /// Whether its record carried several samples (the batch form).
+    pub(super) of_many: bool,
 }
 
 /// The original record of a sample, for the dead-letter topic.
 pub(super) struct OriginalRecord<'a> {
     pub(super) key: Option<&'a [u8]>,
     pub(super) payload: &'a [u8],
+    /// Whether the record carried several samples (the batch form).
+    pub(super) of_many: bool,
 }
 
 impl SampleBatch {
-    /// Adds a sample with its record's hold and its original record.
+    /// Adds a record's samples with their holds and the original record
+    /// (kept once, however many samples it carried).
     pub fn push(
         &mut self,
-        sample: Sample,
-        source: Hold,
+        taken: Taken,
         record_time_ms: Option<i64>,
         key: Option<&[u8]>,
         payload: &[u8],
@@ -48,13 +53,17 @@ impl SampleBatch {
         };
         let key = key.map(&mut append);
         let payload = append(payload);
-        self.samples.push(IncomingSample {
-            sample,
-            source,
-            record_time_ms,
-            key,
-            payload,
-        });
+        let of_many = taken.len() > 1;
+        for (sample, source) in taken {
+            self.samples.push(IncomingSample {
+                sample,
+                source,
+                record_time_ms,
+                key: key.clone(),
+                payload: payload.clone(),
+                of_many,
+            });
+        }
     }
 
     /// Takes the samples, leaving an empty batch with as much room as they

@@ -1,7 +1,7 @@
 //! What the scorer thread is built from: its sections of the daemon's
 //! configuration, unpacked once.
 
-use crate::daemon::config::{DaemonConfig, ScoringConfig, WindowConfig};
+use crate::daemon::config::{DaemonConfig, InputConfig, ScoringConfig, WindowConfig};
 use crate::detect::DetectorConfig;
 use std::time::Duration;
 
@@ -14,6 +14,9 @@ pub struct ScoringSettings {
     pub windows: WindowConfig,
     /// `[detector]`: calibration and alert decisions.
     pub detector: DetectorConfig,
+    /// `[input]`: how records read, to write a sample of a record in the
+    /// batch form back as a record of its own (on the dead-letter topic).
+    pub input: InputConfig,
     /// Where the outputs go.
     pub topics: OutputTopics,
     /// Entity checkpoints (`state.checkpoints`), if on.
@@ -49,6 +52,7 @@ impl ScoringSettings {
             scoring: config.scoring.clone(),
             windows: config.windows.clone(),
             detector: config.detector.clone(),
+            input: config.input.clone(),
             topics: OutputTopics {
                 alerts: config.kafka.alerts_topic.clone(),
                 scores: config.kafka.scores_topic.clone(),

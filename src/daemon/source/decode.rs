@@ -1,8 +1,12 @@
-//! The record decoder: one Kafka record (payload and key) → a [`Sample`] in
-//! the model's channel order, or a [`Rejection`] with a reason from a fixed set.
+//! The record decoder: one Kafka record (payload and key) → its [`Sample`]s
+//! in the model's channel order, or a [`Rejection`] with a reason from a
+//! fixed set.
 //!
-//! Record format (docs/daemon.md, "Input records"):
-//! `{"entity": "pump-7", "ts": "2026-01-01T00:00:00Z" | 1767225600000, "values": {"<channel>": <number>}}`.
+//! Record formats (docs/daemon.md, "Input records"): the single form
+//! `{"entity": "pump-7", "ts": "2026-01-01T00:00:00Z" | 1767225600000, "values": {"<channel>": <number>}}`,
+//! and the batch form, several samples of one entity, where `ts` and every
+//! channel are arrays of one length:
+//! `{"entity": "pump-7", "ts": [1767225600000, 1767225660000], "values": {"<channel>": [1.5, 1.7]}}`.
 //! Field names and the channel mapping come from `[input]`; the entity may
 //! come from the record key instead. Channels the model does not use are ignored.
 
@@ -26,6 +30,10 @@ pub struct Sample {
     /// Values in the model's channel order, all finite (inline up to 8).
     pub values: SmallVec<[f32; INLINE_CHANNELS]>,
 }
+
+/// A record's samples: one in the single form, without a heap allocation;
+/// several in the batch form.
+pub type Samples = SmallVec<[Sample; 1]>;
 
 /// Why a record was set aside. The set is fixed, so it can label a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,13 +152,15 @@ impl Decoder {
         }
     }
 
-    /// Decodes one record; `now_ms` is the wall clock, used only to refuse absurd future times.
+    /// Decodes one record into its samples (one, or several in the batch
+    /// form); `now_ms` is the wall clock, used only to refuse absurd future
+    /// times.
     pub fn decode(
         &self,
         payload: Option<&[u8]>,
         key: Option<&[u8]>,
         now_ms: i64,
-    ) -> Result<Sample, Rejection> {
+    ) -> Result<Samples, Rejection> {
         let text = self.text(payload)?;
         let fields = read_fields(text, &self.field_names())
             .map_err(|e| Rejection::new(RejectReason::BadJson, format!("not JSON: {e}")))?;
@@ -167,22 +177,57 @@ impl Decoder {
         }
     }
 
-    /// The sample of a record's fields (`None`: the record was JSON but not
-    /// an object), or why it is set aside.
+    /// The samples of a record's fields (`None`: the record was JSON but
+    /// not an object), or why it is set aside. A timestamp that is an array
+    /// makes the record one in the batch form.
     pub fn decode_fields(
         &self,
         fields: Option<RecordFields>,
         key: Option<&[u8]>,
         now_ms: i64,
-    ) -> Result<Sample, Rejection> {
+    ) -> Result<Samples, Rejection> {
         let fields = fields.ok_or_else(|| {
             Rejection::new(RejectReason::BadJson, "the record is not a JSON object")
         })?;
-        Ok(Sample {
-            entity: self.entity(fields.entity, key)?,
+        let entity = self.entity(fields.entity, key)?;
+        if let Some(Value::Array(timestamps)) = &fields.timestamp {
+            return self.batch(entity, timestamps, fields.values.as_ref(), now_ms);
+        }
+        Ok(smallvec::smallvec![Sample {
+            entity,
             timestamp_ms: self.timestamp(fields.timestamp.as_ref(), now_ms)?,
             values: self.values(fields.values.as_ref())?,
-        })
+        }])
+    }
+
+    /// `sample` as a record in the single form that this decoder reads
+    /// back as the same sample (the entity field left out when the entity
+    /// comes from the record key).
+    pub fn single_record(&self, sample: &Sample) -> Vec<u8> {
+        use serde::ser::{SerializeMap, Serializer};
+        /// The channels as an object, each value as its shortest `f32` text.
+        struct Channels<'a>(&'a [String], &'a [f32]);
+        impl serde::Serialize for Channels<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().zip(self.1))
+            }
+        }
+        let mut out = Vec::with_capacity(128);
+        let mut serializer = serde_json::Serializer::new(&mut out);
+        let written = (|| {
+            let mut record = serializer.serialize_map(None)?;
+            if self.entity_from == EntitySource::Field {
+                record.serialize_entry(&self.entity_field, sample.entity.as_str())?;
+            }
+            record.serialize_entry(&self.timestamp_field, &sample.timestamp_ms)?;
+            record.serialize_entry(
+                &self.values_field,
+                &Channels(&self.record_channels, &sample.values),
+            )?;
+            record.end()
+        })();
+        written.expect("writing JSON to memory does not fail");
+        out
     }
 
     /// The payload as text: present, within `input.max_record_bytes`, UTF-8.
@@ -300,42 +345,147 @@ impl Decoder {
         &self,
         field: Option<&ValuesField>,
     ) -> Result<SmallVec<[f32; INLINE_CHANNELS]>, Rejection> {
-        use RejectReason::*;
-        let Some(ValuesField::Channels(values)) = field else {
-            return Err(Rejection::new(
-                MissingChannel,
-                format!("no object field {:?}", self.values_field),
-            ));
-        };
+        let values = self.channels(field)?;
         let mut out = SmallVec::with_capacity(self.record_channels.len());
         for (channel, value) in self.record_channels.iter().zip(values) {
-            let value = match value {
+            out.push(number(channel, value, None)?);
+        }
+        Ok(out)
+    }
+
+    /// The values field's channels, or a rejection if it is not an object.
+    fn channels<'f>(
+        &self,
+        field: Option<&'f ValuesField>,
+    ) -> Result<&'f [ChannelValue], Rejection> {
+        match field {
+            Some(ValuesField::Channels(values)) => Ok(values),
+            _ => Err(Rejection::new(
+                RejectReason::MissingChannel,
+                format!("no object field {:?}", self.values_field),
+            )),
+        }
+    }
+
+    /// The samples of a record in the batch form: one per element of the
+    /// timestamp array, each channel an array as long. Any bad element
+    /// rejects the whole record, naming the sample.
+    fn batch(
+        &self,
+        entity: SmolStr,
+        timestamps: &[Value],
+        values: Option<&ValuesField>,
+        now_ms: i64,
+    ) -> Result<Samples, Rejection> {
+        use RejectReason::*;
+        if timestamps.is_empty() {
+            return Err(Rejection::new(
+                BadTimestamp,
+                format!("{} is an empty array", self.timestamp_field),
+            ));
+        }
+        let count = timestamps.len();
+        // As in the single form, the times are checked before the values.
+        let times = timestamps
+            .iter()
+            .enumerate()
+            .map(|(index, timestamp)| {
+                self.timestamp(Some(timestamp), now_ms)
+                    .map_err(|r| Rejection::new(r.reason, format!("sample {index}: {}", r.detail)))
+            })
+            .collect::<Result<Vec<i64>, Rejection>>()?;
+        let channels = self.channels(values)?;
+        let mut columns = SmallVec::<[&[ChannelValue]; INLINE_CHANNELS]>::new();
+        for (channel, value) in self.record_channels.iter().zip(channels) {
+            match value {
+                ChannelValue::Many(column) if column.len() == count => columns.push(column),
+                ChannelValue::Many(column) => {
+                    return Err(Rejection::new(
+                        MissingChannel,
+                        format!(
+                            "channel {channel:?} has {} values for {count} timestamps",
+                            column.len()
+                        ),
+                    ))
+                }
                 ChannelValue::Missing => {
                     return Err(Rejection::new(
                         MissingChannel,
                         format!("channel {channel:?} is missing"),
                     ))
                 }
-                ChannelValue::Number(n) => *n,
-                ChannelValue::NonFiniteWord => f64::NAN,
-                ChannelValue::Other(other) => {
+                _ => {
                     return Err(Rejection::new(
                         NonNumeric,
-                        format!("channel {channel:?} is not a number: {other}"),
+                        format!(
+                            "channel {channel:?} is not an array, while {} is one",
+                            self.timestamp_field
+                        ),
                     ))
                 }
-            };
-            let single = value as f32;
-            if !single.is_finite() {
-                return Err(Rejection::new(
-                    NonFinite,
-                    format!("channel {channel:?} is not finite (as a 32-bit float)"),
-                ));
             }
-            out.push(single);
         }
-        Ok(out)
+        let mut samples = Samples::with_capacity(count);
+        for (index, timestamp_ms) in times.into_iter().enumerate() {
+            let mut row = SmallVec::with_capacity(columns.len());
+            for (channel, column) in self.record_channels.iter().zip(&columns) {
+                row.push(number(channel, &column[index], Some(index))?);
+            }
+            samples.push(Sample {
+                entity: entity.clone(),
+                timestamp_ms,
+                values: row,
+            });
+        }
+        Ok(samples)
     }
+}
+
+/// One channel's value of one sample (`index`: its place in a batch
+/// record), finite as a 32-bit float.
+fn number(channel: &str, value: &ChannelValue, index: Option<usize>) -> Result<f32, Rejection> {
+    use RejectReason::*;
+    // Only on a rejection: the batch form checks every value.
+    let at = || index.map(|i| format!("sample {i}: ")).unwrap_or_default();
+    let value = match value {
+        ChannelValue::Missing => {
+            return Err(Rejection::new(
+                MissingChannel,
+                format!("{}channel {channel:?} is missing", at()),
+            ))
+        }
+        ChannelValue::Number(n) => *n,
+        ChannelValue::NonFiniteWord => f64::NAN,
+        ChannelValue::Many(_) if index.is_none() => {
+            return Err(Rejection::new(
+                NonNumeric,
+                format!("channel {channel:?} is an array, while the timestamp is not (an array of samples needs an array of timestamps)"),
+            ))
+        }
+        ChannelValue::Many(_) => {
+            return Err(Rejection::new(
+                NonNumeric,
+                format!("{}channel {channel:?} is not a number: an array", at()),
+            ))
+        }
+        ChannelValue::Other(other) => {
+            return Err(Rejection::new(
+                NonNumeric,
+                format!("{}channel {channel:?} is not a number: {other}", at()),
+            ))
+        }
+    };
+    let single = value as f32;
+    if !single.is_finite() {
+        return Err(Rejection::new(
+            NonFinite,
+            format!(
+                "{}channel {channel:?} is not finite (as a 32-bit float)",
+                at()
+            ),
+        ));
+    }
+    Ok(single)
 }
 
 /// Strings some producers write for non-finite floats.
@@ -352,6 +502,21 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    impl Decoder {
+        /// [`Decoder::decode`] of a record that carries one sample.
+        fn decode_one(
+            &self,
+            payload: Option<&[u8]>,
+            key: Option<&[u8]>,
+            now_ms: i64,
+        ) -> Result<Sample, Rejection> {
+            self.decode(payload, key, now_ms).map(|mut samples| {
+                assert_eq!(samples.len(), 1, "one sample");
+                samples.pop().expect("one sample")
+            })
+        }
+    }
+
     fn decoder() -> Decoder {
         let mut input = InputConfig::default();
         input.channels.insert("temperature".into(), "temp_c".into());
@@ -365,7 +530,7 @@ mod tests {
 
     fn reason(payload: &[u8]) -> RejectReason {
         decoder()
-            .decode(Some(payload), None, NOW)
+            .decode_one(Some(payload), None, NOW)
             .unwrap_err()
             .reason
     }
@@ -373,7 +538,7 @@ mod tests {
     #[test]
     fn decodes_both_timestamp_forms_and_maps_channels() {
         let a = decoder()
-            .decode(
+            .decode_one(
                 Some(br#"{"entity":"p1","ts":"2026-01-01T00:00:00Z","values":{"temp_c":1.5,"pressure":2,"extra":"x"}}"#),
                 None,
                 NOW,
@@ -383,7 +548,7 @@ mod tests {
         assert_eq!(a.timestamp_ms, 1_767_225_600_000);
         assert_eq!(a.values.as_slice(), [1.5, 2.0]);
         let b = decoder()
-            .decode(
+            .decode_one(
                 Some(br#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1.5,"pressure":2}}"#),
                 None,
                 NOW,
@@ -473,8 +638,9 @@ mod tests {
             reason(br#"{"entity":"p","ts":true,"values":{}}"#),
             BadTimestamp
         );
+        // An array of times is the batch form; each must be a time.
         assert_eq!(
-            reason(br#"{"entity":"p","ts":[1],"values":{}}"#),
+            reason(br#"{"entity":"p","ts":[true],"values":{}}"#),
             BadTimestamp
         );
         assert_eq!(
@@ -488,13 +654,13 @@ mod tests {
         }
         // A record written for a model with other channels names what is missing.
         let foreign = decoder()
-            .decode(Some(&record(r#"{"rpm":1200,"torque":31}"#)), None, NOW)
+            .decode_one(Some(&record(r#"{"rpm":1200,"torque":31}"#)), None, NOW)
             .unwrap_err();
         assert_eq!(foreign.reason, MissingChannel);
         assert!(foreign.detail.contains("temp_c"), "{}", foreign.detail);
         // Extra channels beside the model's are ignored.
         let extra = decoder()
-            .decode(
+            .decode_one(
                 Some(&record(r#"{"temp_c":1,"pressure":2,"rpm":1200}"#)),
                 None,
                 NOW,
@@ -511,15 +677,17 @@ mod tests {
         };
         let decoder = Decoder::new(&input, 0, &["a".to_string()]);
         let payload = br#"{"ts":1767225600000,"values":{"a":1}}"#;
-        let sample = decoder.decode(Some(payload), Some(b"pump-7"), NOW).unwrap();
+        let sample = decoder
+            .decode_one(Some(payload), Some(b"pump-7"), NOW)
+            .unwrap();
         assert_eq!(sample.entity, "pump-7");
-        let missing = decoder.decode(Some(payload), None, NOW).unwrap_err();
+        let missing = decoder.decode_one(Some(payload), None, NOW).unwrap_err();
         assert_eq!(missing.reason, RejectReason::MissingEntity);
     }
 
     #[test]
     fn reads_records_as_a_json_object_parse_would() {
-        let decode = |payload: &str| decoder().decode(Some(payload.as_bytes()), None, NOW);
+        let decode = |payload: &str| decoder().decode_one(Some(payload.as_bytes()), None, NOW);
         let ok = |payload: &str| decode(payload).unwrap_or_else(|e| panic!("{payload}: {e:?}"));
         let reason = |payload: &str| decode(payload).unwrap_err().reason;
         // A field given twice counts with its last value.
@@ -562,7 +730,7 @@ mod tests {
         input.channels.insert("b".into(), "shared".into());
         let decoder = Decoder::new(&input, 0, &["a".to_string(), "b".to_string()]);
         let sample = decoder
-            .decode(
+            .decode_one(
                 Some(br#"{"entity":"p","ts":1767225600000,"values":{"shared":4}}"#),
                 None,
                 NOW,
@@ -583,8 +751,106 @@ mod tests {
         };
         let decoder = Decoder::new(&input, 0, &["a".to_string()]);
         let rejection = decoder
-            .decode(Some(long.as_bytes()), None, NOW)
+            .decode_one(Some(long.as_bytes()), None, NOW)
             .unwrap_err();
         assert!(rejection.detail.len() <= 204, "{}", rejection.detail.len());
+    }
+
+    /// The one sample of a record in the single form.
+    fn one(decoder: &Decoder, payload: &[u8], key: Option<&[u8]>) -> Sample {
+        let mut samples = decoder.decode(Some(payload), key, NOW).unwrap();
+        assert_eq!(samples.len(), 1);
+        samples.pop().unwrap()
+    }
+
+    #[test]
+    fn a_record_in_the_batch_form_is_its_samples_one_by_one() {
+        let batch = decoder()
+            .decode(
+                Some(br#"{"entity":"p1","ts":[1767225600000,"2026-01-01T00:01:00Z",1767225720000],"values":{"temp_c":[1.5,2,"NaN "],"pressure":[3,4,5],"extra":"x"}}"#),
+                None,
+                NOW,
+            );
+        let rejection = batch.unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::NonFinite);
+        assert!(
+            rejection.detail.starts_with("sample 2: "),
+            "{}",
+            rejection.detail
+        );
+
+        let batch = decoder()
+            .decode(
+                Some(br#"{"entity":"p1","ts":[1767225600000,"2026-01-01T00:01:00Z",1767225720000],"values":{"temp_c":[1.5,2,2.5],"pressure":[3,4,5],"extra":"x"}}"#),
+                None,
+                NOW,
+            )
+            .unwrap();
+        let singles: Vec<Sample> = [
+            br#"{"entity":"p1","ts":1767225600000,"values":{"temp_c":1.5,"pressure":3}}"#
+                .as_slice(),
+            br#"{"entity":"p1","ts":1767225660000,"values":{"temp_c":2,"pressure":4}}"#,
+            br#"{"entity":"p1","ts":1767225720000,"values":{"temp_c":2.5,"pressure":5}}"#,
+        ]
+        .iter()
+        .map(|r| one(&decoder(), r, None))
+        .collect();
+        assert_eq!(batch.as_slice(), singles.as_slice());
+    }
+
+    #[test]
+    fn a_bad_sample_sets_its_whole_batch_record_aside_and_is_named() {
+        use RejectReason::*;
+        let cases: [(&[u8], RejectReason, &str); 8] = [
+            (br#"{"entity":"p","ts":[],"values":{"temp_c":[],"pressure":[]}}"#, BadTimestamp, "empty array"),
+            (br#"{"entity":"p","ts":[1767225600000,"soon"],"values":{"temp_c":[1,2],"pressure":[1,2]}}"#, BadTimestamp, "sample 1: "),
+            (br#"{"entity":"p","ts":[1767225600000,5],"values":{"temp_c":[1,2],"pressure":[1,2]}}"#, TimestampOutOfRange, "sample 1: "),
+            (br#"{"entity":"p","ts":[1767225600000,1767225660000],"values":{"temp_c":[1,2],"pressure":[1]}}"#, MissingChannel, "1 values for 2 timestamps"),
+            (br#"{"entity":"p","ts":[1767225600000,1767225660000],"values":{"temp_c":[1,null],"pressure":[1,2]}}"#, MissingChannel, "sample 1: "),
+            (br#"{"entity":"p","ts":[1767225600000,1767225660000],"values":{"temp_c":[1,2],"pressure":7}}"#, NonNumeric, "not an array"),
+            (br#"{"entity":"p","ts":[1767225600000,1767225660000],"values":{"temp_c":[1,[2]],"pressure":[1,2]}}"#, NonNumeric, "sample 1: "),
+            // An array of values needs an array of timestamps.
+            (br#"{"entity":"p","ts":1767225600000,"values":{"temp_c":[1,2],"pressure":[1,2]}}"#, NonNumeric, "array of timestamps"),
+        ];
+        for (payload, reason, detail) in cases {
+            let rejection = decoder().decode(Some(payload), None, NOW).unwrap_err();
+            let text = String::from_utf8_lossy(payload);
+            assert_eq!(rejection.reason, reason, "{text}: {}", rejection.detail);
+            assert!(
+                rejection.detail.contains(detail),
+                "{text}: {}",
+                rejection.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_sample_written_back_as_a_record_reads_as_itself() {
+        let by_field = decoder();
+        let mut input = InputConfig {
+            entity_from: EntitySource::Key,
+            ..Default::default()
+        };
+        input.values_field = "v".into();
+        input.channels.insert("temperature".into(), "temp_c".into());
+        let by_key = Decoder::new(
+            &input,
+            0,
+            &["temperature".to_string(), "pressure".to_string()],
+        );
+        let sample = Sample {
+            entity: "pump \"7\"".into(),
+            timestamp_ms: 1_767_225_600_123,
+            values: smallvec::smallvec![0.1, -3.25e-7],
+        };
+        let record = by_field.single_record(&sample);
+        assert_eq!(
+            std::str::from_utf8(&record).unwrap(),
+            r#"{"entity":"pump \"7\"","ts":1767225600123,"values":{"temp_c":0.1,"pressure":-3.25e-7}}"#
+        );
+        assert_eq!(one(&by_field, &record, None), sample);
+        let record = by_key.single_record(&sample);
+        let key = sample.entity.as_bytes();
+        assert_eq!(one(&by_key, &record, Some(key)), sample);
     }
 }

@@ -1,12 +1,13 @@
 //! A record's first steps, the same in the consumer loop and in the
-//! in-memory pipeline tests: hold its offset, decode it, and set a
-//! malformed one aside on the dead-letter topic.
+//! in-memory pipeline tests: hold its offset (once per sample it carries),
+//! decode it, and set a malformed one aside on the dead-letter topic.
 
 use crate::daemon::admin::metrics::Metrics;
 use crate::daemon::config::InputConfig;
 use crate::daemon::ledger::{Hold, SourceOffset};
 use crate::daemon::sinks::{dead_letter, Sink};
 use crate::daemon::source::decode::{Decoder, Sample};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// Takes records in: holds, decodes, sets aside.
@@ -40,21 +41,28 @@ impl Intake {
 
     /// Holds `source` and decodes its record (`now_ms`: the wall clock, for
     /// records without a timestamp). A malformed record is sent to the
-    /// dead-letter topic, which takes over its hold, and gives `None`; a
-    /// sample comes with the hold, for the scorer to give back.
+    /// dead-letter topic, which takes over its hold, and gives `None`; each
+    /// sample comes with a hold of its own, for the scorer to give back.
     pub fn take(
         &self,
         source: SourceOffset,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         now_ms: i64,
-    ) -> Option<(Sample, Hold)> {
+    ) -> Option<Taken> {
         self.metrics.records_consumed.inc();
         let hold = self.sink.ledger().hold(source);
         match self.decoder.decode(payload, key, now_ms) {
-            Ok(sample) => {
+            Ok(samples) => {
                 self.metrics.records_decoded.inc();
-                Some((sample, hold))
+                self.metrics.samples_decoded.inc_by(samples.len() as u64);
+                let more = self.sink.ledger().hold_more(&hold, samples.len() - 1);
+                Some(
+                    samples
+                        .into_iter()
+                        .zip(std::iter::once(hold).chain(more))
+                        .collect(),
+                )
             }
             Err(rejection) => {
                 self.metrics
@@ -76,3 +84,7 @@ impl Intake {
         }
     }
 }
+
+/// A record's samples, each with a hold of the record's offset: one without
+/// a heap allocation in the single form.
+pub type Taken = SmallVec<[(Sample, Hold); 1]>;

@@ -13,11 +13,11 @@ pub mod decode;
 mod intake;
 mod polling;
 
-pub use intake::Intake;
+pub use intake::{Intake, Taken};
 pub use polling::ConsumerLoop;
 
 use super::failure::{classify_error, report_client_error, ErrorClass, Fatal, FatalKind, Stop};
-use super::ledger::{Hold, Ledger, Partition};
+use super::ledger::{Ledger, Partition};
 use super::throttle::Throttle;
 use crate::daemon::admin::health::{any_broker_up, Health, KafkaClient};
 use crate::daemon::admin::metrics::Metrics;
@@ -143,18 +143,16 @@ impl ConsumerEvents {
 
     /// Queues a decoded sample for the scorer; sends the batch once full,
     /// waiting for the scorer while `keep_waiting` says so.
-    fn queue_sample(
+    fn queue_samples(
         &self,
-        sample: crate::daemon::source::decode::Sample,
-        source: Hold,
+        taken: Taken,
         message: &BorrowedMessage<'_>,
         keep_waiting: impl Fn() -> bool,
     ) {
         let full = {
             let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
             unsent.push(
-                sample,
-                source,
+                taken,
                 message.timestamp().to_millis(),
                 message.key(),
                 message.payload().unwrap_or_default(),

@@ -147,13 +147,13 @@ impl ConsumerLoop {
             offset: message.offset(),
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
-        if let Some((sample, hold)) =
-            self.intake
-                .take(source, message.key(), message.payload(), now_ms)
+        if let Some(taken) = self
+            .intake
+            .take(source, message.key(), message.payload(), now_ms)
         {
             self.consumer
                 .context()
-                .queue_sample(sample, hold, message, keep_waiting);
+                .queue_samples(taken, message, keep_waiting);
         }
     }
 }

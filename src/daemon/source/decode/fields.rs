@@ -73,6 +73,9 @@ pub enum ChannelValue {
     Number(f64),
     /// A string some producers write for a non-finite float (`"NaN"`, `"inf"`).
     NonFiniteWord,
+    /// An array: one value per sample of a record in the batch form
+    /// (docs/daemon.md, "Input records"); boxed, so the enum stays small.
+    Many(Box<Vec<ChannelValue>>),
     /// Anything else, kept to be quoted in the rejection (boxed: rare).
     Other(Box<Value>),
 }
@@ -107,9 +110,12 @@ impl<'de> Deserialize<'de> for ChannelValue {
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(ChannelValue::Other(Box::new(Value::Bool(v))))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq))
-                    .map(|v| ChannelValue::Other(Box::new(v)))
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(value) = seq.next_element()? {
+                    values.push(value);
+                }
+                Ok(ChannelValue::Many(Box::new(values)))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 Value::deserialize(MapAccessDeserializer::new(map))
