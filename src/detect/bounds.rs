@@ -5,6 +5,26 @@ use serde::{Deserialize, Serialize};
 
 /// The (min, max) of one statistic per channel, learned from rows judged
 /// normal and only slowly from rows that breach it.
+///
+/// How a checked value teaches the bounds it goes beyond: a value within
+/// the tolerance moves its bound `widen` of the way to itself, a value
+/// beyond it `follow` of the way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Teach {
+    /// The step toward a value beyond a bound but within the tolerance.
+    pub widen: f32,
+    /// The step toward a value beyond the tolerance (a breach).
+    pub follow: f32,
+}
+
+impl Teach {
+    /// Every value widens the bounds to itself.
+    pub const FULLY: Teach = Teach {
+        widen: 1.0,
+        follow: 1.0,
+    };
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Bounds(Vec<(f32, f32)>);
@@ -16,16 +36,17 @@ impl Bounds {
     }
 
     /// Whether any finite value is beyond its channel's range widened by
-    /// `tolerance` of its width on each side; then learns: a value within
-    /// that margin widens the range to itself, a value beyond it moves the
-    /// bound only `follow` of the way (1 while the entity is learning, 0
-    /// while an alert is held, a slow fraction otherwise), so a jump out of
-    /// the range is not absorbed at once.
-    pub fn check(&mut self, values: &[f32], tolerance: f64, follow: f32) -> bool {
+    /// `tolerance` of its width on each side; then learns as `teach` says:
+    /// a value within that margin moves its bound `widen` of the way to
+    /// itself, a value beyond it `follow` of the way (1 while the entity is
+    /// learning, 0 while an alert is held, a slow fraction otherwise), so a
+    /// jump out of the range is not absorbed at once, and with `widen`
+    /// below 1 neither is a run of steps each within the margin.
+    pub fn check(&mut self, values: &[f32], tolerance: f64, teach: Teach) -> bool {
         self.check_by(
             values.iter().copied(),
             |low, high| (high - low) as f64 * tolerance,
-            follow,
+            teach,
         )
     }
 
@@ -80,7 +101,7 @@ impl Bounds {
         &mut self,
         values: impl Iterator<Item = f32>,
         margin: impl Fn(f32, f32) -> f64,
-        follow: f32,
+        teach: Teach,
     ) -> bool {
         if self.0.is_empty() {
             self.0 = values.map(|v| (v, v)).collect();
@@ -95,9 +116,9 @@ impl Bounds {
             let breaches = *high > *low
                 && ((v as f64) > *high as f64 + margin || (v as f64) < *low as f64 - margin);
             breach |= breaches;
-            // A value within the margin is normal and widens the range; a
-            // breaching one moves it only `follow` of the way.
-            let step = if breaches { follow } else { 1.0 };
+            // A value within the margin is normal and widens the range
+            // `widen` of the way; a breaching one moves it `follow` of it.
+            let step = if breaches { teach.follow } else { teach.widen };
             if v < *low {
                 *low += (v - *low) * step;
             }
@@ -126,7 +147,7 @@ impl Roughness {
     /// averages against the bounds: a breach is an average more than
     /// `1 + tolerance` times the largest seen, or less than the smallest
     /// divided by it (learning as in [`Bounds::check`]).
-    pub fn check(&mut self, row: &[f32], rows: usize, tolerance: f64, follow: f32) -> bool {
+    pub fn check(&mut self, row: &[f32], rows: usize, tolerance: f64, teach: Teach) -> bool {
         if self.channels.len() != row.len() {
             self.channels = row.iter().map(|&v| (v, 0.0)).collect();
             return false;
@@ -150,7 +171,7 @@ impl Roughness {
             .iter()
             .map(|&(_, average)| average.max(f32::MIN_POSITIVE).ln());
         let margin = tolerance.ln_1p();
-        self.bounds.check_by(logs, |_, _| margin, follow)
+        self.bounds.check_by(logs, |_, _| margin, teach)
     }
 
     /// The statistic the bounds hold, per channel (log of the average change).
@@ -211,17 +232,39 @@ impl Excursion {
 mod tests {
     use super::*;
 
+    fn teach(widen: f32, follow: f32) -> Teach {
+        Teach { widen, follow }
+    }
+
     #[test]
     fn bounds_widen_by_the_fraction_they_are_given() {
         let mut bounds = Bounds::seeded(vec![(0.0, 10.0)]);
-        // Within the margin (0.5): widens fully, whatever `follow` is.
-        assert!(!bounds.check(&[10.4], 0.05, 0.0));
+        // Within the margin (0.5): widens `widen` of the way, whatever
+        // `follow` is.
+        assert!(!bounds.check(&[10.4], 0.05, teach(1.0, 0.0)));
         assert_eq!(bounds.0[0], (0.0, 10.4));
+        assert!(!bounds.check(&[10.8], 0.05, teach(0.5, 0.0)));
+        assert!((bounds.0[0].1 - 10.6).abs() < 1e-5);
         // Beyond it: moves `follow` of the way.
-        assert!(bounds.check(&[20.4], 0.05, 0.1));
-        assert!((bounds.0[0].1 - 11.4).abs() < 1e-5);
-        assert!(bounds.check(&[20.4], 0.05, 0.0));
-        assert!((bounds.0[0].1 - 11.4).abs() < 1e-5);
+        assert!(bounds.check(&[20.6], 0.05, teach(1.0, 0.1)));
+        assert!((bounds.0[0].1 - 11.6).abs() < 1e-5);
+        assert!(bounds.check(&[20.6], 0.05, teach(1.0, 0.0)));
+        assert!((bounds.0[0].1 - 11.6).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_run_of_steps_within_the_margin_breaches_unless_each_widens_fully() {
+        // Each value 4 % above the one before, within the 5 % margin of a
+        // range that takes it in fully; half way, the run leaves the margin.
+        let run: Vec<f32> = (1..=20).map(|k| 10.0 * 1.04f32.powi(k)).collect();
+        let breaches = |widen: f32| {
+            let mut bounds = Bounds::seeded(vec![(0.0, 10.0)]);
+            run.iter()
+                .filter(|&&v| bounds.check(&[v], 0.05, teach(widen, 0.01)))
+                .count()
+        };
+        assert_eq!(breaches(1.0), 0);
+        assert!(breaches(0.5) >= 10, "{}", breaches(0.5));
     }
 
     #[test]
@@ -229,13 +272,13 @@ mod tests {
         let wave = |t: usize| (t as f32 * 0.7).sin();
         let learn = |r: &mut Roughness| {
             for t in 0..200 {
-                r.check(&[wave(t)], 4, 0.05, 0.01);
+                r.check(&[wave(t)], 4, 0.05, teach(1.0, 0.01));
             }
         };
         let mut stuck = Roughness::default();
         learn(&mut stuck);
         let breaches = (0..20)
-            .filter(|_| stuck.check(&[wave(199)], 4, 0.05, 0.01))
+            .filter(|_| stuck.check(&[wave(199)], 4, 0.05, teach(1.0, 0.01)))
             .count();
         assert!(breaches >= 10, "{breaches}");
         let mut noisy = Roughness::default();
@@ -246,7 +289,7 @@ mod tests {
                     &[wave(t) + if t % 2 == 0 { 3.0 } else { -3.0 }],
                     4,
                     0.05,
-                    0.01,
+                    teach(1.0, 0.01),
                 )
             })
             .count();

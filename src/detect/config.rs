@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches), a roughness
-/// check, windows of an open alert held out of the calibration, alerts at
-/// a tail of about 3 × 10^-7 (0.65) with a 30-window cooldown.
+/// check (whose bounds a rise within its tolerance widens only part of the
+/// way), windows of an open alert held out of the calibration, alerts at a
+/// tail of about 3 × 10^-7 (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -52,6 +53,14 @@ pub struct DetectorConfig {
     /// `1 + roughness_tolerance` times the largest the entity has shown, or
     /// less than the smallest divided by it.
     pub roughness_tolerance: f64,
+    /// How a roughness beyond the bounds but within
+    /// `roughness_tolerance` teaches them once the calibration is ready: it
+    /// moves the bound this fraction of the way to itself (during probation
+    /// and warm-up, all of it). At 1 a noise burst whose roughness builds up
+    /// over a few rows, each row within the tolerance of the one before,
+    /// widens the bounds as it goes and never breaches; below 1 the bounds
+    /// lag it, and it breaches. (The value range widens fully: `range_follow`.)
+    pub roughness_widen: f64,
     /// When an alert resolves, the part of its breaches' values and
     /// roughness that an earlier resolved excursion reached too joins the
     /// ranges: the first return to a level still alerts, later ones do not
@@ -81,9 +90,10 @@ impl Default for DetectorConfig {
             novelty_rows: 100,
             range_tolerance: Some(0.05),
             range_from_model: true,
-            range_follow: 0.01,
+            range_follow: 0.03,
             roughness_rows: 3,
             roughness_tolerance: 0.3,
+            roughness_widen: 0.65,
             learn_excursions: false,
             probation_rows: 0,
             alert_hold: 2000,
@@ -111,11 +121,16 @@ impl DetectorConfig {
                 format!("must be a number ≥ 0, not {}", self.roughness_tolerance),
             ));
         }
-        if !(0.0..=1.0).contains(&self.range_follow) {
-            return Err(InvalidSetting::new(
-                "range_follow",
-                format!("must be in [0, 1], not {}", self.range_follow),
-            ));
+        for (key, value) in [
+            ("range_follow", self.range_follow),
+            ("roughness_widen", self.roughness_widen),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("must be in [0, 1], not {value}"),
+                ));
+            }
         }
         for (key, value) in [
             ("probation_rows", self.probation_rows),

@@ -1,7 +1,8 @@
 //! Tests of the detector's decision mechanisms, each against its absence:
 //! probation silence, the range seeded from training and taught only
-//! slowly by breaches, levels two excursions reached joining the range,
-//! alerts held through long anomalies, and the cooldown after a detection.
+//! slowly by breaches, roughness bounds that lag a rise within their
+//! tolerance, levels two excursions reached joining the range, alerts held
+//! through long anomalies, and the cooldown after a detection.
 
 use super::*;
 use crate::serve::embedded::default_scorer;
@@ -249,6 +250,56 @@ fn without_the_hold_the_calibration_learns_the_anomaly_and_the_alert_resolves_in
             "{name}: held without the mechanism: {events:?}"
         );
     }
+}
+
+/// Rows of channel 1 that breach during a burst on it: from row 2,000 to
+/// 2,060 a zig-zag whose height grows `growth` times per row, from a
+/// quarter of the channel's ordinary change per row; under `config`.
+fn growing_burst_breaches(config: &DetectorConfig, growth: f32) -> usize {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let mut rows = normal_rows(2100);
+    let ordinary = rows[1000..2000]
+        .windows(2)
+        .map(|w| (w[1][1] - w[0][1]).abs())
+        .sum::<f32>()
+        / 999.0;
+    for (i, row) in rows[2000..2060].iter_mut().enumerate() {
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        row[1] += sign * 0.25 * ordinary * growth.powi(i as i32);
+    }
+    let mut detector = EntityDetector::new("pump", &scorer, config);
+    let mut breaches = 0;
+    for (i, row) in rows.iter().enumerate() {
+        detector.observe(&scorer, i as i64, row).expect("scores");
+        breaches += ((2000..2060).contains(&i) && detector.last_out_of_range) as usize;
+    }
+    breaches
+}
+
+/// A burst whose roughness grows 10 % a row: each row within the roughness
+/// tolerance (30 %) of the one before.
+const GROWTH: f32 = 1.1;
+
+#[test]
+fn a_noise_burst_that_builds_up_row_by_row_breaches_the_roughness_check() {
+    let lagging = growing_burst_breaches(&DetectorConfig::default(), GROWTH);
+    assert!(
+        lagging >= 25,
+        "the growing burst breached on {lagging} rows"
+    );
+    // The counterfactual: bounds that take in every rise within the
+    // tolerance at once are walked up by the burst.
+    let following = growing_burst_breaches(
+        &DetectorConfig {
+            roughness_widen: 1.0,
+            ..Default::default()
+        },
+        GROWTH,
+    );
+    assert!(
+        following * 2 <= lagging,
+        "bounds that follow every rise: {following} breaching rows against {lagging}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::alert::{AlertEvent, AlertMachine, ChannelEvidence};
 use crate::calibrate::{CalibrationState, Calibrator, NoveltyGate};
 use crate::serve::{ModelError, Scorer, WindowScore};
 use crate::window::WindowAssembler;
-use bounds::{Bounds, Excursion, Roughness};
+use bounds::{Bounds, Excursion, Roughness, Teach};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -381,21 +381,30 @@ impl EntityDetector {
         let learning = in_probation || self.state != CalibrationState::Ready;
         let holding =
             self.alerts.current().is_some() && (self.held as usize) < self.settings.alert_hold;
-        let follow = if learning {
-            1.0
-        } else if holding {
-            0.0
+        let (value_teach, roughness_teach) = if learning {
+            (Teach::FULLY, Teach::FULLY)
         } else {
-            self.settings.range_follow as f32
+            let follow = if holding {
+                0.0
+            } else {
+                self.settings.range_follow as f32
+            };
+            (
+                Teach { widen: 1.0, follow },
+                Teach {
+                    widen: self.settings.roughness_widen as f32,
+                    follow,
+                },
+            )
         };
-        let value = self.range.check(row, tolerance, follow);
+        let value = self.range.check(row, tolerance, value_teach);
         let settings = &*self.settings;
         let rough = settings.roughness_rows > 0
             && self.roughness.check(
                 row,
                 settings.roughness_rows,
                 settings.roughness_tolerance,
-                follow,
+                roughness_teach,
             );
         value || rough
     }
@@ -421,6 +430,7 @@ struct RowSettings {
     range_follow: f64,
     roughness_rows: usize,
     roughness_tolerance: f64,
+    roughness_widen: f64,
     learn_excursions: bool,
     probation_rows: usize,
     alert_hold: usize,
@@ -434,6 +444,7 @@ impl From<&DetectorConfig> for RowSettings {
             range_follow: config.range_follow,
             roughness_rows: config.roughness_rows,
             roughness_tolerance: config.roughness_tolerance,
+            roughness_widen: config.roughness_widen,
             learn_excursions: config.learn_excursions,
             probation_rows: config.probation_rows,
             alert_hold: config.alert_hold,
