@@ -810,36 +810,53 @@ impl Bench<'_> {
     }
 }
 
+/// `"name": [per-round ratios], "median_name": median`, for a summary line.
+fn ratio_fields(name: &str, ratios: &[f64]) -> String {
+    format!(
+        "\"{name}\": {:?}, \"median_{name}\": {:.2}",
+        rounded(ratios),
+        median(&mut ratios.to_vec())
+    )
+}
+
 /// Prints the medians of the rounds' ratios; returns this build's median samples/s.
 fn print_summaries(rounds: usize, ratios: &mut Ratios) -> f64 {
-    if !ratios.batch_to_single.is_empty() {
-        println!(
-            "{{\"phase\": \"batch_form_summary\", \"rounds\": {rounds}, \"vs_single_form\": {:?}, \"median_vs_single_form\": {:.2}, \"cpu_per_sample_single_over_batch\": {:?}, \"median_cpu_per_sample_single_over_batch\": {:.2}}}",
-            rounded(&ratios.batch_to_single),
-            median(&mut ratios.batch_to_single.clone()),
-            rounded(&ratios.cpu_batch_to_single),
-            median(&mut ratios.cpu_batch_to_single.clone())
-        );
-    }
-    if !ratios.to_peer.is_empty() {
-        println!(
-            "{{\"phase\": \"peer_summary\", \"rounds\": {rounds}, \"vs_peer\": {:?}, \"median_vs_peer\": {:.2}, \"cpu_per_sample_peer_over_current\": {:?}, \"median_cpu_per_sample_peer_over_current\": {:.2}}}",
-            rounded(&ratios.to_peer),
-            median(&mut ratios.to_peer.clone()),
-            rounded(&ratios.cpu_to_peer),
-            median(&mut ratios.cpu_to_peer.clone())
-        );
+    // (phase, samples/s ratio and its name, CPU ratio and its name)
+    let compared = [
+        (
+            "batch_form_summary",
+            ("vs_single_form", &ratios.batch_to_single),
+            (
+                "cpu_per_sample_single_over_batch",
+                &ratios.cpu_batch_to_single,
+            ),
+        ),
+        (
+            "peer_summary",
+            ("vs_peer", &ratios.to_peer),
+            ("cpu_per_sample_peer_over_current", &ratios.cpu_to_peer),
+        ),
+    ];
+    for (phase, (rate_name, rates), (cpu_name, cpu)) in compared {
+        if !rates.is_empty() {
+            println!(
+                "{{\"phase\": \"{phase}\", \"rounds\": {rounds}, {}, {}}}",
+                ratio_fields(rate_name, rates),
+                ratio_fields(cpu_name, cpu)
+            );
+        }
     }
     let rate = median(&mut ratios.current);
     let baseline = if ratios.to_baseline.is_empty() {
         String::new()
     } else {
         format!(
-            ", \"vs_baseline\": {:?}, \"median_vs_baseline\": {:.2}, \"cpu_per_sample_baseline_over_current\": {:?}, \"median_cpu_per_sample_baseline_over_current\": {:.2}",
-            rounded(&ratios.to_baseline),
-            median(&mut ratios.to_baseline.clone()),
-            rounded(&ratios.cpu_to_baseline),
-            median(&mut ratios.cpu_to_baseline.clone())
+            ", {}, {}",
+            ratio_fields("vs_baseline", &ratios.to_baseline),
+            ratio_fields(
+                "cpu_per_sample_baseline_over_current",
+                &ratios.cpu_to_baseline
+            )
         )
     };
     println!(
