@@ -25,6 +25,25 @@ impl Teach {
     };
 }
 
+/// One thing for each side of the bounds: below the low one, above the high one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sides<T> {
+    /// Below the low bound.
+    pub below: T,
+    /// Above the high bound.
+    pub above: T,
+}
+
+impl<T: Copy> Sides<T> {
+    /// The same on both sides.
+    pub fn both(value: T) -> Self {
+        Self {
+            below: value,
+            above: value,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Bounds(Vec<(f32, f32)>);
@@ -45,8 +64,8 @@ impl Bounds {
     pub fn check(&mut self, values: &[f32], tolerance: f64, teach: Teach) -> bool {
         self.check_by(
             values.iter().copied(),
-            |low, high| (high - low) as f64 * tolerance,
-            teach,
+            |low, high| Sides::both((high - low) as f64 * tolerance),
+            Sides::both(teach),
         )
     }
 
@@ -95,13 +114,13 @@ impl Bounds {
         self.0.clear();
     }
 
-    /// [`check`](Self::check) with the margin on each side a function of
-    /// the channel's (low, high).
+    /// [`check`](Self::check) with the margins a function of the
+    /// channel's (low, high), and each side taught as `teach` says.
     fn check_by(
         &mut self,
         values: impl Iterator<Item = f32>,
-        margin: impl Fn(f32, f32) -> f64,
-        teach: Teach,
+        margins: impl Fn(f32, f32) -> Sides<f64>,
+        teach: Sides<Teach>,
     ) -> bool {
         if self.0.is_empty() {
             self.0 = values.map(|v| (v, v)).collect();
@@ -112,18 +131,19 @@ impl Bounds {
             if !v.is_finite() {
                 continue;
             }
-            let margin = margin(*low, *high);
+            let margins = margins(*low, *high);
             let breaches = *high > *low
-                && ((v as f64) > *high as f64 + margin || (v as f64) < *low as f64 - margin);
+                && ((v as f64) > *high as f64 + margins.above
+                    || (v as f64) < *low as f64 - margins.below);
             breach |= breaches;
             // A value within the margin is normal and widens the range
             // `widen` of the way; a breaching one moves it `follow` of it.
-            let step = if breaches { teach.follow } else { teach.widen };
+            let step = |teach: Teach| if breaches { teach.follow } else { teach.widen };
             if v < *low {
-                *low += (v - *low) * step;
+                *low += (v - *low) * step(teach.below);
             }
             if v > *high {
-                *high += (v - *high) * step;
+                *high += (v - *high) * step(teach.above);
             }
         }
         breach
@@ -145,9 +165,16 @@ pub struct Roughness {
 impl Roughness {
     /// Takes the next row; once `rows` rows have been averaged, checks the
     /// averages against the bounds: a breach is an average more than
-    /// `1 + tolerance` times the largest seen, or less than the smallest
-    /// divided by it (learning as in [`Bounds::check`]).
-    pub fn check(&mut self, row: &[f32], rows: usize, tolerance: f64, teach: Teach) -> bool {
+    /// `1 + tolerance.above` times the largest seen, or less than the
+    /// smallest divided by `1 + tolerance.below` (learning as in
+    /// [`Bounds::check`], each side as `teach` says).
+    pub fn check(
+        &mut self,
+        row: &[f32],
+        rows: usize,
+        tolerance: Sides<f64>,
+        teach: Sides<Teach>,
+    ) -> bool {
         if self.channels.len() != row.len() {
             self.channels = row.iter().map(|&v| (v, 0.0)).collect();
             return false;
@@ -170,8 +197,11 @@ impl Roughness {
             .channels
             .iter()
             .map(|&(_, average)| average.max(f32::MIN_POSITIVE).ln());
-        let margin = tolerance.ln_1p();
-        self.bounds.check_by(logs, |_, _| margin, teach)
+        let margins = Sides {
+            below: tolerance.below.ln_1p(),
+            above: tolerance.above.ln_1p(),
+        };
+        self.bounds.check_by(logs, |_, _| margins, teach)
     }
 
     /// The statistic the bounds hold, per channel (log of the average change).
@@ -272,13 +302,25 @@ mod tests {
         let wave = |t: usize| (t as f32 * 0.7).sin();
         let learn = |r: &mut Roughness| {
             for t in 0..200 {
-                r.check(&[wave(t)], 4, 0.05, teach(1.0, 0.01));
+                r.check(
+                    &[wave(t)],
+                    4,
+                    Sides::both(0.05),
+                    Sides::both(teach(1.0, 0.01)),
+                );
             }
         };
         let mut stuck = Roughness::default();
         learn(&mut stuck);
         let breaches = (0..20)
-            .filter(|_| stuck.check(&[wave(199)], 4, 0.05, teach(1.0, 0.01)))
+            .filter(|_| {
+                stuck.check(
+                    &[wave(199)],
+                    4,
+                    Sides::both(0.05),
+                    Sides::both(teach(1.0, 0.01)),
+                )
+            })
             .count();
         assert!(breaches >= 10, "{breaches}");
         let mut noisy = Roughness::default();
@@ -288,12 +330,41 @@ mod tests {
                 noisy.check(
                     &[wave(t) + if t % 2 == 0 { 3.0 } else { -3.0 }],
                     4,
-                    0.05,
-                    teach(1.0, 0.01),
+                    Sides::both(0.05),
+                    Sides::both(teach(1.0, 0.01)),
                 )
             })
             .count();
         assert!(breaches >= 15, "{breaches}");
+    }
+
+    #[test]
+    fn a_decaying_roughness_breaches_a_lower_bound_that_only_breaches_move() {
+        // A channel that stops: its roughness falls by a third each row,
+        // each step within the tolerance below (a factor of 20) of the one
+        // before.
+        let breaches = |widen_below: f32| {
+            let mut roughness = Roughness::default();
+            let wave = |t: usize| (t as f32 * 0.7).sin();
+            for t in 0..200 {
+                roughness.check(&[wave(t)], 3, Sides::both(0.3), Sides::both(Teach::FULLY));
+            }
+            let teach = Sides {
+                below: teach(widen_below, 0.03),
+                above: teach(0.65, 0.03),
+            };
+            let tolerance = Sides {
+                below: 19.0,
+                above: 0.3,
+            };
+            (0..40)
+                .filter(|_| roughness.check(&[wave(199)], 3, tolerance, teach))
+                .count()
+        };
+        assert!(breaches(0.0) >= 20, "{}", breaches(0.0));
+        // A lower bound that widened toward each quieter step would be
+        // walked down with it.
+        assert_eq!(breaches(0.65), 0);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
 /// 10-row average of raw scores, a range check (5 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches), a roughness
-/// check (whose bounds a rise within its tolerance widens only part of the
-/// way), windows of an open alert held out of the calibration, alerts at a
+/// check (30 % above the roughest seen, which a rise within that widens
+/// only part of the way; below a twentieth of the quietest), windows of an open alert held out of the calibration, alerts at a
 /// tail of about 3 × 10^-7 (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,10 +49,18 @@ pub struct DetectorConfig {
     /// collapses on a stuck sensor and jumps on a noise burst or a faster
     /// oscillation, where the values stay in range. 0 = off.
     pub roughness_rows: usize,
-    /// The roughness check's tolerance: a breach is a roughness more than
-    /// `1 + roughness_tolerance` times the largest the entity has shown, or
-    /// less than the smallest divided by it.
+    /// The roughness check's tolerance above: a breach is a roughness more
+    /// than `1 + roughness_tolerance` times the largest the entity has
+    /// shown (a noise burst, a faster oscillation, a jump).
     pub roughness_tolerance: f64,
+    /// The roughness check's tolerance below: a breach is a roughness less
+    /// than the smallest the entity has shown divided by
+    /// `1 + roughness_tolerance_below` (a stuck sensor, whose roughness
+    /// falls toward 0). Wide, because quiet stretches of a healthy signal
+    /// are common; once learned, the lower bound moves only by breaches
+    /// (`range_follow`), so a roughness decaying row by row cannot walk it
+    /// down.
+    pub roughness_tolerance_below: f64,
     /// How a roughness beyond the bounds but within
     /// `roughness_tolerance` teaches them once the calibration is ready: it
     /// moves the bound this fraction of the way to itself (during probation
@@ -93,6 +101,7 @@ impl Default for DetectorConfig {
             range_follow: 0.03,
             roughness_rows: 3,
             roughness_tolerance: 0.3,
+            roughness_tolerance_below: 19.0,
             roughness_widen: 0.65,
             learn_excursions: false,
             probation_rows: 0,
@@ -115,11 +124,16 @@ impl DetectorConfig {
                 "must be a number ≥ 0 (or null for no range check)",
             ));
         }
-        if !(self.roughness_tolerance.is_finite() && self.roughness_tolerance >= 0.0) {
-            return Err(InvalidSetting::new(
-                "roughness_tolerance",
-                format!("must be a number ≥ 0, not {}", self.roughness_tolerance),
-            ));
+        for (key, value) in [
+            ("roughness_tolerance", self.roughness_tolerance),
+            ("roughness_tolerance_below", self.roughness_tolerance_below),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("must be a number ≥ 0, not {value}"),
+                ));
+            }
         }
         for (key, value) in [
             ("range_follow", self.range_follow),

@@ -1,7 +1,7 @@
 //! Tests of the detector's decision mechanisms, each against its absence:
 //! probation silence, the range seeded from training and taught only
 //! slowly by breaches, roughness bounds that lag a rise within their
-//! tolerance, levels two excursions reached joining the range, alerts held
+//! tolerance, a wide tolerance below them (quiet, not stuck), levels two excursions reached joining the range, alerts held
 //! through long anomalies, and the cooldown after a detection.
 
 use super::*;
@@ -299,6 +299,60 @@ fn a_noise_burst_that_builds_up_row_by_row_breaches_the_roughness_check() {
     assert!(
         following * 2 <= lagging,
         "bounds that follow every rise: {following} breaching rows against {lagging}"
+    );
+}
+
+/// Rows of the power channel (4) that breach under `config` when rows
+/// 2,000..2,200 are replaced by `stretch` (given the row's index in the
+/// stretch, the ordinary value and the value at row 1,999).
+fn power_breaches(config: &DetectorConfig, stretch: impl Fn(usize, f32, f32) -> f32) -> Vec<usize> {
+    let scorer = default_scorer().expect("the embedded model loads");
+    let mut rows = normal_rows(2300);
+    let before = rows[1999][4];
+    for (i, row) in rows[2000..2200].iter_mut().enumerate() {
+        row[4] = stretch(i, row[4], before);
+    }
+    let mut detector = EntityDetector::new("pump", &scorer, config);
+    let mut breaching = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        detector.observe(&scorer, i as i64, row).expect("scores");
+        if (2000..2200).contains(&i) && detector.last_out_of_range {
+            breaching.push(i);
+        }
+    }
+    breaching
+}
+
+#[test]
+fn a_quiet_stretch_does_not_breach_the_roughness_check_and_a_stuck_sensor_does() {
+    // Quiet: every change from row to row at a quarter of the ordinary,
+    // the values drawn toward one in range, so the roughness falls below
+    // the quietest the entity has shown. (The false alarms on the clean
+    // half of machines the model was not trained on were such stretches,
+    // at 0.5 to 0.7 of the quietest the warm-up had shown.)
+    let quiet = |_: usize, value: f32, before: f32| before + 0.25 * (value - before);
+    let breaching = power_breaches(&DetectorConfig::default(), quiet);
+    assert!(
+        breaching.is_empty(),
+        "the quiet stretch breached on rows {breaching:?}"
+    );
+    // The counterfactual: the tolerance above on both sides.
+    let symmetric = DetectorConfig {
+        roughness_tolerance_below: DetectorConfig::default().roughness_tolerance,
+        ..Default::default()
+    };
+    let breaching = power_breaches(&symmetric, quiet);
+    assert!(
+        breaching.len() >= 10,
+        "with the tolerance above below too: {breaching:?}"
+    );
+    // Stuck: the value of row 1,999 from row 2,000 on, found within 20 rows
+    // and breaching while it lasts.
+    let stuck = |_: usize, _: f32, before: f32| before;
+    let breaching = power_breaches(&DetectorConfig::default(), stuck);
+    assert!(
+        breaching.first().is_some_and(|&i| i < 2020) && breaching.len() >= 150,
+        "the stuck sensor breached on rows {breaching:?}"
     );
 }
 

@@ -9,7 +9,7 @@ use crate::alert::{AlertEvent, AlertMachine, ChannelEvidence};
 use crate::calibrate::{CalibrationState, Calibrator, NoveltyGate};
 use crate::serve::{ModelError, Scorer, WindowScore};
 use crate::window::WindowAssembler;
-use bounds::{Bounds, Excursion, Roughness, Teach};
+use bounds::{Bounds, Excursion, Roughness, Sides, Teach};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -373,7 +373,10 @@ impl EntityDetector {
     /// Whether `row` leaves the widened range seen so far, or its channels'
     /// roughness leaves theirs; then teaches both: fully during probation
     /// and calibration warm-up, not at all while an open alert holds the
-    /// calibration, by `range_follow` otherwise.
+    /// calibration, by `range_follow` otherwise. Once learned, a quieter
+    /// roughness lowers its bound only by breaching it: a stuck channel's
+    /// roughness decays row by row, and bounds that widened toward each
+    /// step would decay with it.
     fn check_range(&mut self, row: &[f32], in_probation: bool) -> bool {
         let Some(tolerance) = self.settings.range_tolerance else {
             return false;
@@ -382,7 +385,7 @@ impl EntityDetector {
         let holding =
             self.alerts.current().is_some() && (self.held as usize) < self.settings.alert_hold;
         let (value_teach, roughness_teach) = if learning {
-            (Teach::FULLY, Teach::FULLY)
+            (Teach::FULLY, Sides::both(Teach::FULLY))
         } else {
             let follow = if holding {
                 0.0
@@ -391,9 +394,12 @@ impl EntityDetector {
             };
             (
                 Teach { widen: 1.0, follow },
-                Teach {
-                    widen: self.settings.roughness_widen as f32,
-                    follow,
+                Sides {
+                    below: Teach { widen: 0.0, follow },
+                    above: Teach {
+                        widen: self.settings.roughness_widen as f32,
+                        follow,
+                    },
                 },
             )
         };
@@ -403,7 +409,10 @@ impl EntityDetector {
             && self.roughness.check(
                 row,
                 settings.roughness_rows,
-                settings.roughness_tolerance,
+                Sides {
+                    below: settings.roughness_tolerance_below,
+                    above: settings.roughness_tolerance,
+                },
                 roughness_teach,
             );
         value || rough
@@ -430,6 +439,7 @@ struct RowSettings {
     range_follow: f64,
     roughness_rows: usize,
     roughness_tolerance: f64,
+    roughness_tolerance_below: f64,
     roughness_widen: f64,
     learn_excursions: bool,
     probation_rows: usize,
@@ -444,6 +454,7 @@ impl From<&DetectorConfig> for RowSettings {
             range_follow: config.range_follow,
             roughness_rows: config.roughness_rows,
             roughness_tolerance: config.roughness_tolerance,
+            roughness_tolerance_below: config.roughness_tolerance_below,
             roughness_widen: config.roughness_widen,
             learn_excursions: config.learn_excursions,
             probation_rows: config.probation_rows,
