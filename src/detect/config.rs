@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// The defaults were chosen on NAB's tuning half (the files at even
 /// positions) and the demo's synthetic set (docs/nab.md):
 /// judge the newest 4 rows of each window, Gaussian-tail calibration of a
-/// 10-row average of raw scores, a range check (5 % tolerance, seeded from
+/// 10-row average of raw scores, a range check (10 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches), a roughness
 /// check (30 % above the roughest seen, which a rise within that widens
 /// only part of the way; below a twentieth of the quietest), windows of an open alert held out of the calibration, alerts at a
@@ -96,7 +96,7 @@ impl Default for DetectorConfig {
         Self {
             newest_rows: Some(4),
             novelty_rows: 100,
-            range_tolerance: Some(0.05),
+            range_tolerance: Some(0.1),
             range_from_model: true,
             range_follow: 0.03,
             roughness_rows: 3,
