@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 /// 10-row average of raw scores, a range check (10 % tolerance, seeded from
 /// the model's training range, taught slowly by breaches), a roughness
 /// check (30 % above the roughest seen, which a rise within that widens
-/// only part of the way; below a twentieth of the quietest), windows of an open alert held out of the calibration, alerts at a
-/// tail of about 3 × 10^-7 (0.65) with a 30-window cooldown.
+/// only part of the way; below a twentieth of the quietest), windows of
+/// an open alert held out of the calibration, alerts at a tail of about
+/// 3 × 10^-7 (0.65) with a 30-window cooldown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -61,13 +62,13 @@ pub struct DetectorConfig {
     /// (`range_follow`), so a roughness decaying row by row cannot walk it
     /// down.
     pub roughness_tolerance_below: f64,
-    /// How a roughness beyond the bounds but within
-    /// `roughness_tolerance` teaches them once the calibration is ready: it
+    /// How a roughness above the upper bound but within
+    /// `roughness_tolerance` teaches it once the calibration is ready: it
     /// moves the bound this fraction of the way to itself (during probation
     /// and warm-up, all of it). At 1 a noise burst whose roughness builds up
     /// over a few rows, each row within the tolerance of the one before,
-    /// widens the bounds as it goes and never breaches; below 1 the bounds
-    /// lag it, and it breaches. (The value range widens fully: `range_follow`.)
+    /// widens the bound as it goes and never breaches; below 1 the bound
+    /// lags it, and it breaches. (The value range widens fully: `range_follow`.)
     pub roughness_widen: f64,
     /// When an alert resolves, the part of its breaches' values and
     /// roughness that an earlier resolved excursion reached too joins the

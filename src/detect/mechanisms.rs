@@ -1,8 +1,9 @@
 //! Tests of the detector's decision mechanisms, each against its absence:
 //! probation silence, the range seeded from training and taught only
 //! slowly by breaches, roughness bounds that lag a rise within their
-//! tolerance, a wide tolerance below them (quiet, not stuck), levels two excursions reached joining the range, alerts held
-//! through long anomalies, and the cooldown after a detection.
+//! tolerance, a wide tolerance below them (quiet is not stuck), levels two
+//! excursions reached joining the range, alerts held through long
+//! anomalies, and the cooldown after a detection.
 
 use super::*;
 use crate::serve::embedded::default_scorer;
