@@ -62,6 +62,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Splits a comma-separated list argument.
+/// Encoder widths from `--widths` ("16,32").
+fn widths_list(text: &str) -> anyhow::Result<Vec<usize>> {
+    use anyhow::Context;
+    comma_list(text)
+        .iter()
+        .map(|w| {
+            w.parse::<usize>()
+                .with_context(|| format!("--widths: {w:?} is not a whole number"))
+        })
+        .collect()
+}
+
 fn comma_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(|s| s.trim().to_string())

@@ -7,7 +7,6 @@ use crate::recipe::{default_loss, ModelRecipe};
 use crate::series::{read_series, ReadOptions};
 use crate::train::curve;
 use crate::train::TrainingBackend;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -148,13 +147,7 @@ fn recipe(args: &TrainArgs) -> anyhow::Result<ModelRecipe> {
             "--batch-size, --max-epochs, --train-stride and --default-stride must be at least 1"
         );
     }
-    let widths = comma_list(&args.widths)
-        .iter()
-        .map(|w| {
-            w.parse::<usize>()
-                .with_context(|| format!("--widths: {w:?} is not a whole number"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let widths = super::widths_list(&args.widths)?;
     Ok(ModelRecipe {
         name: args.name.clone(),
         window_len: args.window_len,

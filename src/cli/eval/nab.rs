@@ -34,6 +34,16 @@ pub struct NabArgs {
     /// Maximum training epochs per file.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Encoder convolution widths of each file's model, comma-separated
+    /// (default: the shipped network's, as `anomalyd train`).
+    #[arg(long)]
+    pub widths: Option<String>,
+    /// Convolution kernel size (odd) of each file's model (default: as `anomalyd train`).
+    #[arg(long)]
+    pub kernel_size: Option<usize>,
+    /// Latent code size of each file's model (default: as `anomalyd train`).
+    #[arg(long)]
+    pub latent_size: Option<usize>,
     /// Retrain each file's model every N rows after the prefix, on its latest
     /// `--retrain-rows` past rows (default: never).
     #[arg(long)]
@@ -52,6 +62,11 @@ pub struct NabArgs {
 
 /// Runs `anomalyd eval nab`.
 pub fn run(args: NabArgs) -> anyhow::Result<()> {
+    let widths = args
+        .widths
+        .as_deref()
+        .map(super::super::widths_list)
+        .transpose()?;
     let mut corpus = Corpus::load(&args.data)?;
     if let Some(limit) = args.limit {
         corpus.files.truncate(limit);
@@ -68,6 +83,15 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     options.probation_silence = !args.alerts_in_probation;
     if let Some(epochs) = args.epochs {
         options.recipe.training.max_epochs = epochs;
+    }
+    if let Some(widths) = widths {
+        options.recipe.widths = widths;
+    }
+    if let Some(kernel_size) = args.kernel_size {
+        options.recipe.kernel_size = kernel_size;
+    }
+    if let Some(latent_size) = args.latent_size {
+        options.recipe.latent_size = latent_size;
     }
     if let Some(path) = &args.detector_config {
         options.detector = super::read_detector_config(path)?;
@@ -90,6 +114,7 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         "max_epochs": options.recipe.training.max_epochs,
         "patience": options.recipe.training.patience,
         "widths": options.recipe.widths,
+        "kernel_size": options.recipe.kernel_size,
         "latent_size": options.recipe.latent_size,
         "seed": options.recipe.training.seed,
         "retrain_every": options.retrain_every,
