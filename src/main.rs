@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     match anomalyd::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("anomalyd: error: {error:#}");
+            eprintln!("anomalyd: error: {}", anomalyd::cli::error_line(&error));
             if error.is::<anomalyd::cli::run::BadConfig>() {
                 // EX_USAGE: the configuration is wrong, restarting will not help.
                 std::process::ExitCode::from(FatalKind::Config.exit_code())

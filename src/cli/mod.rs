@@ -80,3 +80,45 @@ fn comma_list(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// One line for a command's error: the error, then each cause whose text
+/// it does not already hold (many errors name their source in their own
+/// message, and `{:#}` would print it twice).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x.csv: {source}")]
+        struct Read {
+            source: std::io::Error,
+        }
+        let named: anyhow::Error = Read { source: io }.into();
+        assert_eq!(error_line(&named), "cannot read x.csv: no such file");
+        let wrapped = Err::<(), _>(named).context("loading the data").unwrap_err();
+        assert_eq!(
+            error_line(&wrapped),
+            "loading the data: cannot read x.csv: no such file"
+        );
+        let plain = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing scores")
+            .unwrap_err();
+        assert_eq!(error_line(&plain), "writing scores: disk full");
+    }
+}
