@@ -70,39 +70,66 @@ fn records(channels: &[String], steps: std::ops::Range<usize>) -> Vec<(String, S
     records
 }
 
+/// Allocations of the scorer thread's path, by step.
+#[derive(Debug, Default)]
+struct ScoringAllocations {
+    /// Windows scored.
+    windows: usize,
+    /// `EntityTable::admit`: the window's values and its pending rows.
+    admit: u64,
+    /// The model on batches of [`BATCH`] windows: tract's run and the
+    /// scorer's per-window results.
+    model: u64,
+    /// `EntityDetector::decide`.
+    decide: u64,
+}
+
 /// The scorer thread's path for `samples`: admit, model in batches, decide.
-/// Returns the windows scored.
-fn score(table: &mut EntityTable, scorer: &Scorer, samples: &[Sample], first: i64) -> usize {
+fn score(
+    table: &mut EntityTable,
+    scorer: &Scorer,
+    samples: &[Sample],
+    first: i64,
+) -> ScoringAllocations {
     let partition = Partition {
         topic: Arc::from("bench"),
         partition: 0,
     };
     let mut pending: Vec<(usize, PendingWindow)> = Vec::with_capacity(BATCH);
-    let mut windows = 0;
+    let mut counts = ScoringAllocations::default();
     let mut ledger = LedgerBatch::detached();
-    let flush = |table: &mut EntityTable, pending: &mut Vec<(usize, PendingWindow)>| {
+    let flush = |table: &mut EntityTable,
+                 pending: &mut Vec<(usize, PendingWindow)>,
+                 counts: &mut ScoringAllocations| {
+        let before = allocations();
         let scores = scorer
             .score_normalised_windows(pending.iter().map(|(_, p)| &p.window))
             .expect("tract scores");
+        let scored = allocations();
         for ((index, window), scored) in pending.drain(..).zip(&scores) {
             let state = table.get_mut(&samples[index].entity).expect("admitted");
             state.detector.decide(scorer, &window, scored);
         }
-        scores.len()
+        counts.model += scored - before;
+        counts.decide += allocations() - scored;
+        counts.windows += scores.len();
     };
     for (index, sample) in samples.iter().enumerate() {
         let source = SourceOffset {
             partition: partition.clone(),
             offset: first + index as i64,
         };
-        match table.admit(scorer, sample, &source, Instant::now(), &mut ledger) {
+        let before = allocations();
+        let admission = table.admit(scorer, sample, &source, Instant::now(), &mut ledger);
+        counts.admit += allocations() - before;
+        match admission {
             Admission::Accepted {
                 window: Some(window),
                 ..
             } => {
                 pending.push((index, window));
                 if pending.len() == BATCH {
-                    windows += flush(table, &mut pending);
+                    flush(table, &mut pending, &mut counts);
                 }
             }
             Admission::Accepted { window: None, .. } => {}
@@ -110,7 +137,8 @@ fn score(table: &mut EntityTable, scorer: &Scorer, samples: &[Sample], first: i6
         }
         ledger.clear();
     }
-    windows + flush(table, &mut pending)
+    flush(table, &mut pending, &mut counts);
+    counts
 }
 
 /// The consumer thread's allocations per record over `measured`, after
@@ -217,13 +245,18 @@ fn main() -> anyhow::Result<()> {
     );
     score(&mut table, &scorer, &warm_samples, 0);
     let before = allocations();
-    let windows = score(&mut table, &scorer, &kept, warm_samples.len() as i64);
+    let counts = score(&mut table, &scorer, &kept, warm_samples.len() as i64);
     let scoring = allocations() - before;
+    let per_window = |count: u64| count as f64 / counts.windows as f64;
     println!(
-        "{{\"path\": \"entities and model\", \"records\": {}, \"windows\": {windows}, \"allocations_per_record\": {:.2}, \"allocations_per_window\": {:.1}}}",
+        "{{\"path\": \"entities and model\", \"records\": {}, \"windows\": {}, \"allocations_per_record\": {:.2}, \"allocations_per_window\": {:.1}, \"per_window\": {{\"admit\": {:.2}, \"model\": {:.2}, \"decide\": {:.2}}}}}",
         kept.len(),
+        counts.windows,
         scoring as f64 / kept.len() as f64,
-        scoring as f64 / windows as f64
+        per_window(scoring),
+        per_window(counts.admit),
+        per_window(counts.model),
+        per_window(counts.decide),
     );
     Ok(())
 }
