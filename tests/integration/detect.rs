@@ -400,8 +400,13 @@ fn csv_json_lines_parquet_and_standard_input_give_the_same_rows() {
                     .spawn()
                     .unwrap();
                 let bytes = std::fs::read(dir.path().join(name)).unwrap();
-                child.stdin.take().unwrap().write_all(&bytes).unwrap();
-                child.wait_with_output().unwrap()
+                // Written from another thread: `detect` writes rows while it
+                // reads, and a full stdout pipe would stop it reading.
+                let mut stdin = child.stdin.take().unwrap();
+                let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+                let output = child.wait_with_output().unwrap();
+                writer.join().unwrap().unwrap();
+                output
             }
             None => command.output().unwrap(),
         };
