@@ -61,7 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Splits a comma-separated list argument.
 /// Encoder widths from `--widths` ("16,32").
 fn widths_list(text: &str) -> anyhow::Result<Vec<usize>> {
     use anyhow::Context;
@@ -74,6 +73,7 @@ fn widths_list(text: &str) -> anyhow::Result<Vec<usize>> {
         .collect()
 }
 
+/// Splits a comma-separated list argument.
 fn comma_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(|s| s.trim().to_string())
