@@ -143,3 +143,36 @@ fn train_command_writes_the_artefact_and_loss_curve() {
         .unwrap()
         .contains("<svg"));
 }
+
+#[test]
+fn a_missing_file_and_a_bad_width_are_each_named_once() {
+    let missing = anomalyd()
+        .args(["train", "--input", "/nonexistent/anomalyd-train.csv"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("/nonexistent/anomalyd-train.csv"),
+        "{stderr}"
+    );
+    // The I/O error once, not again after the message that names it.
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
+
+    // The widths are checked before the corpus is read.
+    let width = anomalyd()
+        .args([
+            "eval",
+            "nab",
+            "--data",
+            "/nonexistent",
+            "--out",
+            "/nonexistent",
+        ])
+        .args(["--widths", "16,x"])
+        .output()
+        .unwrap();
+    assert!(!width.status.success());
+    let stderr = String::from_utf8_lossy(&width.stderr);
+    assert!(stderr.contains("--widths: \"x\""), "{stderr}");
+}
