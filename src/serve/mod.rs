@@ -5,4 +5,4 @@ pub mod scorer;
 
 pub use error::ModelError;
 pub mod embedded;
-pub use scorer::{metadata_path, Scorer, WindowScore};
+pub use scorer::{metadata_path, BatchPart, Scorer, WindowScore};

@@ -9,6 +9,7 @@ use super::error::ModelError;
 use crate::model::metadata::{INPUT_NAME, OUTPUT_NAME};
 use crate::model::{FeatureExtractor, ModelMetadata};
 use crate::window::Window;
+use smallvec::SmallVec;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
@@ -19,15 +20,44 @@ pub struct WindowScore {
     /// Higher = more anomalous: the hybrid distance between the window and its
     /// reconstruction (pointwise and perceptual terms with the training weights).
     pub score: f32,
-    /// Each channel's share of `score` (they sum to it), in model channel order.
-    pub channel_contributions: Vec<f32>,
+    /// Each channel's share of `score` (they sum to it), in model channel
+    /// order; inline up to 8 channels, so a window's score allocates nothing.
+    pub channel_contributions: SmallVec<[f32; 8]>,
     /// The reconstruction, normalised (as the model sees the window),
     /// channel-major like the window; [`Scorer::denormalise`] gives a value
     /// in its channel's units. Kept normalised because only a few values are
     /// ever needed in channel units (an alert's evidence), and converting a
     /// whole window back for every score cost more than the rest of the
     /// scoring outside the model.
-    pub normalised_reconstruction: Vec<f32>,
+    pub normalised_reconstruction: BatchPart,
+}
+
+/// One window's part of a batch's values, shared with the batch's other
+/// windows: one allocation per batch, not per window. It reads as a slice.
+#[derive(Clone)]
+pub struct BatchPart {
+    batch: Arc<[f32]>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for BatchPart {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.batch[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for BatchPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for BatchPart {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
 }
 
 /// Batch sizes the model is optimised for, largest first. tract picks its
@@ -299,12 +329,18 @@ impl Scorer {
         windows: &[f32],
         count: usize,
     ) -> Result<Vec<WindowScore>, ModelError> {
-        let reconstruction = self.reconstruct_normalised(windows, count)?;
+        let reconstruction: Arc<[f32]> = self.reconstruct_normalised(windows, count)?.into();
         let size = self.window_size();
         Ok(windows
             .chunks(size)
-            .zip(reconstruction.chunks(size))
-            .map(|(window, reconstructed)| self.score_one(window, reconstructed))
+            .enumerate()
+            .map(|(index, window)| {
+                let part = BatchPart {
+                    batch: Arc::clone(&reconstruction),
+                    range: index * size..(index + 1) * size,
+                };
+                self.score_one(window, part)
+            })
             .collect())
     }
 
@@ -347,11 +383,11 @@ impl Scorer {
     }
 
     /// The hybrid distance between a normalised window and its reconstruction.
-    fn score_one(&self, window: &[f32], reconstructed: &[f32]) -> WindowScore {
+    fn score_one(&self, window: &[f32], reconstructed: BatchPart) -> WindowScore {
         let len = self.metadata.window_len;
         let channels = self.metadata.channels.len() as f32;
         let loss = &self.metadata.loss;
-        let mut contributions = Vec::with_capacity(self.metadata.channels.len());
+        let mut contributions = SmallVec::with_capacity(self.metadata.channels.len());
         for (x, y) in window.chunks(len).zip(reconstructed.chunks(len)) {
             let squared: f32 =
                 x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / len as f32;
@@ -364,7 +400,7 @@ impl Scorer {
         WindowScore {
             score: contributions.iter().sum(),
             channel_contributions: contributions,
-            normalised_reconstruction: reconstructed.to_vec(),
+            normalised_reconstruction: reconstructed,
         }
     }
 }
