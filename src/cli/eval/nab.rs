@@ -62,39 +62,11 @@ pub struct NabArgs {
 
 /// Runs `anomalyd eval nab`.
 pub fn run(args: NabArgs) -> anyhow::Result<()> {
-    let widths = args
-        .widths
-        .as_deref()
-        .map(super::super::widths_list)
-        .transpose()?;
+    // Every option is checked before the corpus is read.
+    let options = options(&args)?;
     let mut corpus = Corpus::load(&args.data)?;
     if let Some(limit) = args.limit {
         corpus.files.truncate(limit);
-    }
-    let mut options = NabOptions::default();
-    if let Some(workers) = args.workers {
-        options.workers = workers.max(1);
-    }
-    if let Some(window) = args.window {
-        options.recipe.window_len = window;
-    }
-    options.retrain_every = args.retrain_every.filter(|&n| n > 0);
-    options.retrain_rows = args.retrain_rows;
-    options.probation_silence = !args.alerts_in_probation;
-    if let Some(epochs) = args.epochs {
-        options.recipe.training.max_epochs = epochs;
-    }
-    if let Some(widths) = widths {
-        options.recipe.widths = widths;
-    }
-    if let Some(kernel_size) = args.kernel_size {
-        options.recipe.kernel_size = kernel_size;
-    }
-    if let Some(latent_size) = args.latent_size {
-        options.recipe.latent_size = latent_size;
-    }
-    if let Some(path) = &args.detector_config {
-        options.detector = super::read_detector_config(path)?;
     }
     let started = Instant::now();
     let bar = ProgressBar::new(corpus.files.len() as u64).with_style(
@@ -109,27 +81,13 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         bar.set_message(file.to_string());
     })?;
     bar.finish_and_clear();
-    let settings = serde_json::json!({
-        "window_len": options.recipe.window_len,
-        "max_epochs": options.recipe.training.max_epochs,
-        "patience": options.recipe.training.patience,
-        "widths": options.recipe.widths,
-        "kernel_size": options.recipe.kernel_size,
-        "latent_size": options.recipe.latent_size,
-        "seed": options.recipe.training.seed,
-        "retrain_every": options.retrain_every,
-        "retrain_rows": options.retrain_rows,
-        "probation_silence": options.probation_silence,
-        "loss": options.recipe.training.loss,
-        "detector": options.detector,
-    });
     let summary = summarise(
         &corpus,
         &runs,
         &args.detector,
         started.elapsed().as_secs_f64(),
         options.workers,
-        settings,
+        settings(&options),
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -151,4 +109,54 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         args.out.join("report/index.html").display()
     );
     Ok(())
+}
+
+/// The run's options: the defaults, changed by `args`.
+fn options(args: &NabArgs) -> anyhow::Result<NabOptions> {
+    let mut options = NabOptions::default();
+    if let Some(workers) = args.workers {
+        options.workers = workers.max(1);
+    }
+    options.retrain_every = args.retrain_every.filter(|&n| n > 0);
+    options.retrain_rows = args.retrain_rows;
+    options.probation_silence = !args.alerts_in_probation;
+    let recipe = &mut options.recipe;
+    if let Some(window) = args.window {
+        recipe.window_len = window;
+    }
+    if let Some(epochs) = args.epochs {
+        recipe.training.max_epochs = epochs;
+    }
+    if let Some(widths) = &args.widths {
+        recipe.widths = super::super::widths_list(widths)?;
+    }
+    if let Some(kernel_size) = args.kernel_size {
+        recipe.kernel_size = kernel_size;
+    }
+    if let Some(latent_size) = args.latent_size {
+        recipe.latent_size = latent_size;
+    }
+    if let Some(path) = &args.detector_config {
+        options.detector = super::read_detector_config(path)?;
+    }
+    Ok(options)
+}
+
+/// The settings written into the summary beside the scores.
+fn settings(options: &NabOptions) -> serde_json::Value {
+    let recipe = &options.recipe;
+    serde_json::json!({
+        "window_len": recipe.window_len,
+        "max_epochs": recipe.training.max_epochs,
+        "patience": recipe.training.patience,
+        "widths": recipe.widths,
+        "kernel_size": recipe.kernel_size,
+        "latent_size": recipe.latent_size,
+        "seed": recipe.training.seed,
+        "retrain_every": options.retrain_every,
+        "retrain_rows": options.retrain_rows,
+        "probation_silence": options.probation_silence,
+        "loss": recipe.training.loss,
+        "detector": options.detector,
+    })
 }
