@@ -39,7 +39,9 @@ pub struct WindowScore {
 /// its windows are decided.
 #[derive(Clone)]
 pub struct BatchPart {
-    batch: Arc<[f32]>,
+    /// The batch's values as the model returned them (an `Arc<[f32]>`
+    /// would copy them once more).
+    batch: Arc<Vec<f32>>,
     range: std::ops::Range<usize>,
 }
 
@@ -332,7 +334,7 @@ impl Scorer {
         windows: &[f32],
         count: usize,
     ) -> Result<Vec<WindowScore>, ModelError> {
-        let reconstruction: Arc<[f32]> = self.reconstruct_normalised(windows, count)?.into();
+        let reconstruction = Arc::new(self.reconstruct_normalised(windows, count)?);
         let size = self.window_size();
         Ok(windows
             .chunks(size)
